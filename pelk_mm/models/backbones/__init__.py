@@ -1,0 +1,3 @@
+from .pelk import PeLK
+
+__all__ = ['PeLK']

@@ -1,0 +1,436 @@
+"""PeLK: Parameter-efficient Large Kernel ConvNets (Chen et al., CVPR 2024).
+
+One backbone for classification (mmpretrain), segmentation (mmseg) and
+detection (mmdet). The macro design is ConvNeXt's / SLaK's; every block mixes
+tokens with a partial peripheral convolution (:class:`PeripheralMixer`).
+"""
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...ops import KernelPositionEmbedding, PeripheralMixer
+from ...registry import MODELS
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias,
+                         self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class PeLKBlock(nn.Module):
+    """Peripheral mixer -> LayerNorm -> Linear 4x -> GELU -> Linear ->
+    layer scale -> drop path, with a residual connection.
+
+    Args:
+        channels (int): Channels C.
+        kernel_size (int): Peripheral kernel size of the stage.
+        pos_embed (KernelPositionEmbedding, optional): The stage's shared h.
+        mixer_cfg (dict): Extra arguments of :class:`PeripheralMixer`.
+        mlp_ratio (float): Hidden width of the MLP over C. Defaults to 4.
+        drop_path_rate (float): Stochastic depth rate. Defaults to 0.
+        layer_scale_init_value (float): Init of the layer scale; 0 disables
+            it. Defaults to 1e-6.
+        with_cp (bool): Use gradient checkpointing. Defaults to False.
+
+    Shape:
+        Input and output: (B, C, H, W).
+    """
+
+    def __init__(self,
+                 channels: int,
+                 kernel_size: int,
+                 pos_embed: Optional[KernelPositionEmbedding] = None,
+                 mixer_cfg: dict = dict(),
+                 mlp_ratio: float = 4.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 1e-6,
+                 with_cp: bool = False):
+        super().__init__()
+        self.with_cp = with_cp
+        self.mixer = PeripheralMixer(
+            channels, kernel_size, pos_embed=pos_embed, **mixer_cfg)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        hidden = int(mlp_ratio * channels)
+        self.pointwise_conv1 = nn.Linear(channels, hidden)
+        self.act = nn.GELU()
+        self.pointwise_conv2 = nn.Linear(hidden, channels)
+        self.gamma = nn.Parameter(
+            layer_scale_init_value * torch.ones(channels),
+            requires_grad=True) if layer_scale_init_value > 0 else None
+        self.drop_path = DropPath(
+            drop_path_rate) if drop_path_rate > 0. else nn.Identity()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.mixer(x).permute(0, 2, 3, 1)
+        x = self.pointwise_conv2(self.act(self.pointwise_conv1(self.norm(x))))
+        if self.gamma is not None:
+            x = x * self.gamma
+        return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+
+class PeLKStage(nn.Module):
+    """A stage: blocks that share one kernel-wise positional embedding.
+
+    The embedding is registered here (``stages.i.pos_embed.weight``) and
+    only referenced by the blocks' peripheral convs, so it is saved once.
+    """
+
+    def __init__(self, blocks: List[PeLKBlock],
+                 pos_embed: Optional[KernelPositionEmbedding]):
+        super().__init__()
+        self.pos_embed = pos_embed
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+@MODELS.register_module()
+class PeLK(BaseModule):
+    """PeLK backbone.
+
+    A PyTorch implementation of `PeLK: Parameter-efficient Large Kernel
+    ConvNets with Peripheral Convolution <https://arxiv.org/abs/2403.07589>`_.
+
+    Architecture (paper 4.4): a 4x4 stride-4 stem, four stages with
+    LayerNorm + 2x2 stride-2 downsampling between them; kernels per stage
+    [51, 49, 47, 13] ([101, 69, 67, 13] for ``base-101``); 3/8 of each
+    block's channels go through the peripheral conv, with a parallel 5x5
+    depthwise conv; one positional embedding per stage.
+
+    Widths are SLaK's (ConvNeXt's x1.3, truncated): the paper trains with
+    SLaK's dynamic sparsity, so its parameter and FLOP counts are of the 40%
+    sparse model. How the counts are taken (``tests/test_pelk.py``):
+
+    * Params: every parameter, with the conv and linear weights (the 2-D and
+      4-D ones, where SLaK's masks live) counted at density 0.6.
+    * FLOPs: ``mmengine.analysis.FlopAnalyzer`` (one multiply-add is one
+      FLOP) with the peripheral conv counted as the dense KxK depthwise conv
+      it equals (``conv_path='direct'``), conv and linear layers at density
+      0.6, at 224x224 with a 1000-class linear head.
+
+    ===========  =======  ========  ============  =========  ========
+    arch         params   (paper)   FLOPs (224)   (paper)    dense
+    ===========  =======  ========  ============  =========  ========
+    tiny         29.5M    29M       5.79G         5.6G       48.0M
+    small        51.0M    50M       10.9G         10.7G      84.3M
+    base         89.7M    89M       19.2G         18.3G      148.5M
+    ===========  =======  ========  ============  =========  ========
+
+    Args:
+        arch (str | dict): ``'tiny'``, ``'small'``, ``'base'``,
+            ``'base-101'`` (or ``'t'``, ``'s'``, ``'b'``, ``'b101'``), or a
+            dict with ``depths``, ``channels``, ``kernel_sizes`` and,
+            optionally, ``center_size`` (default 5). Defaults to ``'tiny'``.
+        in_channels (int): Channels of the input images. Defaults to 3.
+        stem_patch_size (int): Patch size of the stem. Defaults to 4.
+        partial_ratio (float): Fraction of channels through the peripheral
+            conv. Defaults to 3/8.
+        small_kernel (int, optional): Size of the parallel dense kernel;
+            None disables it. Defaults to 5.
+        grid_base (int): Growth factor m of the sharing grid. Defaults to 2.
+        pos_embed (bool): Use the kernel-wise positional embedding.
+            Defaults to True.
+        pos_embed_std (float): Its truncated-normal std. Defaults to 0.02.
+        pos_border (str): Its border semantics, ``'valid'`` or ``'padded'``
+            (see :mod:`pelk_mm.ops.functional`). Defaults to ``'valid'``.
+        conv_path (str): Peripheral conv path, ``'auto'``, ``'direct'`` or
+            ``'fft'``. Defaults to ``'auto'``.
+        mixer_norm_cfg (dict): Norm of the mixer branches.
+            Defaults to ``dict(type='BN')``.
+        mlp_ratio (float): MLP expansion. Defaults to 4.
+        drop_path_rate (float): Stochastic depth rate, linearly increasing
+            over blocks. Defaults to 0.
+        layer_scale_init_value (float): Init of layer scale. Defaults to 1e-6.
+        out_indices (Sequence[int] | int): Stages whose outputs are returned.
+            Defaults to -1 (the last).
+        frozen_stages (int): Stages (with their downsampling layer) to freeze.
+            Defaults to 0.
+        norm_eval (bool): Keep the BNs in eval mode while training.
+            Defaults to False.
+        with_cp (bool): Gradient checkpointing in the blocks.
+            Defaults to False.
+        gap_before_final_norm (bool): Global-average-pool the outputs before
+            their norm (classification) instead of returning feature maps
+            (dense prediction). Defaults to True.
+        init_cfg (dict | list[dict], optional): Initialization config. Use
+            ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``
+            for ImageNet weights.
+
+    Shape:
+        - Input: (B, in_channels, H, W).
+        - Output: a tuple with, per ``out_indices`` entry i, a map of shape
+          (B, channels[i], H / 2^(i+2), W / 2^(i+2)), or (B, channels[i])
+          when ``gap_before_final_norm``.
+    """
+    arch_settings = {
+        'tiny': {
+            'depths': [3, 3, 9, 3],
+            'channels': [124, 249, 499, 998],
+            'kernel_sizes': [51, 49, 47, 13],
+            'center_size': 5,
+        },
+        'small': {
+            'depths': [3, 3, 27, 3],
+            'channels': [124, 249, 499, 998],
+            'kernel_sizes': [51, 49, 47, 13],
+            'center_size': 5,
+        },
+        'base': {
+            'depths': [3, 3, 27, 3],
+            'channels': [166, 332, 665, 1331],
+            'kernel_sizes': [51, 49, 47, 13],
+            'center_size': 5,
+        },
+        'base-101': {
+            'depths': [3, 3, 27, 3],
+            'channels': [166, 332, 665, 1331],
+            'kernel_sizes': [101, 69, 67, 13],
+            'center_size': 7,
+        },
+    }
+    arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base', 'b101': 'base-101'}
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 stem_patch_size: int = 4,
+                 partial_ratio: float = 3 / 8,
+                 small_kernel: Optional[int] = 5,
+                 grid_base: int = 2,
+                 pos_embed: bool = True,
+                 pos_embed_std: float = 0.02,
+                 pos_border: str = 'valid',
+                 conv_path: str = 'auto',
+                 mixer_norm_cfg: dict = dict(type='BN'),
+                 mlp_ratio: float = 4.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 1e-6,
+                 out_indices: Union[Sequence[int], int] = -1,
+                 frozen_stages: int = 0,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 gap_before_final_norm: bool = True,
+                 init_cfg: Optional[Union[dict, List[dict]]] = [
+                     dict(type='TruncNormal', layer=['Conv2d', 'Linear'],
+                          std=.02, bias=0.),
+                     dict(type='Constant', layer=['LayerNorm'], val=1.,
+                          bias=0.),
+                 ]):
+        super().__init__(init_cfg=init_cfg)
+        arch = self._parse_arch(arch)
+        self.depths = list(arch['depths'])
+        self.channels = list(arch['channels'])
+        self.kernel_sizes = list(arch['kernel_sizes'])
+        self.center_size = arch.get('center_size', 5)
+        self.num_stages = len(self.depths)
+        self.in_channels = in_channels
+        self.out_indices = self._parse_out_indices(out_indices)
+        if not 0 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [0, '
+                             f'{self.num_stages}], got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.gap_before_final_norm = gap_before_final_norm
+
+        dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        mixer_cfg = dict(
+            center_size=self.center_size, base=grid_base,
+            partial_ratio=partial_ratio, small_kernel=small_kernel,
+            pos_border=pos_border, norm_cfg=mixer_norm_cfg, path=conv_path)
+
+        self.downsample_layers = nn.ModuleList([
+            nn.Sequential(
+                nn.Conv2d(in_channels, self.channels[0], stem_patch_size,
+                          stride=stem_patch_size),
+                LayerNorm2d(self.channels[0], eps=1e-6))
+        ])
+        self.stages = nn.ModuleList()
+        block_idx = 0
+        for i, (depth, channels, kernel_size) in enumerate(
+                zip(self.depths, self.channels, self.kernel_sizes)):
+            if i > 0:
+                self.downsample_layers.append(
+                    nn.Sequential(
+                        LayerNorm2d(self.channels[i - 1], eps=1e-6),
+                        nn.Conv2d(self.channels[i - 1], channels, 2,
+                                  stride=2)))
+            stage_pos_embed = KernelPositionEmbedding(
+                int(channels * partial_ratio), kernel_size,
+                pos_embed_std) if pos_embed else None
+            blocks = [
+                PeLKBlock(channels, kernel_size, stage_pos_embed, mixer_cfg,
+                          mlp_ratio, dpr[block_idx + j],
+                          layer_scale_init_value, with_cp)
+                for j in range(depth)
+            ]
+            block_idx += depth
+            self.stages.append(PeLKStage(blocks, stage_pos_embed))
+            if i in self.out_indices:
+                norm = nn.LayerNorm(channels, eps=1e-6) \
+                    if gap_before_final_norm else LayerNorm2d(channels,
+                                                              eps=1e-6)
+                self.add_module(f'norm{i}', norm)
+        self._freeze_stages()
+
+    def _parse_arch(self, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            name = self.arch_aliases.get(arch.lower(), arch.lower())
+            if name not in self.arch_settings:
+                raise ValueError(
+                    f'unknown PeLK arch {arch!r}; choose one of '
+                    f'{sorted(self.arch_settings)}, their aliases '
+                    f'{sorted(self.arch_aliases)}, or pass a dict with '
+                    f'depths, channels and kernel_sizes')
+            return self.arch_settings[name]
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {arch!r}')
+        missing = {'depths', 'channels', 'kernel_sizes'} - set(arch)
+        if missing:
+            raise ValueError(f'custom arch is missing {sorted(missing)}; it '
+                             f'needs depths, channels and kernel_sizes')
+        lengths = {len(arch[k]) for k in ('depths', 'channels',
+                                          'kernel_sizes')}
+        if len(lengths) != 1:
+            raise ValueError('depths, channels and kernel_sizes of a custom '
+                             'arch must have the same length')
+        return arch
+
+    def _parse_out_indices(self, out_indices) -> List[int]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        parsed = []
+        for index in out_indices:
+            if not -self.num_stages <= index < self.num_stages:
+                raise ValueError(
+                    f'out_indices entry {index} is out of range for '
+                    f'{self.num_stages} stages')
+            parsed.append(index % self.num_stages)
+        return parsed
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'PeLK expects images of shape (B, {self.in_channels}, H, W), '
+                f'got {tuple(x.shape)}; set in_channels to match the data')
+        outs = []
+        for i, (downsample, stage) in enumerate(
+                zip(self.downsample_layers, self.stages)):
+            x = stage(downsample(x))
+            if i in self.out_indices:
+                norm = getattr(self, f'norm{i}')
+                if self.gap_before_final_norm:
+                    outs.append(norm(x.mean([-2, -1])))
+                else:
+                    outs.append(norm(x))
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        for i in range(self.frozen_stages):
+            for module in (self.downsample_layers[i], self.stages[i]):
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'PeLK':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Initialize, or load ``init_cfg``'s pretrained checkpoint.
+
+        Besides mmengine's warning on missing and unexpected keys, warns
+        loudly when no key at all matched (almost always a wrong ``prefix``).
+        """
+        super().init_weights()
+        init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else {}
+        if init_cfg.get('type') == 'Pretrained':
+            self._check_pretrained_keys(init_cfg)
+
+    def _check_pretrained_keys(self, init_cfg: dict) -> None:
+        from mmengine.runner.checkpoint import (_load_checkpoint,
+                                                _load_checkpoint_with_prefix)
+        checkpoint, prefix = init_cfg['checkpoint'], init_cfg.get('prefix')
+        if prefix is None:
+            state = _load_checkpoint(checkpoint, map_location='cpu')
+            state = state.get('state_dict', state)
+        else:
+            state = _load_checkpoint_with_prefix(prefix, checkpoint, 'cpu')
+        if not set(state) & set(self.state_dict()):
+            MMLogger.get_current_instance().warning(
+                f'None of the {len(state)} weights in {checkpoint!r} (prefix '
+                f'{prefix!r}) matches a PeLK parameter, so nothing was '
+                f'loaded. Checkpoint keys look like {sorted(state)[:3]}, '
+                f'PeLK keys like {sorted(self.state_dict())[:3]}: set '
+                f'init_cfg.prefix (e.g. "backbone.") to the part to strip.')
+
+    def switch_to_deploy(self) -> None:
+        """Merge every mixer's branches and BNs for inference (see
+        :meth:`PeripheralMixer.switch_to_deploy`). Outputs are unchanged in
+        eval mode; training after this is not supported."""
+        for module in self.modules():
+            if isinstance(module, PeripheralMixer):
+                module.switch_to_deploy()
+        for stage in self.stages:
+            stage.pos_embed = None  # folded into each conv's pos_kernel
+
+    def get_layer_depth(self, param_name: str, prefix: str = ''):
+        """Layer id of a parameter, for layer-wise learning-rate decay.
+
+        The same scheme as mmpretrain's ConvNeXt: the stem is layer 0,
+        stages 0 and 1 are layers 1 and 2, stage 2 is split into groups of 3
+        blocks, stage 3 and the last downsampling share the last layer.
+
+        Args:
+            param_name (str): Name of the parameter.
+            prefix (str): Prefix of the backbone's parameters, e.g.
+                ``'backbone.'``. Parameters without it (heads) go last.
+
+        Returns:
+            tuple[int, int]: The layer id and the number of layers.
+        """
+        max_layer_id = 12 if self.depths[-2] > 9 else 6
+        if not param_name.startswith(prefix):
+            return max_layer_id + 1, max_layer_id + 2
+        parts = param_name[len(prefix):].split('.')
+        if parts[0] == 'downsample_layers':
+            stage_id = int(parts[1])
+            layer_id = {0: 0, 1: 2, 2: 3}.get(stage_id, max_layer_id)
+        elif parts[0] == 'stages':
+            stage_id = int(parts[1])
+            # The shared positional embedding goes with the first block.
+            block_id = int(parts[3]) if parts[2] == 'blocks' else 0
+            if stage_id < 2:
+                layer_id = stage_id + 1
+            elif stage_id == 2:
+                layer_id = min(3 + block_id // 3, max_layer_id - 1)
+            else:
+                layer_id = max_layer_id
+        else:  # the output norms
+            layer_id = max_layer_id + 1
+        return layer_id, max_layer_id + 2

@@ -1,0 +1,14 @@
+"""The peripheral convolution: sharing grid, reference and fast paths."""
+from .functional import (choose_path, depthwise_conv, depthwise_conv_direct,
+                         depthwise_conv_fft, peripheral_conv2d,
+                         peripheral_conv2d_reference, positional_term)
+from .grid import expand_by_grid, sharing_grid
+from .peripheral_conv import (KernelPositionEmbedding, PeripheralConv2d,
+                              PeripheralMixer)
+
+__all__ = [
+    'sharing_grid', 'expand_by_grid', 'choose_path', 'depthwise_conv',
+    'depthwise_conv_direct', 'depthwise_conv_fft', 'peripheral_conv2d',
+    'peripheral_conv2d_reference', 'positional_term',
+    'KernelPositionEmbedding', 'PeripheralConv2d', 'PeripheralMixer'
+]

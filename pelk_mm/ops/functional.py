@@ -1,0 +1,218 @@
+"""Functional forms of the peripheral convolution: reference and fast paths.
+
+All paths compute the same depthwise "same" cross-correlation (the semantics
+of ``F.conv2d(x, kernel[:, None], padding=K // 2, groups=C)``) and, optionally,
+the kernel-wise positional embedding term of Eq. 3:
+
+    Y(x, y) = sum_{i,j} W(i, j) * (X(x + i, y + j) + h(i, j))
+
+Border semantics of Eq. 3 (``pos_border``):
+
+* ``'valid'`` (default): ``h`` is added only where the kernel overlaps the
+  image, i.e. zero padding stays zero. The extra term is then
+  ``conv(1_image, W * h)``: constant in the interior, position dependent
+  within K // 2 of the border, which is where the embedding carries
+  positional information (on maps smaller than the kernel: everywhere).
+* ``'padded'``: ``h`` is also added at padded positions; the term reduces to
+  the per-channel constant ``sum(W * h)`` (a bias).
+
+Paths (``path``):
+
+* ``'direct'``: the dense depthwise conv (fast for small K or tiny maps).
+* ``'fft'``: an FFT convolution whose cost barely grows with K.
+* ``'auto'``: picks one from a cost model (see :func:`choose_path`).
+"""
+import math
+from functools import lru_cache
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+PATHS = ('auto', 'direct', 'fft')
+POS_BORDERS = ('valid', 'padded')
+
+# Measured on a 2-core CPU (tools/benchmark): one multiply-add of the direct
+# depthwise conv costs about as much as this many "N log2 N" units of the
+# three real FFTs the FFT path runs per plane.
+_FFT_UNIT_COST = 6.0
+# Below this kernel size the direct conv always wins (and stays exact).
+_MIN_FFT_KERNEL = 13
+
+
+@lru_cache(maxsize=None)
+def fft_size(n: int) -> int:
+    """Smallest 2-, 3-, 5- or 7-smooth integer >= n (fast FFT lengths)."""
+    m = max(int(n), 1)
+    while True:
+        k = m
+        for p in (2, 3, 5, 7):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+def choose_path(kernel_size: int, height: int, width: int) -> str:
+    """Pick the cheaper of the direct and FFT paths for one feature map.
+
+    The direct conv costs ``K^2 * H * W`` multiply-adds per plane. The FFT path
+    costs about three real FFTs of size ``Nh x Nw`` (``N >= H + K // 2``).
+    """
+    if kernel_size < _MIN_FFT_KERNEL:
+        return 'direct'
+    pad = kernel_size // 2
+    nh = fft_size(max(height + pad, kernel_size))
+    nw = fft_size(max(width + pad, kernel_size))
+    direct = kernel_size * kernel_size * height * width
+    fft = _FFT_UNIT_COST * nh * nw * math.log2(nh * nw)
+    return 'fft' if fft < direct else 'direct'
+
+
+def depthwise_conv_direct(x: torch.Tensor,
+                          kernel: torch.Tensor) -> torch.Tensor:
+    """Dense depthwise "same" conv. ``x``: (B, C, H, W), ``kernel``: (C, K, K)."""
+    return F.conv2d(
+        x, kernel.unsqueeze(1).to(x.dtype), padding=kernel.shape[-1] // 2,
+        groups=x.shape[1])
+
+
+def depthwise_conv_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Depthwise "same" cross-correlation computed with real FFTs.
+
+    Equal to :func:`depthwise_conv_direct` up to floating-point rounding.
+    The planes are zero-padded to ``N >= H + K // 2`` (enough to keep the
+    circular wrap-around out of the kept window) and the kernel is stored
+    centred at the origin, so that the product of spectra is the
+    correlation. Half-precision inputs are computed in float32 and cast back
+    (pocketfft has no half kernels; cuFFT only for powers of two).
+
+    Args:
+        x (Tensor): Input of shape (B, C, H, W).
+        kernel (Tensor): Depthwise kernel of shape (C, K, K), K odd.
+
+    Returns:
+        Tensor: Output of shape (B, C, H, W), dtype of ``x``.
+    """
+    height, width = x.shape[-2:]
+    size = kernel.shape[-1]
+    pad = size // 2
+    nh = fft_size(max(height + pad, size))
+    nw = fft_size(max(width + pad, size))
+    compute_dtype = torch.promote_types(x.dtype, torch.float32)
+    x_f = torch.fft.rfft2(x.to(compute_dtype), s=(nh, nw))
+    centred = F.pad(kernel.to(compute_dtype), (0, nw - size, 0, nh - size))
+    centred = centred.roll(shifts=(-pad, -pad), dims=(-2, -1))
+    k_f = torch.fft.rfft2(centred)
+    y = torch.fft.irfft2(x_f * k_f.conj(), s=(nh, nw))
+    return y[..., :height, :width].to(x.dtype)
+
+
+def depthwise_conv(x: torch.Tensor, kernel: torch.Tensor,
+                   path: str = 'auto') -> torch.Tensor:
+    """Depthwise "same" conv through the path named (or chosen) by ``path``."""
+    if path == 'auto':
+        path = choose_path(kernel.shape[-1], x.shape[-2], x.shape[-1])
+    if path == 'direct':
+        return depthwise_conv_direct(x, kernel)
+    if path == 'fft':
+        return depthwise_conv_fft(x, kernel)
+    raise ValueError(f'path must be one of {PATHS}, got {path!r}')
+
+
+def _window_bounds(length: int, size: int, device) -> tuple:
+    """Kernel rows [lo, hi) that overlap the image, for every output row."""
+    pad = size // 2
+    pos = torch.arange(length, device=device)
+    lo = (pad - pos).clamp(min=0)
+    hi = (length + pad - pos).clamp(max=size)
+    return lo, hi
+
+
+def positional_term(pos_kernel: torch.Tensor, height: int, width: int,
+                    border: str = 'valid') -> torch.Tensor:
+    """The positional-embedding term of Eq. 3 for an ``H x W`` map.
+
+    Args:
+        pos_kernel (Tensor): ``W * h``, the large kernel times the positional
+            embedding, shape (C, K, K).
+        height (int): Map height H.
+        width (int): Map width W.
+        border (str): ``'valid'`` or ``'padded'`` (see the module docstring).
+
+    Returns:
+        Tensor: Shape (C, H, W) for ``'valid'``; (C, 1, 1) for ``'padded'``.
+        It broadcasts over the batch.
+    """
+    if border == 'padded':
+        return pos_kernel.sum(dim=(-2, -1), keepdim=True)
+    if border != 'valid':
+        raise ValueError(f'pos_border must be one of {POS_BORDERS}, '
+                         f'got {border!r}')
+    # conv(1_image, W * h) with a summed-area table of W * h: each output
+    # pixel sums the rectangle of kernel taps that fall inside the image.
+    size = pos_kernel.shape[-1]
+    table = F.pad(pos_kernel.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
+    row_lo, row_hi = _window_bounds(height, size, pos_kernel.device)
+    col_lo, col_hi = _window_bounds(width, size, pos_kernel.device)
+    rows = table.index_select(-2, row_hi) - table.index_select(-2, row_lo)
+    return rows.index_select(-1, col_hi) - rows.index_select(-1, col_lo)
+
+
+def peripheral_conv2d(x: torch.Tensor,
+                      kernel: torch.Tensor,
+                      pos_kernel: Optional[torch.Tensor] = None,
+                      pos_border: str = 'valid',
+                      bias: Optional[torch.Tensor] = None,
+                      path: str = 'auto') -> torch.Tensor:
+    """Peripheral convolution with a dense (expanded) kernel, fast path.
+
+    Args:
+        x (Tensor): Input of shape (B, C, H, W).
+        kernel (Tensor): Expanded kernel of shape (C, K, K).
+        pos_kernel (Tensor, optional): ``W * h``, the large kernel times the
+            positional embedding, (C, K, K).
+        pos_border (str): Border semantics of h; see the module docstring.
+        bias (Tensor, optional): Per-channel bias of shape (C, ).
+        path (str): ``'auto'``, ``'direct'`` or ``'fft'``.
+
+    Returns:
+        Tensor: Output of shape (B, C, H, W).
+    """
+    out = depthwise_conv(x, kernel, path)
+    if pos_kernel is not None:
+        term = positional_term(pos_kernel, *x.shape[-2:], pos_border)
+        out = out + term.to(out.dtype)
+    if bias is not None:
+        out = out + bias.to(out.dtype).view(-1, 1, 1)
+    return out
+
+
+def peripheral_conv2d_reference(x: torch.Tensor,
+                                kernel: torch.Tensor,
+                                pos_kernel: Optional[torch.Tensor] = None,
+                                pos_border: str = 'valid',
+                                bias: Optional[torch.Tensor] = None
+                                ) -> torch.Tensor:
+    """Reference implementation: plain ``F.conv2d`` calls, no shortcuts.
+
+    Arguments as for :func:`peripheral_conv2d`. The positional term is a
+    second depthwise conv, of the indicator of the image, with the kernel
+    ``W * h`` (``'valid'``), or the sum of ``W * h`` (``'padded'``).
+    """
+    channels, size = kernel.shape[0], kernel.shape[-1]
+    out = F.conv2d(x, kernel.unsqueeze(1), padding=size // 2, groups=channels)
+    if pos_kernel is not None:
+        if pos_border == 'valid':
+            ones = x.new_ones((1, channels) + x.shape[-2:])
+            out = out + F.conv2d(ones, pos_kernel.unsqueeze(1),
+                                 padding=size // 2, groups=channels)
+        elif pos_border == 'padded':
+            out = out + pos_kernel.sum(dim=(-2, -1)).view(-1, 1, 1)
+        else:
+            raise ValueError(f'pos_border must be one of {POS_BORDERS}, '
+                             f'got {pos_border!r}')
+    if bias is not None:
+        out = out + bias.view(-1, 1, 1)
+    return out
