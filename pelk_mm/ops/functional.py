@@ -32,12 +32,14 @@ import torch.nn.functional as F
 PATHS = ('auto', 'direct', 'fft')
 POS_BORDERS = ('valid', 'padded')
 
-# Measured on a 2-core CPU (tools/benchmark): one multiply-add of the direct
-# depthwise conv costs about as much as this many "N log2 N" units of the
-# three real FFTs the FFT path runs per plane.
-_FFT_UNIT_COST = 6.0
-# Below this kernel size the direct conv always wins (and stays exact).
-_MIN_FFT_KERNEL = 13
+# Cost model of the automatic choice, in multiply-adds of the direct conv,
+# measured with tools/benchmark/peripheral_conv.py on a 2-core x86 CPU
+# (torch 2.12): one "N log2 N" unit of the FFT path costs about 2 of them;
+# the direct forward runs ~20x faster per multiply-add up to K = 13, where
+# oneDNN has a specialised depthwise kernel (its backward does not).
+_FFT_UNIT_COST = 2.0
+_FAST_DIRECT_MAX_KERNEL = 13
+_FAST_DIRECT_SPEEDUP = 20.0
 
 
 @lru_cache(maxsize=None)
@@ -54,18 +56,30 @@ def fft_size(n: int) -> int:
         m += 1
 
 
-def choose_path(kernel_size: int, height: int, width: int) -> str:
+def choose_path(kernel_size: int, height: int, width: int,
+                requires_grad: bool = False) -> str:
     """Pick the cheaper of the direct and FFT paths for one feature map.
 
-    The direct conv costs ``K^2 * H * W`` multiply-adds per plane. The FFT path
-    costs about three real FFTs of size ``Nh x Nw`` (``N >= H + K // 2``).
+    The direct conv costs ``K^2 * H * W`` multiply-adds per plane (less in
+    inference up to K = 13, see ``_FAST_DIRECT_MAX_KERNEL``). The FFT path
+    costs about ``N log2 N`` units for ``N = Nh * Nw >= (H + K//2) *
+    (W + K//2)`` per plane, for any K.
+
+    Args:
+        kernel_size (int): Kernel size K.
+        height (int): Map height H.
+        width (int): Map width W.
+        requires_grad (bool): Whether a backward pass will follow.
+
+    Returns:
+        str: ``'direct'`` or ``'fft'``.
     """
-    if kernel_size < _MIN_FFT_KERNEL:
-        return 'direct'
     pad = kernel_size // 2
     nh = fft_size(max(height + pad, kernel_size))
     nw = fft_size(max(width + pad, kernel_size))
     direct = kernel_size * kernel_size * height * width
+    if kernel_size <= _FAST_DIRECT_MAX_KERNEL and not requires_grad:
+        direct /= _FAST_DIRECT_SPEEDUP
     fft = _FFT_UNIT_COST * nh * nw * math.log2(nh * nw)
     return 'fft' if fft < direct else 'direct'
 
@@ -113,7 +127,10 @@ def depthwise_conv(x: torch.Tensor, kernel: torch.Tensor,
                    path: str = 'auto') -> torch.Tensor:
     """Depthwise "same" conv through the path named (or chosen) by ``path``."""
     if path == 'auto':
-        path = choose_path(kernel.shape[-1], x.shape[-2], x.shape[-1])
+        requires_grad = torch.is_grad_enabled() and (x.requires_grad
+                                                     or kernel.requires_grad)
+        path = choose_path(kernel.shape[-1], x.shape[-2], x.shape[-1],
+                           requires_grad)
     if path == 'direct':
         return depthwise_conv_direct(x, kernel)
     if path == 'fft':

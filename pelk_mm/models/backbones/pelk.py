@@ -11,7 +11,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -127,15 +126,17 @@ class PeLK(BaseModule):
     * FLOPs: ``mmengine.analysis.FlopAnalyzer`` (one multiply-add is one
       FLOP) with the peripheral conv counted as the dense KxK depthwise conv
       it equals (``conv_path='direct'``), conv and linear layers at density
-      0.6, at 224x224 with a 1000-class linear head.
+      0.6, with a 1000-class linear head.
 
-    ===========  =======  ========  ============  =========  ========
-    arch         params   (paper)   FLOPs (224)   (paper)    dense
-    ===========  =======  ========  ============  =========  ========
-    tiny         29.5M    29M       5.79G         5.6G       48.0M
-    small        51.0M    50M       10.9G         10.7G      84.3M
-    base         89.7M    89M       19.2G         18.3G      148.5M
-    ===========  =======  ========  ============  =========  ========
+    ==============  =======  ========  =============  =========  ========
+    arch            params   (paper)   FLOPs          (paper)    dense
+    ==============  =======  ========  =============  =========  ========
+    tiny            29.6M    29M       5.86G (224)    5.6G       48.7M
+    small           51.6M    50M       10.98G (224)   10.7G      85.3M
+    base            90.7M    89M       18.46G (224)   18.3G      150.2M
+    base            90.7M    89M       54.26G (384)   54.0G      150.2M
+    base-101        92.3M    90M       68.59G (384)   68.3G      152.1M
+    ==============  =======  ========  =============  =========  ========
 
     Args:
         arch (str | dict): ``'tiny'``, ``'small'``, ``'base'``,
@@ -360,34 +361,6 @@ class PeLK(BaseModule):
                 if isinstance(module, _BatchNorm):
                     module.eval()
         return self
-
-    def init_weights(self) -> None:
-        """Initialize, or load ``init_cfg``'s pretrained checkpoint.
-
-        Besides mmengine's warning on missing and unexpected keys, warns
-        loudly when no key at all matched (almost always a wrong ``prefix``).
-        """
-        super().init_weights()
-        init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else {}
-        if init_cfg.get('type') == 'Pretrained':
-            self._check_pretrained_keys(init_cfg)
-
-    def _check_pretrained_keys(self, init_cfg: dict) -> None:
-        from mmengine.runner.checkpoint import (_load_checkpoint,
-                                                _load_checkpoint_with_prefix)
-        checkpoint, prefix = init_cfg['checkpoint'], init_cfg.get('prefix')
-        if prefix is None:
-            state = _load_checkpoint(checkpoint, map_location='cpu')
-            state = state.get('state_dict', state)
-        else:
-            state = _load_checkpoint_with_prefix(prefix, checkpoint, 'cpu')
-        if not set(state) & set(self.state_dict()):
-            MMLogger.get_current_instance().warning(
-                f'None of the {len(state)} weights in {checkpoint!r} (prefix '
-                f'{prefix!r}) matches a PeLK parameter, so nothing was '
-                f'loaded. Checkpoint keys look like {sorted(state)[:3]}, '
-                f'PeLK keys like {sorted(self.state_dict())[:3]}: set '
-                f'init_cfg.prefix (e.g. "backbone.") to the part to strip.')
 
     def switch_to_deploy(self) -> None:
         """Merge every mixer's branches and BNs for inference (see

@@ -1,0 +1,134 @@
+"""Loading ImageNet weights through init_cfg, and resuming, on torch >= 2.6."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+from pelk_mm.models import PeLK
+
+ARCH = dict(depths=[1, 1, 1, 1], channels=[16, 24, 32, 40],
+            kernel_sizes=[13, 11, 9, 7])
+
+
+def save_classifier_checkpoint(path, backbone):
+    """A checkpoint as mmpretrain writes it, numpy scalars in its meta."""
+    state = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
+    state['head.fc.weight'] = torch.zeros(10, 40)
+    torch.save({'state_dict': state,
+                'meta': {'epoch': np.int64(300), 'best_acc': np.float64(0.8),
+                         'dataset_meta': {'classes': ('a', 'b')}}}, path)
+
+
+def test_plain_torch_load_refuses_numpy_meta(tmp_path):
+    """Guards the premise of the tests below (torch >= 2.6 defaults)."""
+    path = tmp_path / 'cls.pth'
+    save_classifier_checkpoint(path, PeLK(ARCH))
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+
+
+def test_pretrained_init_cfg_loads_numpy_meta_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    source = PeLK(ARCH)
+    path = tmp_path / 'cls.pth'
+    save_classifier_checkpoint(path, source)
+    model = PeLK(ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                     prefix='backbone.'))
+    model.init_weights()
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_checkpoint_without_matching_keys_warns(tmp_path, mmlogger_records):
+    path = tmp_path / 'other.pth'
+    torch.save({'state_dict': {'backbone.foo.weight': torch.zeros(3)}}, path)
+    model = PeLK(ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                     prefix='backbone.'))
+    model.init_weights()
+    text = '\n'.join(r.getMessage() for r in mmlogger_records)
+    assert 'unexpected key in source state_dict: foo.weight' in text
+    assert 'missing keys in source state_dict:' in text
+    assert 'stages.0.pos_embed.weight' in text
+
+
+def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path):
+    missing = tmp_path / 'nowhere.pth'
+    model = PeLK(ARCH, init_cfg=dict(type='Pretrained',
+                                     checkpoint=str(missing)))
+    with pytest.raises(FileNotFoundError, match='nowhere.pth'):
+        model.init_weights()
+    corrupt = tmp_path / 'corrupt.pth'
+    save_classifier_checkpoint(corrupt, PeLK(ARCH))
+    corrupt.write_bytes(corrupt.read_bytes()[:200])
+    model = PeLK(ARCH, init_cfg=dict(type='Pretrained',
+                                     checkpoint=str(corrupt)))
+    with pytest.raises(RuntimeError, match='corrupt.pth.*truncated, corrupt'):
+        model.init_weights()
+
+
+class ToyClassifier(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = PeLK(ARCH)
+        self.head = nn.Linear(40, 2)
+
+    def forward(self, inputs, labels, mode='tensor'):
+        logits = self.head(self.backbone(inputs)[-1])
+        if mode == 'loss':
+            return {'loss': nn.functional.cross_entropy(
+                logits, labels)}
+        return logits
+
+
+class ToyDataset(torch.utils.data.Dataset):
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        generator = torch.Generator().manual_seed(index)
+        return dict(inputs=torch.randn(3, 32, 32, generator=generator),
+                    labels=torch.tensor(index % 2))
+
+
+def make_runner(work_dir, max_iters, resume=False):
+    return Runner(
+        model=ToyClassifier(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=ToyDataset(), batch_size=4, num_workers=0,
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2,
+                            by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0),
+        resume=resume,
+        default_scope='mmengine')
+
+
+def test_runner_resumes_on_torch_2_6_and_later(tmp_path):
+    runner = make_runner(tmp_path, max_iters=2)
+    runner.train()
+    assert (tmp_path / 'iter_2.pth').is_file()
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / 'iter_2.pth')  # message hub, numpy state
+
+    resumed = make_runner(tmp_path, max_iters=4, resume=True)
+    resumed.train()
+    assert resumed.iter == 4
+    trained = torch.load(tmp_path / 'iter_2.pth', weights_only=False)
+    final = torch.load(tmp_path / 'iter_4.pth', weights_only=False)
+    assert final['meta']['iter'] == 4
+    # Resuming continued from the saved weights and optimizer state.
+    assert trained['optimizer']['state'] and final['optimizer']['state']
+    step = next(iter(final['optimizer']['state'].values()))['step']
+    assert float(step) == 4

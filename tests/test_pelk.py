@@ -1,0 +1,226 @@
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from pelk_mm.models import PeLK
+from pelk_mm.ops import PeripheralMixer
+from pelk_mm.utils import SPARSE_DENSITY, count_flops, count_params
+
+# A small custom arch so that the behaviour tests run in seconds.
+SMALL_ARCH = dict(depths=[1, 1, 2, 1], channels=[16, 24, 32, 40],
+                  kernel_sizes=[13, 11, 9, 7])
+
+
+def rel_err(actual, expected):
+    return ((actual - expected).abs().max() /
+            expected.abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize('arch, channels', [
+    ('tiny', [124, 249, 499, 998]),
+    ('t', [124, 249, 499, 998]),
+    ('small', [124, 249, 499, 998]),
+    ('base', [166, 332, 665, 1331]),
+    ('b101', [166, 332, 665, 1331]),
+])
+def test_output_shapes_every_arch(arch, channels):
+    model = PeLK(arch, out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
+    model.eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 96))
+    assert [tuple(o.shape) for o in outs] == [
+        (1, channels[0], 16, 24), (1, channels[1], 8, 12),
+        (1, channels[2], 4, 6), (1, channels[3], 2, 3)]
+
+
+def test_arch_settings_match_the_paper():
+    for name in ('tiny', 'small', 'base'):
+        assert PeLK.arch_settings[name]['kernel_sizes'] == [51, 49, 47, 13]
+    assert PeLK.arch_settings['base-101']['kernel_sizes'] == [101, 69, 67, 13]
+    assert PeLK.arch_settings['base-101']['center_size'] == 7
+    assert PeLK.arch_settings['tiny']['depths'] == [3, 3, 9, 3]
+    assert PeLK.arch_settings['small']['depths'] == [3, 3, 27, 3]
+    model = PeLK('tiny')
+    assert [len(s.blocks) for s in model.stages] == [3, 3, 9, 3]
+    mixer = model.stages[0].blocks[0].mixer
+    assert mixer.conv_channels == 46  # 3/8 of 124
+    assert mixer.large.grid == [9, 8, 4, 2, 1, 1, 1, 1, 1, 2, 4, 8, 9]
+    assert model.stages[0].pos_embed.weight.shape == (46, 51, 51)
+
+
+def test_out_indices_and_gap():
+    x = torch.randn(2, 3, 64, 64)
+    model = PeLK(SMALL_ARCH)  # default: last stage, pooled
+    outs = model(x)
+    assert len(outs) == 1 and outs[0].shape == (2, 40)
+
+    model = PeLK(SMALL_ARCH, out_indices=(0, 1, 2, 3))
+    assert [o.shape for o in model(x)] == [(2, 16), (2, 24), (2, 32), (2, 40)]
+
+    model = PeLK(SMALL_ARCH, out_indices=(-3, 3), gap_before_final_norm=False)
+    assert [o.shape for o in model(x)] == [(2, 24, 8, 8), (2, 40, 2, 2)]
+    assert hasattr(model, 'norm1') and not hasattr(model, 'norm0')
+
+
+def test_drop_path_and_layer_scale():
+    model = PeLK(SMALL_ARCH, drop_path_rate=0.3, layer_scale_init_value=0.)
+    blocks = [b for s in model.stages for b in s.blocks]
+    assert isinstance(blocks[0].drop_path, nn.Identity)
+    assert blocks[-1].drop_path.drop_prob == pytest.approx(0.3)
+    assert all(b.gamma is None for b in blocks)
+    model = PeLK(SMALL_ARCH, layer_scale_init_value=1e-6)
+    assert torch.all(model.stages[0].blocks[0].gamma == 1e-6)
+
+
+def test_frozen_stages_and_norm_eval():
+    model = PeLK(SMALL_ARCH, frozen_stages=2, norm_eval=True)
+    model.train()
+    for i in range(2):
+        for module in (model.downsample_layers[i], model.stages[i]):
+            assert not module.training
+            assert all(not p.requires_grad for p in module.parameters())
+    assert model.stages[2].training
+    assert all(p.requires_grad for p in model.stages[2].parameters())
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(not bn.training for bn in bns)
+    # A frozen stage keeps its weights through a training step.
+    before = copy.deepcopy(model.stages[0].state_dict())
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=1.)
+    model(torch.randn(2, 3, 64, 64))[0].sum().backward()
+    optimizer.step()
+    for key, value in model.stages[0].state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_with_cp_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = PeLK(SMALL_ARCH, out_indices=(0, 1, 2, 3),
+                 gap_before_final_norm=False, layer_scale_init_value=1.)
+    model_cp = copy.deepcopy(model)
+    for block in (b for s in model_cp.stages for b in s.blocks):
+        block.with_cp = True
+    x = torch.randn(2, 3, 64, 64)
+    for m in (model, model_cp):
+        sum(o.square().sum() for o in m(x)).backward()
+    for (name, p), p_cp in zip(model.named_parameters(),
+                               model_cp.parameters()):
+        assert p.grad is not None, name
+        assert torch.allclose(p.grad, p_cp.grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_shared_positional_embedding_gets_one_gradient_per_stage():
+    model = PeLK(SMALL_ARCH)
+    names = [n for n, _ in model.named_parameters() if 'pos_embed' in n]
+    assert names == [f'stages.{i}.pos_embed.weight' for i in range(4)]
+    model(torch.randn(1, 3, 64, 64))[0].sum().backward()
+    assert all(model.stages[i].pos_embed.weight.grad.abs().sum() > 0
+               for i in range(4))
+
+
+def test_switch_to_deploy_keeps_outputs():
+    torch.manual_seed(0)
+    model = PeLK(SMALL_ARCH, out_indices=(0, 1, 2, 3),
+                 gap_before_final_norm=False, layer_scale_init_value=1.)
+    model.train()
+    for _ in range(2):
+        model(torch.randn(2, 3, 64, 64))
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        model.switch_to_deploy()
+        outs = model(x)
+    assert all(m.deploy for m in model.modules()
+               if isinstance(m, PeripheralMixer))
+    for out, exp in zip(outs, expected):
+        assert rel_err(out, exp) < 1e-4
+
+
+def test_get_layer_depth():
+    model = PeLK('tiny')
+    assert model.get_layer_depth('backbone.downsample_layers.0.0.weight',
+                                 'backbone.') == (0, 8)
+    assert model.get_layer_depth('backbone.stages.0.blocks.2.gamma',
+                                 'backbone.') == (1, 8)
+    assert model.get_layer_depth('backbone.stages.1.pos_embed.weight',
+                                 'backbone.') == (2, 8)
+    assert model.get_layer_depth('backbone.stages.2.blocks.8.norm.weight',
+                                 'backbone.') == (5, 8)
+    assert model.get_layer_depth('backbone.stages.3.blocks.0.gamma',
+                                 'backbone.') == (6, 8)
+    assert model.get_layer_depth('backbone.norm3.weight',
+                                 'backbone.') == (7, 8)
+    assert model.get_layer_depth('head.fc.weight', 'backbone.') == (7, 8)
+    small = PeLK('small')
+    assert small.get_layer_depth('stages.2.blocks.26.gamma') == (11, 14)
+
+
+@pytest.mark.parametrize('kwargs, error, match', [
+    (dict(arch='huge'), ValueError, "unknown PeLK arch 'huge'"),
+    (dict(arch=dict(depths=[1], channels=[8])), ValueError, 'kernel_sizes'),
+    (dict(arch=dict(depths=[1, 1], channels=[8], kernel_sizes=[7, 7])),
+     ValueError, 'same length'),
+    (dict(arch=dict(SMALL_ARCH, kernel_sizes=[12, 11, 9, 7])), ValueError,
+     'odd'),
+    (dict(arch=dict(SMALL_ARCH, kernel_sizes=[3, 11, 9, 7])), ValueError,
+     r'center_size \(5\) must not exceed kernel_size \(3\)'),
+    (dict(arch=SMALL_ARCH, out_indices=(4, )), ValueError, 'out of range'),
+    (dict(arch=SMALL_ARCH, frozen_stages=5), ValueError, 'frozen_stages'),
+])
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PeLK(**kwargs)
+
+
+def test_wrong_input_channels():
+    model = PeLK(SMALL_ARCH)
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\), got \(1, 1, 64, 64\)'):
+        model(torch.randn(1, 1, 64, 64))
+
+
+# The paper's ImageNet table (params, FLOPs, 1000-class head), and what we
+# measure with the counting rules of the PeLK docstring.
+PAPER = {('tiny', 224): (29e6, 5.6e9), ('small', 224): (50e6, 10.7e9),
+         ('base', 224): (89e6, 18.3e9), ('base', 384): (89e6, 54.0e9),
+         ('base-101', 384): (90e6, 68.3e9)}
+MEASURED = {('tiny', 224): (29.59e6, 5.865e9),
+            ('small', 224): (51.60e6, 10.98e9),
+            ('base', 224): (90.66e6, 18.46e9),
+            ('base', 384): (90.66e6, 54.26e9),
+            ('base-101', 384): (92.33e6, 68.59e9)}
+
+
+class Classifier(nn.Module):
+
+    def __init__(self, arch):
+        super().__init__()
+        self.backbone = PeLK(arch, conv_path='direct')
+        self.head = nn.Linear(self.backbone.channels[-1], 1000)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)[-1])
+
+
+@pytest.mark.parametrize('arch, size', list(PAPER))
+def test_params_and_flops_match_the_paper(arch, size):
+    model = Classifier(arch).eval()
+    params = count_params(model, SPARSE_DENSITY)
+    flops = count_flops(model, (torch.randn(1, 3, size, size), ),
+                        SPARSE_DENSITY)
+    paper_params, paper_flops = PAPER[arch, size]
+    assert abs(params / paper_params - 1) < 0.05
+    assert abs(flops / paper_flops - 1) < 0.10
+    measured_params, measured_flops = MEASURED[arch, size]
+    assert params == pytest.approx(measured_params, rel=1e-3)
+    assert flops == pytest.approx(measured_flops, rel=1e-3)
+
+
+def test_dense_counts():
+    """Without sparsity PeLK-T is a 48.7M / 9.76G model (paper: none)."""
+    model = Classifier('tiny').eval()
+    assert count_params(model) == pytest.approx(48.72e6, rel=1e-3)
+    assert count_flops(model, (torch.randn(1, 3, 224, 224), )) == \
+        pytest.approx(9.76e9, rel=2e-3)

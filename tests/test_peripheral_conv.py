@@ -1,0 +1,215 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pelk_mm.ops import (KernelPositionEmbedding, PeripheralConv2d,
+                         PeripheralMixer, choose_path, expand_by_grid,
+                         peripheral_conv2d)
+
+
+def rel_err(actual, expected):
+    return ((actual - expected).abs().max() /
+            expected.abs().max().clamp_min(1e-12)).item()
+
+
+def make_conv(channels, kernel_size, pos=True, bias=True, dtype=torch.float32,
+              **kwargs):
+    pos_embed = KernelPositionEmbedding(channels, kernel_size, std=0.5)
+    conv = PeripheralConv2d(channels, kernel_size, bias=bias,
+                            pos_embed=pos_embed if pos else None, **kwargs)
+    return conv.to(dtype), pos_embed.to(dtype)
+
+
+def eq3_literal(x, kernel, pos_embed, border):
+    """Eq. 3 term by term: sum_ij W(i,j) * (X(x+i, y+j) + h(i,j))."""
+    channels, size = kernel.shape[0], kernel.shape[-1]
+    b, _, height, width = x.shape
+    patches = F.unfold(x, size, padding=size // 2).view(
+        b, channels, size * size, height * width)
+    inside = F.unfold(torch.ones_like(x[:1, :1]), size,
+                      padding=size // 2).view(1, 1, size * size, -1)
+    h = pos_embed.reshape(1, channels, size * size, 1)
+    if border == 'valid':
+        h = h * inside  # h only where the tap lands on the image
+    y = (kernel.reshape(1, channels, size * size, 1) * (patches + h)).sum(2)
+    return y.view(b, channels, height, width)
+
+
+# (batch, channels, height, width, kernel): odd and even sizes, maps smaller
+# than the kernel, rectangular maps, batch > 1.
+SHAPES = [(2, 3, 20, 17, 13), (1, 4, 9, 12, 31), (2, 2, 33, 32, 51),
+          (3, 5, 8, 7, 51), (1, 2, 64, 40, 101), (2, 3, 5, 5, 5)]
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('path', ['auto', 'direct', 'fft'])
+@pytest.mark.parametrize('border', ['valid', 'padded'])
+def test_forward_backward_match_reference(shape, path, border):
+    torch.manual_seed(sum(shape))
+    b, c, h, w, k = shape
+    center = 5 if k >= 5 else 1
+    conv, pos_embed = make_conv(c, k, path=path, pos_border=border,
+                                center_size=center)
+    x = torch.randn(b, c, h, w, requires_grad=True)
+    grad_out = torch.randn(b, c, h, w)
+
+    out = conv(x)
+    grads = torch.autograd.grad((out * grad_out).sum(),
+                                [x, conv.weight, conv.bias, pos_embed.weight])
+    ref = conv.forward_reference(x)
+    ref_grads = torch.autograd.grad(
+        (ref * grad_out).sum(), [x, conv.weight, conv.bias, pos_embed.weight])
+
+    assert out.shape == (b, c, h, w)
+    assert rel_err(out, ref) < 1e-4
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert rel_err(grad, ref_grad) < 1e-4
+
+
+@pytest.mark.parametrize('border', ['valid', 'padded'])
+def test_positional_term_is_eq3(border):
+    torch.manual_seed(0)
+    conv, pos_embed = make_conv(3, 13, bias=False, dtype=torch.float64,
+                                pos_border=border)
+    x = torch.randn(2, 3, 9, 16, dtype=torch.float64)
+    expected = eq3_literal(x, conv.expand_kernel()[:, 0], pos_embed.weight,
+                           border)
+    assert rel_err(conv(x), expected) < 1e-10
+    assert rel_err(conv.forward_reference(x), expected) < 1e-10
+
+
+def test_valid_border_is_positional_and_padded_is_a_bias():
+    torch.manual_seed(0)
+    x = torch.zeros(1, 2, 30, 30, dtype=torch.float64)
+    valid, pos_embed = make_conv(2, 13, bias=False, dtype=torch.float64)
+    padded = copy.deepcopy(valid)
+    padded.pos_border = 'padded'
+    y_valid, y_padded = valid(x), padded(x)
+    # Interior pixels (kernel fully inside) agree; the border differs.
+    assert torch.allclose(y_valid[..., 6:-6, 6:-6], y_padded[..., 6:-6, 6:-6])
+    assert not torch.allclose(y_valid[..., 0, 0], y_padded[..., 0, 0])
+    assert torch.allclose(y_padded, y_padded[..., :1, :1].expand_as(y_padded))
+
+
+@pytest.mark.parametrize('path', ['direct', 'fft'])
+@pytest.mark.parametrize('border', ['valid', 'padded'])
+def test_gradcheck_float64(path, border):
+    torch.manual_seed(0)
+    grid = PeripheralConv2d(2, 13).grid_index
+
+    def peripheral(x, weight, bias, h):
+        kernel = expand_by_grid(weight, grid)
+        return peripheral_conv2d(x, kernel, kernel * h, border, bias, path)
+
+    inputs = [torch.randn(1, 2, 7, 6), torch.randn(2, 9, 9),
+              torch.randn(2), torch.randn(2, 13, 13)]
+    inputs = [t.double().requires_grad_() for t in inputs]
+    assert torch.autograd.gradcheck(peripheral, inputs)
+
+
+def test_expand_kernel_shape_and_parameter_count():
+    conv = PeripheralConv2d(46, 51)
+    assert conv.weight.shape == (46, 1, 13, 13)
+    assert conv.expand_kernel().shape == (46, 1, 51, 51)
+    assert sum(p.numel() for p in conv.parameters()) == 46 * 169
+
+
+def test_automatic_path_choice():
+    # Small kernels: the direct conv (oneDNN's depthwise kernel in inference).
+    assert choose_path(5, 128, 128) == 'direct'
+    assert choose_path(3, 56, 56, requires_grad=True) == 'direct'
+    assert choose_path(13, 7, 7) == 'direct'
+    assert choose_path(13, 64, 64) == 'direct'
+    # Its backward has no fast kernel: training at K = 13 goes through FFT.
+    assert choose_path(13, 64, 64, requires_grad=True) == 'fft'
+    # Large kernels: the FFT path.
+    for k in (31, 51, 101):
+        assert choose_path(k, 128, 128) == 'fft'
+        assert choose_path(k, 56, 56, requires_grad=True) == 'fft'
+
+
+def test_auto_dispatches_by_grad_mode(monkeypatch):
+    import pelk_mm.ops.functional as functional
+    calls = []
+    for name in ('depthwise_conv_direct', 'depthwise_conv_fft'):
+        original = getattr(functional, name)
+        monkeypatch.setattr(
+            functional, name,
+            lambda x, k, _name=name, _f=original: calls.append(_name) or
+            _f(x, k))
+    conv = PeripheralConv2d(4, 13)
+    x = torch.randn(1, 4, 64, 64)
+    with torch.no_grad():
+        conv(x)
+    conv(x)
+    conv.path = 'direct'
+    conv(x)
+    assert calls == ['depthwise_conv_direct', 'depthwise_conv_fft',
+                     'depthwise_conv_direct']
+
+
+def test_bad_conv_arguments_and_inputs():
+    with pytest.raises(ValueError, match='odd'):
+        PeripheralConv2d(4, 50)
+    with pytest.raises(ValueError, match='path must be one of'):
+        PeripheralConv2d(4, 13, path='winograd')
+    with pytest.raises(ValueError, match='pos_border must be one of'):
+        PeripheralConv2d(4, 13, pos_border='zeros')
+    with pytest.raises(ValueError, match=r'needs \(4, 13, 13\)'):
+        PeripheralConv2d(4, 13, pos_embed=KernelPositionEmbedding(4, 11))
+    conv = PeripheralConv2d(4, 13)
+    with pytest.raises(ValueError, match=r'expects input of shape \(B, 4, H, W\)'):
+        conv(torch.randn(1, 3, 16, 16))
+    with pytest.raises(ValueError, match='small_kernel'):
+        PeripheralMixer(16, 13, center_size=3, small_kernel=5)
+    with pytest.raises(ValueError, match='partial_ratio'):
+        PeripheralMixer(16, 13, partial_ratio=0.)
+
+
+def test_shared_positional_embedding_is_referenced_not_registered():
+    pos_embed = KernelPositionEmbedding(4, 13)
+    conv_a = PeripheralConv2d(4, 13, pos_embed=pos_embed)
+    conv_b = PeripheralConv2d(4, 13, pos_embed=pos_embed)
+    assert conv_a.pos_embed is conv_b.pos_embed is pos_embed.weight
+    assert set(conv_a.state_dict()) == {'weight'}
+
+
+def test_partial_channels_pass_as_identity():
+    torch.manual_seed(0)
+    mixer = PeripheralMixer(16, 13, partial_ratio=3 / 8)
+    assert mixer.conv_channels == 6
+    x = torch.randn(2, 16, 12, 12)
+    y = mixer(x)
+    assert y.shape == x.shape
+    assert torch.equal(y[:, 6:], x[:, 6:])
+    assert not torch.allclose(y[:, :6], x[:, :6])
+
+
+@pytest.mark.parametrize('kernel_size, center_size, small_kernel',
+                         [(51, 5, 5), (31, 5, 3), (101, 7, 5), (13, 5, None)])
+def test_switch_to_deploy_keeps_outputs(kernel_size, center_size,
+                                        small_kernel):
+    torch.manual_seed(0)
+    pos_embed = KernelPositionEmbedding(6, kernel_size, std=0.5)
+    mixer = PeripheralMixer(16, kernel_size, center_size,
+                            small_kernel=small_kernel, pos_embed=pos_embed)
+    # Non-trivial BN statistics and affine parameters.
+    mixer.train()
+    for _ in range(3):
+        mixer(torch.randn(4, 16, 20, 20) * 3 + 1)
+    for norm in (mixer.large_norm, mixer.small_norm):
+        if norm is not None:
+            norm.weight.data.uniform_(0.5, 2)
+            norm.bias.data.uniform_(-1, 1)
+    mixer.eval()
+    x = torch.randn(2, 16, 23, 18)
+    expected = mixer(x)
+    num_cells = len(mixer.large.grid)
+    mixer.switch_to_deploy()
+    assert mixer.deploy and mixer.large.weight.shape[-1] == num_cells
+    assert not hasattr(mixer, 'large_norm') and mixer.small is None
+    assert rel_err(mixer(x), expected) < 1e-5
+    assert rel_err(mixer.large.forward_reference(x[:, :6]),
+                   mixer(x)[:, :6]) < 1e-5
