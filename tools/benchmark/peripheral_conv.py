@@ -72,7 +72,7 @@ def main():
             f'{k:>4} {times["direct"] * 1e3:>8.1f}ms {times["fft"] * 1e3:>8.1f}ms'
             f' {times["auto"] * 1e3:>8.1f}ms '
             f'{times["direct"] / times["fft"]:>10.1f}x '
-            f'{choose_path(k, h, w):>10} {err:>12.1e}')
+            f'{choose_path(k, h, w, args.backward):>10} {err:>12.1e}')
     logger.info('\n'.join(rows))
 
 
