@@ -16,6 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...ops import KernelPositionEmbedding, PeripheralMixer
 from ...registry import MODELS
+from ...utils.preflight import missing_pretrained, missing_pretrained_message
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -362,6 +363,18 @@ class PeLK(BaseModule):
                     module.eval()
         return self
 
+    def init_weights(self) -> None:
+        """Initialize, or load the ``Pretrained`` checkpoint of ``init_cfg``.
+
+        Raises:
+            FileNotFoundError: If that checkpoint is a local file that does
+                not exist, saying how to produce it or train without it.
+        """
+        missing = missing_pretrained(self.init_cfg)
+        if missing:
+            raise FileNotFoundError(missing_pretrained_message(missing[0]))
+        super().init_weights()
+
     def switch_to_deploy(self) -> None:
         """Merge every mixer's branches and BNs for inference (see
         :meth:`PeripheralMixer.switch_to_deploy`). Outputs are unchanged in
@@ -407,3 +420,30 @@ class PeLK(BaseModule):
         else:  # the output norms
             layer_id = max_layer_id + 1
         return layer_id, max_layer_id + 2
+
+    def get_stage_depth(self, param_name: str, prefix: str = ''):
+        """Stage id of a parameter, for stage-wise learning-rate decay.
+
+        The stem is 0; stage i, with the downsampling layer that enters it,
+        is i + 1; everything after the last stage (output norms, and
+        parameters without ``prefix``, i.e. necks and heads) is
+        ``num_stages + 1``.
+
+        Args:
+            param_name (str): Name of the parameter.
+            prefix (str): Prefix of the backbone's parameters.
+
+        Returns:
+            tuple[int, int]: The stage id and the number of ids.
+        """
+        last = self.num_stages + 1
+        if not param_name.startswith(prefix):
+            return last, last + 1
+        parts = param_name[len(prefix):].split('.')
+        if parts[0] in ('downsample_layers', 'stages'):
+            stage_id = int(parts[1])
+            if parts[0] == 'downsample_layers' and stage_id == 0:
+                return 0, last + 1
+            return stage_id + 1, last + 1
+        return last, last + 1
+

@@ -1,0 +1,96 @@
+"""Checks a run's inputs before anything is built, with errors that say
+what is missing and how to get it."""
+import os.path as osp
+from typing import Iterator, List
+
+from mmengine.config import Config
+
+# How to produce the small datasets the project generates, by dataset type.
+DATASET_GENERATORS = {
+    'ADE20KDataset': 'python tools/dataset_converters/generate_ade20k.py '
+                     '{root}',
+}
+CONVERTER = 'tools/model_converters/cls_to_backbone.py'
+
+
+def _walk(node) -> Iterator[dict]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _walk(value)
+
+
+def missing_pretrained(model_cfg) -> List[str]:
+    """Local checkpoints named by ``Pretrained`` init_cfgs anywhere in
+    ``model_cfg`` (a model config, or an init_cfg) that do not exist."""
+    missing = []
+    for node in _walk(model_cfg):
+        checkpoint = node.get('checkpoint')
+        if node.get('type') == 'Pretrained' and isinstance(checkpoint, str) \
+                and '://' not in checkpoint and \
+                not osp.isfile(osp.expanduser(checkpoint)):
+            missing.append(checkpoint)
+    return missing
+
+
+def missing_pretrained_message(path: str) -> str:
+    return (
+        f'pretrained backbone checkpoint {path!r} (model.backbone.init_cfg.'
+        f'checkpoint) does not exist. Convert an ImageNet classification '
+        f'checkpoint of the same arch with `python {CONVERTER} CLS.pth '
+        f'{path}`, point init_cfg.checkpoint at your file with '
+        f'`--cfg-options model.backbone.init_cfg.checkpoint=PATH`, or train '
+        f'from scratch with `--cfg-options model.backbone.init_cfg=None`.')
+
+
+def _dataset_cfgs(cfg: Config, loaders) -> Iterator[tuple]:
+    """(option path, dataset cfg) of each dataloader's innermost dataset."""
+    for loader in loaders:
+        dataset, option = (cfg.get(loader) or {}).get('dataset'), loader
+        while isinstance(dataset, dict) and 'dataset' in dataset:
+            dataset = dataset['dataset']  # RepeatDataset and friends
+            option += '.dataset'
+        if isinstance(dataset, dict):
+            yield f'{option}.dataset.data_root', dataset
+
+
+def check_data_roots(cfg: Config, loaders=('train_dataloader',
+                                           'val_dataloader',
+                                           'test_dataloader')) -> None:
+    """Raise if a dataset's root or one of its folders is missing.
+
+    Raises:
+        FileNotFoundError: naming the path expected and, for the datasets
+            the project can generate, the command that makes them.
+    """
+    for option, dataset in _dataset_cfgs(cfg, loaders):
+        root = dataset.get('data_root', '')
+        prefixes = dataset.get('data_prefix') or {}
+        paths = [root] if root else []
+        paths += [osp.join(root, p) for p in prefixes.values() if p]
+        if dataset.get('ann_file'):
+            paths.append(osp.join(root, dataset['ann_file']))
+        for path in paths:
+            if not osp.exists(path):
+                hint = DATASET_GENERATORS.get(str(dataset.get('type', '')))
+                generate = (' Generate the small synthetic version with `' +
+                            hint.format(root=osp.dirname(root.rstrip('/'))
+                                        or '.') + '`,') if hint else ''
+                raise FileNotFoundError(
+                    f'{dataset.get("type", "dataset")} expects {path!r}, '
+                    f'which does not exist (data_root={root!r}).{generate} '
+                    f'or point the config at your copy with `--cfg-options '
+                    f'{option}=PATH`.')
+
+
+def sync_bn_to_bn(node) -> int:
+    """Replace SyncBN norm configs by BN in place (CPU runs); return count."""
+    count = 0
+    for item in _walk(node):
+        if item.get('type') in ('SyncBN', 'MMSyncBN'):
+            item['type'] = 'BN'
+            count += 1
+    return count

@@ -1,0 +1,88 @@
+"""Evaluate a checkpoint with any config in configs/.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
+        [--tta] [--cfg-options KEY=VALUE ...] [--launcher ...]
+
+A thin wrapper over mmengine's Runner; the same configs also run with the
+OpenMMLab codebases' own tools/test.py. ``--show-dir`` writes pictures of the
+predictions (drawn by the codebase's visualizer) beside the inputs;
+``--tta`` runs the config's test-time augmentation (for ADE20K: multi-scale
++ flip, the mIoU(ms+flip) column).
+"""
+import argparse
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from pelk_mm.utils import check_data_roots
+from pelk_mm.utils.launch import setup_device
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
+    parser.add_argument('--show-dir', help='the dir to save drawn predictions')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation from the config')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args()
+
+
+def enable_visualization(cfg: Config, show_dir: str) -> None:
+    """Make the codebase's visualization hook draw every test image."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise SystemExit('error: --show-dir needs a `visualization` hook in '
+                         'default_hooks, and this config has none')
+    hook.update(draw=True, interval=1)
+    if hook.get('type', '').endswith('DetVisualizationHook'):
+        hook['test_out_dir'] = show_dir  # relative to the run's log dir
+    else:
+        cfg.visualizer['save_dir'] = show_dir
+
+
+def main():
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'error: checkpoint {args.checkpoint!r} not found')
+    cfg.load_from = args.checkpoint
+    # Weights come from the checkpoint: the ImageNet file is not needed.
+    cfg.model.get('backbone', {}).pop('init_cfg', None)
+    if args.show_dir:
+        enable_visualization(cfg, args.show_dir)
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise SystemExit('error: --tta needs tta_model and tta_pipeline '
+                             'in the config')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    try:
+        check_data_roots(cfg, ('test_dataloader', ))
+    except FileNotFoundError as err:
+        raise SystemExit(f'error: {err}')
+    setup_device(cfg)
+
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else \
+        Runner.from_cfg(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

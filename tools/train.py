@@ -1,0 +1,81 @@
+"""Train any config in configs/ (segmentation, detection, classification).
+
+A thin wrapper over mmengine's Runner, with the usual OpenMMLab flags:
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+
+It is not required: the same configs train with mmseg's, mmdet's or
+mmpretrain's own tools/train.py, because they import pelk_mm through
+``custom_imports``. What this wrapper adds: it checks the pretrained
+checkpoint and the dataset folders before anything is built, and it runs
+on machines without a GPU (SyncBN becomes BN; distributed runs use gloo).
+"""
+import argparse
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from pelk_mm.utils import (check_data_roots, missing_pretrained,
+                           missing_pretrained_message)
+from pelk_mm.utils.launch import setup_device
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint, or, without a value, from '
+        'the latest checkpoint in the work dir')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='automatic mixed precision (needs a GPU)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, e.g. train_cfg.max_iters=10')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+
+    # Fail before any model or dataset is built, saying what to do.
+    missing = missing_pretrained(cfg.model)
+    if missing:
+        raise SystemExit(f'error: {missing_pretrained_message(missing[0])}')
+    try:
+        check_data_roots(cfg, ('train_dataloader', 'val_dataloader'))
+    except FileNotFoundError as err:
+        raise SystemExit(f'error: {err}')
+    setup_device(cfg, amp=args.amp)
+
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else \
+        Runner.from_cfg(cfg)
+    print_log(f'work dir: {cfg.work_dir}', logger='current')
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
