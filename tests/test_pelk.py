@@ -197,7 +197,7 @@ class Classifier(nn.Module):
 
     def __init__(self, arch):
         super().__init__()
-        self.backbone = PeLK(arch, conv_path='direct')
+        self.backbone = PeLK(arch)
         self.head = nn.Linear(self.backbone.channels[-1], 1000)
 
     def forward(self, x):

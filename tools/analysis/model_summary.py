@@ -22,7 +22,7 @@ class _Classifier(nn.Module):
 
     def __init__(self, arch: str):
         super().__init__()
-        self.backbone = PeLK(arch, conv_path='direct')
+        self.backbone = PeLK(arch)
         self.head = nn.Linear(self.backbone.channels[-1], 1000)
 
     def forward(self, x):

@@ -126,8 +126,8 @@ class PeLK(BaseModule):
       4-D ones, where SLaK's masks live) counted at density 0.6.
     * FLOPs: ``mmengine.analysis.FlopAnalyzer`` (one multiply-add is one
       FLOP) with the peripheral conv counted as the dense KxK depthwise conv
-      it equals (``conv_path='direct'``), conv and linear layers at density
-      0.6, with a 1000-class linear head.
+      it equals, conv and linear layers at density 0.6, with a 1000-class
+      linear head (:mod:`pelk_mm.utils.complexity`).
 
     ==============  =======  ========  =============  =========  ========
     arch            params   (paper)   FLOPs          (paper)    dense

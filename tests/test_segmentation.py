@@ -1,0 +1,307 @@
+"""UperNet-PeLK on ADE20K: configs, counts, data, tools, end to end."""
+import json
+import os
+import os.path as osp
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+from PIL import Image
+
+from pelk_mm.datasets import SCENE_CLASSES, generate_ade20k
+from pelk_mm.utils.complexity import config_complexity
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO = osp.join(ROOT, 'configs', 'upernet_pelk_t_ade20k_demo.py')
+MMSEG_TOOLS = osp.join(
+    osp.dirname(__import__('mmseg').__file__), '.mim', 'tools')
+
+
+def config(name):
+    return Config.fromfile(osp.join(ROOT, 'configs', name))
+
+
+def run_tool(*args, timeout=900, check=True, cwd=ROOT):
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, timeout=timeout,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{args} failed:\n{proc.stdout[-3000:]}\n'
+                             f'{proc.stderr[-3000:]}')
+    return proc
+
+
+def data_options(data_root, *loaders):
+    return [f'{loader}.dataset.data_root={data_root}' for loader in loaders]
+
+
+@pytest.mark.parametrize('name, arch, drop_path, channels', [
+    ('upernet_pelk_t_ade20k.py', 'tiny', 0.4, [124, 249, 499, 998]),
+    ('upernet_pelk_s_ade20k.py', 'small', 0.3, [124, 249, 499, 998]),
+    ('upernet_pelk_b_ade20k.py', 'base', 0.4, [166, 332, 665, 1331]),
+    ('upernet_pelk_b101_ade20k.py', 'base-101', 0.4, [166, 332, 665, 1331]),
+])
+def test_configs_follow_the_paper_recipe(name, arch, drop_path, channels):
+    cfg = config(name)
+    assert cfg.custom_imports.imports == ['pelk_mm']
+    assert cfg.default_scope == 'mmseg'
+    backbone = cfg.model.backbone
+    assert backbone.type == 'pelk_mm.PeLK' and backbone.arch == arch
+    assert backbone.drop_path_rate == drop_path
+    assert backbone.init_cfg.type == 'Pretrained'
+    assert backbone.init_cfg.prefix == 'backbone.'
+    assert cfg.model.pretrained is None
+    assert cfg.model.decode_head.type == 'UPerHead'
+    assert cfg.model.decode_head.in_channels == channels
+    assert cfg.model.decode_head.num_classes == 150
+    assert cfg.model.auxiliary_head.type == 'FCNHead'
+    assert cfg.model.auxiliary_head.in_index == 2
+    assert cfg.model.auxiliary_head.in_channels == channels[2]
+    assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
+    assert cfg.model.auxiliary_head.norm_cfg.type == 'SyncBN'
+    assert cfg.model.test_cfg == dict(mode='slide', crop_size=(512, 512),
+                                      stride=(341, 341))
+    assert cfg.train_cfg.max_iters == 160000
+    assert cfg.train_dataloader.batch_size * 8 == 16
+    crop = [t for t in cfg.train_pipeline if t.type == 'RandomCrop'][0]
+    assert crop.crop_size == (512, 512)
+    optim = cfg.optim_wrapper
+    assert optim.optimizer == dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999),
+                                   weight_decay=0.05)
+    assert optim.constructor == 'pelk_mm.LayerDecayOptimWrapperConstructor'
+    assert optim.paramwise_cfg == dict(decay_rate=0.9,
+                                       decay_type='stage_wise')
+    warmup, poly = cfg.param_scheduler
+    assert (warmup.type, warmup.end) == ('LinearLR', 1500)
+    assert (poly.type, poly.power, poly.begin, poly.end) == ('PolyLR', 1.0,
+                                                             1500, 160000)
+
+
+@pytest.mark.slow
+def test_upernet_t_counts_match_the_paper():
+    cfg = config('upernet_pelk_t_ade20k.py')
+    cfg.model.backbone.init_cfg = None
+    params, flops = config_complexity(cfg)  # at 2048x512
+    assert abs(params / 62e6 - 1) < 0.05 and abs(flops / 970e9 - 1) < 0.10
+    assert params == pytest.approx(63.33e6, rel=1e-3)
+    assert flops == pytest.approx(971.6e9, rel=1e-3)
+
+
+def test_generator_is_deterministic_and_ade20k_shaped(tmp_path):
+    first = generate_ade20k(str(tmp_path / 'a'), 3, 2, seed=7)
+    second = generate_ade20k(str(tmp_path / 'b'), 3, 2, seed=7)
+    other = generate_ade20k(str(tmp_path / 'c'), 3, 2, seed=8)
+    for split, stem, count in (('training', 'ADE_train', 3),
+                               ('validation', 'ADE_val', 2)):
+        names = sorted(os.listdir(osp.join(first, 'images', split)))
+        assert names == [f'{stem}_{i:08d}.jpg' for i in range(1, count + 1)]
+        for name in names:
+            ann = osp.join('annotations', split, name[:-4] + '.png')
+            for rel in (osp.join('images', split, name), ann):
+                with open(osp.join(first, rel), 'rb') as a, \
+                        open(osp.join(second, rel), 'rb') as b:
+                    assert a.read() == b.read()
+            label = np.asarray(Image.open(osp.join(first, ann)))
+            assert label.dtype == np.uint8 and label.shape == (128, 160)
+            assert set(np.unique(label)) <= set(SCENE_CLASSES) | {0}
+    assert not np.array_equal(
+        np.asarray(Image.open(osp.join(first, 'images/training',
+                                       'ADE_train_00000001.jpg'))),
+        np.asarray(Image.open(osp.join(other, 'images/training',
+                                       'ADE_train_00000001.jpg'))))
+
+
+def test_mmseg_reads_the_generated_dataset(tmp_path):
+    from mmengine.registry import init_default_scope
+    from mmseg.datasets import ADE20KDataset
+    init_default_scope('mmseg')
+    data_root = generate_ade20k(str(tmp_path), 4, 2)
+    dataset = ADE20KDataset(
+        data_root=data_root,
+        data_prefix=dict(img_path='images/validation',
+                         seg_map_path='annotations/validation'),
+        pipeline=[dict(type='LoadImageFromFile'),
+                  dict(type='LoadAnnotations', reduce_zero_label=True)])
+    assert len(dataset) == 2
+    sample = dataset[0]
+    raw = np.asarray(Image.open(sample['seg_map_path']))
+    seg = sample['gt_seg_map']
+    assert np.all(seg[raw == 0] == 255)  # ADE20K's 0 is ignored
+    assert np.all(seg[raw > 0] == raw[raw > 0] - 1)
+    assert dataset.metainfo['classes'][2] == 'sky'  # label 3 in the files
+
+
+def test_missing_pretrained_stops_before_the_dataset(tmp_path):
+    proc = run_tool('tools/train.py', 'configs/upernet_pelk_t_ade20k.py',
+                    '--work-dir', str(tmp_path / 'work'), check=False)
+    assert proc.returncode != 0
+    assert "'checkpoints/pelk_t_in1k_backbone.pth'" in proc.stderr
+    assert 'model.backbone.init_cfg=None' in proc.stderr
+    assert 'cls_to_backbone.py' in proc.stderr
+    assert 'ADEChallengeData2016' not in proc.stderr  # dataset not reached
+    assert not (tmp_path / 'work').exists()
+
+
+def test_missing_dataset_names_path_and_generator(tmp_path):
+    root = tmp_path / 'nowhere' / 'ADEChallengeData2016'
+    proc = run_tool('tools/train.py', DEMO, '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options',
+                    *data_options(root, 'train_dataloader', 'val_dataloader'),
+                    check=False)
+    assert proc.returncode != 0
+    assert f"'{root}'" in proc.stderr
+    assert f'generate_ade20k.py {tmp_path / "nowhere"}' in proc.stderr
+    # A malformed root: the folder exists, the annotations do not.
+    (root / 'images' / 'training').mkdir(parents=True)
+    proc = run_tool('tools/train.py', DEMO, '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options',
+                    *data_options(root, 'train_dataloader', 'val_dataloader'),
+                    check=False)
+    assert proc.returncode != 0
+    assert f"'{root / 'annotations' / 'training'}'" in proc.stderr
+
+
+def test_amp_without_gpu_is_refused(tmp_path):
+    proc = run_tool('tools/train.py', DEMO, '--amp', '--work-dir',
+                    str(tmp_path), '--cfg-options', 'model.backbone.arch=t',
+                    check=False)
+    assert proc.returncode != 0 and '--amp needs a GPU' in proc.stderr
+
+
+# ---------------------------------------------------------------- end to end
+
+FAST = ['train_dataloader.batch_size=2', 'model.data_preprocessor.size=(64,64)',
+        'model.test_cfg.crop_size=(64,64)', 'model.test_cfg.stride=(43,43)']
+
+
+@pytest.fixture(scope='module')
+def ade(tmp_path_factory):
+    return generate_ade20k(str(tmp_path_factory.mktemp('ade')), 64, 16)
+
+
+@pytest.fixture(scope='module')
+def trained(ade, tmp_path_factory):
+    """The demo config trained long enough to learn: (work dir, stdout)."""
+    work_dir = tmp_path_factory.mktemp('demo')
+    proc = run_tool('tools/train.py', DEMO, '--work-dir', str(work_dir),
+                    '--cfg-options', 'train_cfg.max_iters=60',
+                    'train_cfg.val_interval=60',
+                    'default_hooks.checkpoint.interval=60',
+                    'param_scheduler.1.end=60', *data_options(
+                        ade, 'train_dataloader', 'val_dataloader'))
+    return work_dir, proc.stdout + proc.stderr
+
+
+def miou(log):
+    values = re.findall(r'mIoU: ([\d.]+)', log)
+    assert values, log[-2000:]
+    return float(values[-1])
+
+
+@pytest.mark.slow
+def test_demo_learns(trained):
+    work_dir, log = trained
+    # 8 classes in the scenes; a constant or random guess scores < 10 mIoU.
+    assert miou(log) > 30.0
+    assert (work_dir / 'iter_60.pth').is_file()
+    losses = [float(v) for v in re.findall(r'\bloss: ([\d.]+)', log)]
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_test_tool_evaluates_and_draws(trained, ade, tmp_path):
+    work_dir, train_log = trained
+    show_dir = tmp_path / 'shown'
+    proc = run_tool('tools/test.py', DEMO, str(work_dir / 'iter_60.pth'),
+                    '--work-dir', str(tmp_path / 'test'), '--show-dir',
+                    str(show_dir), '--cfg-options',
+                    *data_options(ade, 'test_dataloader'))
+    assert miou(proc.stdout + proc.stderr) == pytest.approx(
+        miou(train_log), abs=0.01)
+    drawn = sorted(os.listdir(show_dir / 'vis_data' / 'vis_image'))
+    assert len(drawn) == 16
+    image = Image.open(show_dir / 'vis_data' / 'vis_image' / drawn[0])
+    assert image.size == (320, 128)  # ground truth | prediction
+
+
+@pytest.mark.slow
+def test_tta_multi_scale_flip(trained, ade, tmp_path):
+    work_dir, _ = trained
+    proc = run_tool('tools/test.py', DEMO, str(work_dir / 'iter_60.pth'),
+                    '--tta', '--work-dir', str(tmp_path), '--cfg-options',
+                    'test_dataloader.dataset.indices=4',
+                    *data_options(ade, 'test_dataloader'))
+    log = proc.stdout + proc.stderr
+    assert 'SegTTAModel' in log
+    assert miou(log) > 0
+
+
+@pytest.mark.slow
+def test_mmseg_own_tools_run_our_configs(trained, ade, tmp_path):
+    work_dir, _ = trained
+    proc = run_tool(osp.join(MMSEG_TOOLS, 'test.py'), DEMO,
+                    str(work_dir / 'iter_60.pth'), '--work-dir',
+                    str(tmp_path / 'test'), '--cfg-options',
+                    'test_dataloader.dataset.indices=4',
+                    *data_options(ade, 'test_dataloader'))
+    assert miou(proc.stdout + proc.stderr) > 0
+    proc = run_tool(osp.join(MMSEG_TOOLS, 'train.py'), DEMO, '--work-dir',
+                    str(tmp_path / 'train'), '--cfg-options',
+                    'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+                    'val_dataloader.dataset.indices=2',
+                    *FAST, *data_options(ade, 'train_dataloader',
+                                         'val_dataloader'))
+    assert (tmp_path / 'train' / 'iter_2.pth').is_file()
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes(ade, tmp_path):
+    work_dir = tmp_path / 'work'
+    args = [sys.executable, 'tools/train.py', DEMO, '--work-dir',
+            str(work_dir), '--cfg-options', 'train_cfg.max_iters=6',
+            'train_cfg.val_interval=100', 'default_hooks.logger.interval=1',
+            'default_hooks.checkpoint.interval=2',
+            'default_hooks.checkpoint.max_keep_ckpts=5', *FAST,
+            *data_options(ade, 'train_dataloader', 'val_dataloader')]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen(args, cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = work_dir / 'last_checkpoint'
+    deadline = time.time() + 600
+    while not (last.is_file() and 'iter_2' in last.read_text()):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # interrupted in iteration 3
+    proc.wait()
+    assert not (work_dir / 'iter_6.pth').exists()
+
+    resumed = run_tool(*args[1:], '--resume')
+    log = resumed.stdout + resumed.stderr
+    assert 'resumed' in log.lower() and 'iter_2.pth' in log
+    trained_iters = [int(i) for i in re.findall(r'Iter\(train\) \[(\d+)/6\]',
+                                                log)]
+    assert trained_iters == [3, 4, 5, 6]
+    assert (work_dir / 'iter_6.pth').is_file()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training(ade, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29533')
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir',
+         str(tmp_path), '--cfg-options', 'train_cfg.max_iters=4',
+         'train_cfg.val_interval=4', 'default_hooks.logger.interval=1',
+         'val_dataloader.dataset.indices=4', *FAST,
+         *data_options(ade, 'train_dataloader', 'val_dataloader')],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    assert re.search(r'Iter\(train\) \[4/4\]', log)
+    assert (tmp_path / 'iter_4.pth').is_file()
