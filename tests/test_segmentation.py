@@ -175,7 +175,10 @@ def test_amp_without_gpu_is_refused(tmp_path):
 
 # ---------------------------------------------------------------- end to end
 
-FAST = ['train_dataloader.batch_size=2', 'model.data_preprocessor.size=(64,64)',
+# Quicker iterations for the tests that check tools, not learning.
+FAST = ['train_dataloader.batch_size=2',
+        'train_dataloader.dataset.pipeline.3.crop_size=(64,64)',
+        'model.data_preprocessor.size=(64,64)',
         'model.test_cfg.crop_size=(64,64)', 'model.test_cfg.stride=(43,43)']
 
 

@@ -52,8 +52,10 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                              f'{sorted(DEPTH_METHODS)}, got '
                              f'{self.decay_type!r}')
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
-        # One group per parameter, even when no other option is given.
-        self.paramwise_cfg.setdefault('bias_lr_mult', 1.0)
+        # A non-empty paramwise_cfg makes mmengine build one group per
+        # parameter (which add_params then rescales); this key changes
+        # nothing else.
+        self.paramwise_cfg.setdefault('bypass_duplicate', False)
 
     def _depth_function(self, model: nn.Module) -> Callable:
         method = DEPTH_METHODS[self.decay_type]
