@@ -53,3 +53,5 @@ default_hooks = dict(
     checkpoint=dict(interval=100, max_keep_ckpts=2))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
+custom_hooks = [dict(type='pelk_mm.ProgressBarHook')]
+visualizer = dict(alpha=0.5)  # let the input show through the drawn masks

@@ -96,7 +96,7 @@ class ToyDataset(torch.utils.data.Dataset):
                     labels=torch.tensor(index % 2))
 
 
-def make_runner(work_dir, max_iters, resume=False):
+def make_runner(work_dir, max_iters, resume=False, **kwargs):
     return Runner(
         model=ToyClassifier(),
         work_dir=str(work_dir),
@@ -112,7 +112,8 @@ def make_runner(work_dir, max_iters, resume=False):
             logger=dict(type='LoggerHook', interval=1)),
         randomness=dict(seed=0),
         resume=resume,
-        default_scope='mmengine')
+        default_scope='mmengine',
+        **kwargs)
 
 
 def test_runner_resumes_on_torch_2_6_and_later(tmp_path):

@@ -136,6 +136,34 @@ def test_mmseg_reads_the_generated_dataset(tmp_path):
     assert dataset.metainfo['classes'][2] == 'sky'  # label 3 in the files
 
 
+def test_converted_classifier_weights_load_through_init_cfg(tmp_path):
+    """cls_to_backbone.py output is what the config's init_cfg loads."""
+    import torch
+    from mmengine.registry import MODELS, init_default_scope
+
+    from pelk_mm.models import PeLK
+    source = PeLK('tiny')
+    state = {f'backbone.{k}': v for k, v in source.state_dict().items()}
+    state['head.fc.weight'] = torch.zeros(1000, 998)
+    torch.save({'state_dict': state, 'meta': {'epoch': np.int64(300)}},
+               tmp_path / 'cls.pth')
+    out = tmp_path / 'checkpoints' / 'backbone.pth'
+    run_tool('tools/model_converters/cls_to_backbone.py',
+             str(tmp_path / 'cls.pth'), str(out))
+    again = run_tool('tools/model_converters/cls_to_backbone.py',
+                     str(tmp_path / 'cls.pth'), str(out), check=False)
+    assert again.returncode != 0 and 'exists' in again.stderr
+
+    cfg = config('upernet_pelk_t_ade20k.py')
+    cfg.model.backbone.init_cfg.checkpoint = str(out)
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    loaded = model.backbone.state_dict()
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+
+
 def test_missing_pretrained_stops_before_the_dataset(tmp_path):
     proc = run_tool('tools/train.py', 'configs/upernet_pelk_t_ade20k.py',
                     '--work-dir', str(tmp_path / 'work'), check=False)

@@ -12,22 +12,18 @@ checkpoint and the dataset folders before anything is built, and it runs
 on machines without a GPU (SyncBN becomes BN; distributed runs use gloo).
 """
 import argparse
-import os.path as osp
 
-from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from pelk_mm.utils import (check_data_roots, missing_pretrained,
                            missing_pretrained_message)
-from pelk_mm.utils.launch import setup_device
+from pelk_mm.utils.launch import (add_common_args, build_runner, load_config,
+                                  setup_device)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from the given checkpoint, or, without a value, from '
@@ -35,24 +31,13 @@ def parse_args():
     parser.add_argument(
         '--amp', action='store_true',
         help='automatic mixed precision (needs a GPU)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, e.g. train_cfg.max_iters=10')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_common_args(parser)
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -71,8 +56,7 @@ def main():
         raise SystemExit(f'error: {err}')
     setup_device(cfg, amp=args.amp)
 
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else \
-        Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     print_log(f'work dir: {cfg.work_dir}', logger='current')
     runner.train()
 

@@ -1,5 +1,9 @@
-"""Engine parts of the plugin: checkpoint loading and optimisers."""
-from .checkpoint import load_local_checkpoint
+"""Engine parts of the plugin: checkpoint loading, optimisers, hooks."""
+from .checkpoint import extract_backbone, load_from_local
+from .hooks import ProgressBarHook
 from .optimizers import LayerDecayOptimWrapperConstructor
 
-__all__ = ['load_local_checkpoint', 'LayerDecayOptimWrapperConstructor']
+__all__ = [
+    'extract_backbone', 'load_from_local',
+    'LayerDecayOptimWrapperConstructor', 'ProgressBarHook'
+]

@@ -15,7 +15,7 @@ import torch
 from mmengine.runner import CheckpointLoader
 
 
-def load_local_checkpoint(filename: str, map_location=None) -> dict:
+def load_from_local(filename: str, map_location=None) -> dict:
     """Load a checkpoint from a local path, as mmengine's local loader.
 
     Args:
@@ -45,4 +45,36 @@ def load_local_checkpoint(filename: str, map_location=None) -> dict:
 
 # '' matches every path not claimed by a longer prefix (http://, s3://, ...).
 CheckpointLoader.register_scheme(
-    prefixes='', loader=load_local_checkpoint, force=True)
+    prefixes='', loader=load_from_local, force=True)
+
+
+def extract_backbone(checkpoint: dict, use_ema: bool = False) -> dict:
+    """The backbone weights of a classifier checkpoint, keys ``backbone.*``.
+
+    Args:
+        checkpoint (dict): As saved by mmengine/mmpretrain (``state_dict``
+            and, with EMA, ``ema_state_dict`` whose keys start ``module.``).
+        use_ema (bool): Take the EMA weights. Defaults to False.
+
+    Returns:
+        dict: ``{'backbone.<name>': tensor}``, loadable with
+        ``init_cfg=dict(type='Pretrained', prefix='backbone.')``.
+
+    Raises:
+        KeyError: If the checkpoint has no such weights.
+    """
+    if use_ema:
+        if 'ema_state_dict' not in checkpoint:
+            raise KeyError('the checkpoint has no EMA weights '
+                           '(ema_state_dict); convert without --ema')
+        state = {k[len('module.'):]: v
+                 for k, v in checkpoint['ema_state_dict'].items()
+                 if k.startswith('module.')}
+    else:
+        state = checkpoint.get('state_dict', checkpoint)
+    backbone = {k: v for k, v in state.items() if k.startswith('backbone.')}
+    if not backbone:
+        raise KeyError(
+            f'no backbone.* weights in the checkpoint (its keys look like '
+            f'{sorted(state)[:3]}); is it a classifier checkpoint?')
+    return backbone

@@ -1,12 +1,39 @@
-"""Adapting a config to the machine it runs on (used by tools/*.py)."""
+"""What tools/train.py and tools/test.py share: their common flags, loading
+the config, and adapting it to the machine it runs on."""
+import argparse
 import os
+import os.path as osp
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from .preflight import sync_bn_to_bn
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local_rank``."""
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, e.g. train_cfg.max_iters=10')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config of ``args.config`` with the common flags applied (work dir
+    defaults to ``./work_dirs/<config name>``, as in OpenMMLab)."""
+    cfg = Config.fromfile(args.config)  # also runs custom_imports
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
 
 
 def setup_device(cfg: Config, amp: bool = False) -> None:
@@ -42,3 +69,12 @@ def setup_device(cfg: Config, amp: bool = False) -> None:
         dist.init_process_group(
             'gloo', rank=int(os.environ['RANK']),
             world_size=int(os.environ['WORLD_SIZE']))
+
+
+def build_runner(cfg: Config):
+    """The config's runner (``runner_type``, else mmengine's Runner)."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else \
+        Runner.from_cfg(cfg)
+
