@@ -17,7 +17,7 @@ DEMO_DIR := work_dirs/demo
 # Train UperNet-PeLK-T on a generated small ADE20K, evaluate its mIoU and
 # draw its predictions (about 7 minutes on 2 cores once installed).
 demo: install
-	$(PY) tools/dataset_converters/generate_ade20k.py data/ade_synthetic
+	$(PY) tools/dataset_converters/generate_dataset.py ade20k data/ade_synthetic
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
 	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_300.pth \
 		--work-dir $(DEMO_DIR)/test --show-dir $(DEMO_DIR)/predictions

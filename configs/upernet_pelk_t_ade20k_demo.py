@@ -1,5 +1,5 @@
 # The `make demo` job: UperNet-PeLK-T trained from scratch on the small
-# synthetic ADE20K (tools/dataset_converters/generate_ade20k.py), on a CPU.
+# synthetic ADE20K (tools/dataset_converters/generate_dataset.py), on a CPU.
 # It inherits the real recipe and changes only what a CPU demo needs: fewer
 # iterations, a 128 crop, BN instead of SyncBN, lighter heads, no ImageNet
 # file (so a higher learning rate and a short warm-up), no photometric

@@ -183,7 +183,7 @@ def test_missing_dataset_names_path_and_generator(tmp_path):
                     check=False)
     assert proc.returncode != 0
     assert f"'{root}'" in proc.stderr
-    assert f'generate_ade20k.py {tmp_path / "nowhere"}' in proc.stderr
+    assert f'generate_dataset.py ade20k {tmp_path / "nowhere"}' in proc.stderr
     # A malformed root: the folder exists, the annotations do not.
     (root / 'images' / 'training').mkdir(parents=True)
     proc = run_tool('tools/train.py', DEMO, '--work-dir',

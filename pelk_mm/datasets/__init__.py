@@ -1,4 +1,6 @@
 """Data helpers: small synthetic datasets in the real folder formats."""
 from .synthetic_ade20k import SCENE_CLASSES, generate_ade20k
+from .synthetic_coco import SHAPE_CLASSES, generate_coco
 
-__all__ = ['SCENE_CLASSES', 'generate_ade20k']
+__all__ = ['SCENE_CLASSES', 'generate_ade20k', 'SHAPE_CLASSES',
+           'generate_coco']

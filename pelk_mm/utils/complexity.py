@@ -118,6 +118,43 @@ class _TensorMode(nn.Module):
         return self.model(inputs, mode='tensor')
 
 
+class _TwoStageDummy(nn.Module):
+    """A two-stage detector as mmdet 2.x's ``forward_dummy`` ran it, the
+    convention behind the FLOPs of Swin, ConvNeXt, SLaK and PeLK: backbone,
+    neck and RPN head on the image, 1000 proposals through every box head,
+    the first 100 through every mask head."""
+
+    def __init__(self, model: nn.Module, num_rois: int = 1000,
+                 num_mask_rois: int = 100):
+        super().__init__()
+        self.model = model
+        self.num_rois, self.num_mask_rois = num_rois, num_mask_rois
+
+    def forward(self, inputs: torch.Tensor):
+        from mmdet.structures.bbox import bbox2roi
+        feats = self.model.extract_feat(inputs)
+        outs = self.model.rpn_head(feats)
+        height, width = inputs.shape[-2:]
+        gen = torch.Generator().manual_seed(0)
+        xy = torch.rand(self.num_rois, 2, generator=gen) * inputs.new_tensor(
+            [width, height]) * 0.75
+        wh = torch.rand(self.num_rois, 2, generator=gen) * inputs.new_tensor(
+            [width, height]) * 0.25 + 1
+        rois = bbox2roi([torch.cat([xy, xy + wh], dim=1)])
+        roi_head = self.model.roi_head
+        stages = [(i, ) for i in range(roi_head.num_stages)] \
+            if hasattr(roi_head, 'num_stages') else [()]
+        for stage in stages:
+            result = roi_head._bbox_forward(*stage, feats, rois)
+            outs += (result['cls_score'], result['bbox_pred'])
+        if getattr(roi_head, 'with_mask', False):
+            for stage in stages:
+                result = roi_head._mask_forward(
+                    *stage, feats, rois[:self.num_mask_rois])
+                outs += (result['mask_preds'], )
+        return outs
+
+
 def config_complexity(cfg, shape: Tuple[int, int] = None,
                       density: float = SPARSE_DENSITY) -> Tuple[float, float]:
     """Params and FLOPs of the model of an OpenMMLab config.
@@ -140,6 +177,10 @@ def config_complexity(cfg, shape: Tuple[int, int] = None,
     model = MODELS.build(cfg.model).eval()
     shape = shape or DEFAULT_SHAPES.get(scope, (224, 224))
     params = count_params(model, density, sparse_prefix='backbone.')
-    flops = count_flops(_TensorMode(model), (torch.randn(1, 3, *shape), ),
-                        density, sparse_prefix='model.backbone.')
+    inputs = torch.randn(1, 3, *shape,
+                         generator=torch.Generator().manual_seed(0))
+    wrapper = _TwoStageDummy(model) if hasattr(model, 'roi_head') else \
+        _TensorMode(model)
+    flops = count_flops(wrapper, (inputs, ), density,
+                        sparse_prefix='model.backbone.')
     return params, flops

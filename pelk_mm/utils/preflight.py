@@ -5,10 +5,12 @@ from typing import Iterator, List
 
 from mmengine.config import Config
 
-# How to produce the small datasets the project generates, by dataset type.
+# How to produce the small datasets the project generates, by dataset type
+# ({parent}: the folder above data_root, where ADEChallengeData2016 goes).
+_GENERATE = 'python tools/dataset_converters/generate_dataset.py'
 DATASET_GENERATORS = {
-    'ADE20KDataset': 'python tools/dataset_converters/generate_ade20k.py '
-                     '{root}',
+    'ADE20KDataset': _GENERATE + ' ade20k {parent}',
+    'CocoDataset': _GENERATE + ' coco {data_root}',
 }
 CONVERTER = 'tools/model_converters/cls_to_backbone.py'
 
@@ -76,9 +78,10 @@ def check_data_roots(cfg: Config, loaders=('train_dataloader',
         for path in paths:
             if not osp.exists(path):
                 hint = DATASET_GENERATORS.get(str(dataset.get('type', '')))
+                parent = osp.dirname(root.rstrip('/')) or '.'
                 generate = (' Generate the small synthetic version with `' +
-                            hint.format(root=osp.dirname(root.rstrip('/'))
-                                        or '.') + '`,') if hint else ''
+                            hint.format(parent=parent, data_root=root) +
+                            '`,') if hint else ''
                 raise FileNotFoundError(
                     f'{dataset.get("type", "dataset")} expects {path!r}, '
                     f'which does not exist (data_root={root!r}).{generate} '

@@ -1,0 +1,48 @@
+"""Generate a small synthetic dataset in the real folder layout.
+
+Usage:
+    python tools/dataset_converters/generate_dataset.py {ade20k,coco} [ROOT]
+        [--num-train N] [--num-val N] [--height H] [--width W] [--seed S]
+        [--overwrite]
+
+ade20k writes ROOT/ADEChallengeData2016 (default ROOT data/ade_synthetic),
+coco writes ROOT/annotations, ROOT/train2017, ROOT/val2017 (default ROOT
+data/coco_synthetic). A complete existing dataset is kept unless
+--overwrite is given. What the images contain: pelk_mm/datasets/.
+"""
+import argparse
+
+from mmengine.logging import MMLogger
+
+from pelk_mm.datasets import generate_ade20k, generate_coco
+
+# name -> (generator, default root, train / val images, height, width);
+# the COCO images' sides are not multiples of 32, as in real COCO.
+DATASETS = {
+    'ade20k': (generate_ade20k, 'data/ade_synthetic', 200, 50, 128, 160),
+    'coco': (generate_coco, 'data/coco_synthetic', 120, 30, 120, 150),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('dataset', choices=sorted(DATASETS))
+    parser.add_argument('root', nargs='?')
+    parser.add_argument('--num-train', type=int)
+    parser.add_argument('--num-val', type=int)
+    parser.add_argument('--height', type=int)
+    parser.add_argument('--width', type=int)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--overwrite', action='store_true')
+    args = parser.parse_args()
+    generate, root, num_train, num_val, height, width = \
+        DATASETS[args.dataset]
+    data_root = generate(args.root or root, args.num_train or num_train,
+                         args.num_val or num_val, args.height or height,
+                         args.width or width, args.seed, args.overwrite)
+    MMLogger.get_instance('pelk_mm', log_level='INFO').info(
+        f'synthetic {args.dataset} ready at {data_root}')
+
+
+if __name__ == '__main__':
+    main()
