@@ -78,7 +78,7 @@ def _annotation(ann_id: int, image_id: int, class_id: int, polygon,
 
 
 def generate_coco(root: str, num_train: int = 120, num_val: int = 30,
-                  height: int = 128, width: int = 160, seed: int = 0,
+                  height: int = 120, width: int = 150, seed: int = 0,
                   overwrite: bool = False) -> str:
     """Write the synthetic dataset under ``root`` and return ``root``.
 
@@ -86,8 +86,9 @@ def generate_coco(root: str, num_train: int = 120, num_val: int = 30,
         root (str): Dataset root (e.g. ``data/coco_synthetic``).
         num_train (int): Training images. Defaults to 120.
         num_val (int): Validation images. Defaults to 30.
-        height (int): Image height. Defaults to 128.
-        width (int): Image width. Defaults to 160.
+        height (int): Image height. Defaults to 120.
+        width (int): Image width. Defaults to 150. Neither is a multiple of
+            32, as in real COCO: the data preprocessor pads.
         seed (int): Random seed; the same seed gives the same files.
         overwrite (bool): Rewrite a complete dataset. Defaults to False.
     """

@@ -16,11 +16,10 @@ from mmengine.logging import MMLogger
 
 from pelk_mm.datasets import generate_ade20k, generate_coco
 
-# name -> (generator, default root, train / val images, height, width);
-# the COCO images' sides are not multiples of 32, as in real COCO.
+# name -> (generator, default root); sizes default to the generator's.
 DATASETS = {
-    'ade20k': (generate_ade20k, 'data/ade_synthetic', 200, 50, 128, 160),
-    'coco': (generate_coco, 'data/coco_synthetic', 120, 30, 120, 150),
+    'ade20k': (generate_ade20k, 'data/ade_synthetic'),
+    'coco': (generate_coco, 'data/coco_synthetic'),
 }
 
 
@@ -35,11 +34,12 @@ def main():
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--overwrite', action='store_true')
     args = parser.parse_args()
-    generate, root, num_train, num_val, height, width = \
-        DATASETS[args.dataset]
-    data_root = generate(args.root or root, args.num_train or num_train,
-                         args.num_val or num_val, args.height or height,
-                         args.width or width, args.seed, args.overwrite)
+    generate, root = DATASETS[args.dataset]
+    sizes = {k: v for k, v in vars(args).items()
+             if k in ('num_train', 'num_val', 'height', 'width')
+             and v is not None}
+    data_root = generate(args.root or root, seed=args.seed,
+                         overwrite=args.overwrite, **sizes)
     MMLogger.get_instance('pelk_mm', log_level='INFO').info(
         f'synthetic {args.dataset} ready at {data_root}')
 

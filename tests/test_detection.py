@@ -1,0 +1,257 @@
+"""Cascade Mask R-CNN-PeLK on COCO: configs, counts, data, tools, e2e."""
+import json
+import os
+import os.path as osp
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+
+from pelk_mm.datasets import SHAPE_CLASSES, generate_coco
+from pelk_mm.utils.complexity import config_complexity
+from test_segmentation import ROOT, run_tool
+
+DEMO = osp.join(ROOT, 'configs', 'cascade_mask_rcnn_pelk_t_coco_demo.py')
+MMDET_TOOLS = osp.join(
+    osp.dirname(__import__('mmdet').__file__), '.mim', 'tools')
+
+
+def config(name):
+    return Config.fromfile(osp.join(ROOT, 'configs', name))
+
+
+def data_options(root, *loaders):
+    options = []
+    for loader in loaders:
+        options.append(f'{loader}.dataset.data_root={root}/')
+    if 'val_dataloader' in loaders or 'test_dataloader' in loaders:
+        ann = f'{root}/annotations/instances_val2017.json'
+        options += [f'val_evaluator.ann_file={ann}',
+                    f'test_evaluator.ann_file={ann}']
+    return options
+
+
+@pytest.mark.parametrize('name, arch, drop_path, decay, channels', [
+    ('cascade_mask_rcnn_pelk_t_coco.py', 'tiny', 0.4, 0.7,
+     [124, 249, 499, 998]),
+    ('cascade_mask_rcnn_pelk_s_coco.py', 'small', 0.6, 0.7,
+     [124, 249, 499, 998]),
+    ('cascade_mask_rcnn_pelk_b_coco.py', 'base', 0.7, 0.8,
+     [166, 332, 665, 1331]),
+    ('cascade_mask_rcnn_pelk_b101_coco.py', 'base-101', 0.7, 0.8,
+     [166, 332, 665, 1331]),
+])
+def test_configs_follow_the_paper_recipe(name, arch, drop_path, decay,
+                                         channels):
+    cfg = config(name)
+    assert cfg.custom_imports.imports == ['pelk_mm']
+    assert cfg.default_scope == 'mmdet'
+    assert cfg.model.type == 'CascadeRCNN'
+    backbone = cfg.model.backbone
+    assert backbone.type == 'pelk_mm.PeLK' and backbone.arch == arch
+    assert backbone.drop_path_rate == drop_path
+    assert backbone.init_cfg.type == 'Pretrained'
+    assert backbone.init_cfg.prefix == 'backbone.'
+    assert cfg.model.neck.type == 'FPN'
+    assert cfg.model.neck.in_channels == channels
+    heads = cfg.model.roi_head.bbox_head
+    assert len(heads) == 3
+    for head in heads:
+        assert head.type == 'ConvFCBBoxHead'
+        assert (head.num_shared_convs, head.num_shared_fcs) == (4, 1)
+        assert head.norm_cfg.type == 'SyncBN'
+        assert head.loss_bbox.type == 'GIoULoss' and head.reg_decoded_bbox
+        assert head.num_classes == 80
+    assert cfg.model.roi_head.mask_head.num_classes == 80
+    assert cfg.train_cfg.max_epochs == 36
+    warmup, steps = cfg.param_scheduler
+    assert warmup.type == 'LinearLR' and warmup.by_epoch is False
+    assert steps.type == 'MultiStepLR' and steps.milestones == [27, 33]
+    assert cfg.train_dataloader.batch_size * 8 == 16
+    optim = cfg.optim_wrapper
+    assert optim.optimizer == dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999),
+                                   weight_decay=0.05)
+    assert optim.constructor == 'pelk_mm.LayerDecayOptimWrapperConstructor'
+    assert optim.paramwise_cfg == dict(decay_rate=decay,
+                                       decay_type='layer_wise')
+    choice = [t for t in cfg.train_pipeline if t.type == 'RandomChoice'][0]
+    multi_scale, crop = choice.transforms
+    assert [s[0] for s in multi_scale[0].scales] == list(range(480, 801, 32))
+    assert crop[1].type == 'RandomCrop'
+    assert cfg.val_evaluator.metric == ['bbox', 'segm']
+
+
+@pytest.mark.slow
+def test_cascade_t_counts_match_the_paper():
+    cfg = config('cascade_mask_rcnn_pelk_t_coco.py')
+    cfg.model.backbone.init_cfg = None
+    params, flops = config_complexity(cfg)  # at 1280x800
+    assert abs(params / 86e6 - 1) < 0.05 and abs(flops / 770e9 - 1) < 0.10
+    assert params == pytest.approx(87.23e6, rel=1e-3)
+    assert flops == pytest.approx(770.2e9, rel=1e-3)
+
+
+def test_generator_is_deterministic_and_coco_shaped(tmp_path):
+    from pycocotools.coco import COCO
+    first = generate_coco(str(tmp_path / 'a'), 6, 3, seed=3)
+    second = generate_coco(str(tmp_path / 'b'), 6, 3, seed=3)
+    for split, count in (('train2017', 6), ('val2017', 3)):
+        ann_file = f'annotations/instances_{split}.json'
+        with open(osp.join(first, ann_file)) as a, \
+                open(osp.join(second, ann_file)) as b:
+            assert json.load(a) == json.load(b)
+        coco = COCO(osp.join(first, ann_file))
+        assert len(coco.imgs) == count
+        assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == \
+            [name for name, _ in SHAPE_CLASSES.values()]
+        for image in coco.imgs.values():
+            path = osp.join(first, split, image['file_name'])
+            with open(path, 'rb') as f, open(
+                    osp.join(second, split, image['file_name']), 'rb') as g:
+                assert f.read() == g.read()
+            occupied = np.zeros((image['height'], image['width']), int)
+            for ann in coco.loadAnns(coco.getAnnIds(imgIds=image['id'])):
+                mask = coco.annToMask(ann)
+                occupied += mask
+                points = np.asarray(ann['segmentation'][0]).reshape(-1, 2)
+                x, y, w, h = ann['bbox']
+                assert np.allclose([x, y, x + w, y + h],
+                                   [*points.min(0), *points.max(0)],
+                                   atol=0.02)
+                ys, xs = np.nonzero(mask)  # the mask lies in the box
+                assert xs.min() >= x - 1 and xs.max() <= x + w + 1
+                assert ys.min() >= y - 1 and ys.max() <= y + h + 1
+                assert abs(ann['area'] / mask.sum() - 1) < 0.15
+            assert occupied.max() <= 1  # objects do not overlap
+
+
+def test_mmdet_reads_the_generated_dataset(tmp_path):
+    from mmdet.datasets import CocoDataset
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    root = generate_coco(str(tmp_path), 4, 2)
+    dataset = CocoDataset(
+        data_root=root, ann_file='annotations/instances_train2017.json',
+        data_prefix=dict(img='train2017/'),
+        metainfo=dict(classes=('disc', 'square', 'triangle')),
+        pipeline=[dict(type='LoadImageFromFile'),
+                  dict(type='LoadAnnotations', with_bbox=True,
+                       with_mask=True)])
+    assert len(dataset) == 4
+    sample = dataset[0]
+    assert sample['img'].shape == (120, 150, 3)  # not multiples of 32
+    assert len(sample['gt_bboxes']) == len(sample['gt_masks']) >= 1
+
+
+def test_missing_annotations_name_path_and_generator(tmp_path):
+    root = tmp_path / 'coco'
+    (root / 'train2017').mkdir(parents=True)
+    proc = run_tool('tools/train.py', DEMO, '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options',
+                    *data_options(root, 'train_dataloader', 'val_dataloader'),
+                    check=False)
+    assert proc.returncode != 0
+    assert f"'{root}/annotations/instances_train2017.json'" in proc.stderr
+    assert f'generate_dataset.py coco {root}/' in proc.stderr
+
+
+# ---------------------------------------------------------------- end to end
+
+@pytest.fixture(scope='module')
+def coco(tmp_path_factory):
+    return generate_coco(str(tmp_path_factory.mktemp('coco')), 120, 30)
+
+
+@pytest.fixture(scope='module')
+def trained(coco, tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('det_demo')
+    proc = run_tool('tools/train.py', DEMO, '--work-dir', str(work_dir),
+                    '--cfg-options', *data_options(
+                        coco, 'train_dataloader', 'val_dataloader'),
+                    timeout=1800)
+    return work_dir, proc.stdout + proc.stderr
+
+
+def coco_ap(log, kind):
+    values = re.findall(rf'coco/{kind}_mAP: ([\d.]+)', log)
+    assert values, log[-2000:]
+    return float(values[-1])
+
+
+@pytest.mark.slow
+def test_demo_learns_boxes_and_masks(trained):
+    _, log = trained
+    assert coco_ap(log, 'bbox') > 0.2
+    assert coco_ap(log, 'segm') > 0.2
+
+
+@pytest.mark.slow
+def test_test_tools_evaluate_the_checkpoint(trained, coco, tmp_path):
+    work_dir, log = trained
+    checkpoint = str(work_dir / 'epoch_10.pth')
+    ours = run_tool('tools/test.py', DEMO, checkpoint, '--work-dir',
+                    str(tmp_path / 'ours'), '--cfg-options',
+                    *data_options(coco, 'test_dataloader'))
+    assert coco_ap(ours.stdout + ours.stderr, 'bbox') == pytest.approx(
+        coco_ap(log, 'bbox'), abs=1e-3)
+    theirs = run_tool(osp.join(MMDET_TOOLS, 'test.py'), DEMO, checkpoint,
+                      '--work-dir', str(tmp_path / 'theirs'),
+                      '--cfg-options', *data_options(coco, 'test_dataloader'))
+    assert coco_ap(theirs.stdout + theirs.stderr, 'segm') == pytest.approx(
+        coco_ap(log, 'segm'), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_image_demo_draws_boxes_and_masks(trained, coco, tmp_path):
+    from PIL import Image
+    work_dir, _ = trained
+    image = osp.join(coco, 'val2017', '000000000001.jpg')
+    out = tmp_path / 'drawn.png'
+    proc = run_tool('tools/image_demo.py', image, DEMO,
+                    str(work_dir / 'epoch_10.pth'), '--out-file', str(out))
+    assert re.search(r'[1-9]\d* detections with score', proc.stderr)
+    drawn = np.asarray(Image.open(out).convert('RGB')).astype(int)
+    source = np.asarray(Image.open(image).convert('RGB')).astype(int)
+    assert drawn.shape == source.shape
+    assert np.abs(drawn - source).mean() > 5  # boxes and masks drawn on it
+
+
+@pytest.mark.slow
+def test_mmdet_train_tool_and_resume(coco, tmp_path):
+    """mmdet's own train.py runs the demo config; an interrupted run of
+    ours resumes at the next epoch."""
+    small = ['train_dataloader.dataset.indices=4',
+             'train_dataloader.batch_size=2', 'train_cfg.val_interval=10',
+             'default_hooks.checkpoint.interval=1',
+             'default_hooks.checkpoint.max_keep_ckpts=5',
+             'default_hooks.logger.interval=1',
+             *data_options(coco, 'train_dataloader', 'val_dataloader')]
+    run_tool(osp.join(MMDET_TOOLS, 'train.py'), DEMO, '--work-dir',
+             str(tmp_path / 'theirs'), '--cfg-options', 'train_cfg.max_epochs=1',
+             *small)
+    assert (tmp_path / 'theirs' / 'epoch_1.pth').is_file()
+
+    work_dir = tmp_path / 'ours'
+    args = [sys.executable, 'tools/train.py', DEMO, '--work-dir',
+            str(work_dir), '--cfg-options', 'train_cfg.max_epochs=3', *small]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    last = work_dir / 'last_checkpoint'
+    deadline = time.time() + 600
+    while not (last.is_file() and 'epoch_1' in last.read_text()):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_tool(*args[1:], '--resume')
+    log = resumed.stdout + resumed.stderr
+    assert 'resumed' in log.lower() and 'epoch_1.pth' in log
+    epochs = {int(e) for e in re.findall(r'Epoch\(train\) \[(\d+)\]', log)}
+    assert epochs == {2, 3}
+    assert (work_dir / 'epoch_3.pth').is_file()
