@@ -3,15 +3,15 @@
 # generate_dataset.py coco). It inherits the real config and changes what a
 # CPU run needs: 3 classes, native-size images (150x120, not multiples of
 # 32: the data preprocessor pads), BN, lighter RoI heads and fewer RoIs,
-# no ImageNet file (so a higher lr, no layer decay, a short warm-up), 10
-# epochs.
+# no ImageNet file (so a higher lr, no layer decay, a short warm-up), 12
+# epochs, half of the sampled RoIs positive where possible.
 _base_ = './cascade_mask_rcnn_pelk_t_coco.py'
 
 data_root = 'data/coco_synthetic/'
 metainfo = dict(classes=('disc', 'square', 'triangle'))
 num_classes = 3
 norm_cfg = dict(type='BN', requires_grad=True)
-max_epochs = 10
+max_epochs = 12
 
 model = dict(
     backbone=dict(drop_path_rate=0.1, init_cfg=None),
@@ -50,7 +50,7 @@ model = dict(
                     min_pos_iou=iou, match_low_quality=False,
                     ignore_iof_thr=-1),
                 sampler=dict(
-                    type='RandomSampler', num=64, pos_fraction=0.25,
+                    type='RandomSampler', num=64, pos_fraction=0.5,
                     neg_pos_ub=-1, add_gt_as_proposals=True),
                 mask_size=28,
                 pos_weight=-1,
@@ -92,7 +92,7 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
          end=50),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[8], gamma=0.1),
+         milestones=[10], gamma=0.1),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 default_hooks = dict(logger=dict(interval=10),

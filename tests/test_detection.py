@@ -193,7 +193,7 @@ def test_demo_learns_boxes_and_masks(trained):
 @pytest.mark.slow
 def test_test_tools_evaluate_the_checkpoint(trained, coco, tmp_path):
     work_dir, log = trained
-    checkpoint = str(work_dir / 'epoch_10.pth')
+    checkpoint = str(work_dir / 'epoch_12.pth')
     ours = run_tool('tools/test.py', DEMO, checkpoint, '--work-dir',
                     str(tmp_path / 'ours'), '--cfg-options',
                     *data_options(coco, 'test_dataloader'))
@@ -213,7 +213,7 @@ def test_image_demo_draws_boxes_and_masks(trained, coco, tmp_path):
     image = osp.join(coco, 'val2017', '000000000001.jpg')
     out = tmp_path / 'drawn.png'
     proc = run_tool('tools/image_demo.py', image, DEMO,
-                    str(work_dir / 'epoch_10.pth'), '--out-file', str(out))
+                    str(work_dir / 'epoch_12.pth'), '--out-file', str(out))
     assert re.search(r'[1-9]\d* detections with score', proc.stderr)
     drawn = np.asarray(Image.open(out).convert('RGB')).astype(int)
     source = np.asarray(Image.open(image).convert('RGB')).astype(int)

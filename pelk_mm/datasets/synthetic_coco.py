@@ -50,7 +50,7 @@ def make_image(rng: np.random.RandomState, height: int, width: int):
     objects, discs = [], []
     for _ in range(rng.randint(1, 5)):
         class_id = int(rng.randint(1, 4))
-        r = rng.uniform(0.1, 0.25) * min(height, width)
+        r = rng.uniform(0.15, 0.3) * min(height, width)
         cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
         if any(np.hypot(cx - x, cy - y) < r + q for x, y, q in discs):
             continue  # objects do not overlap, so polygons are exact masks

@@ -1,0 +1,194 @@
+"""SLaK's dynamic sparsity as an mmengine hook (PeLK trains with it).
+
+Every conv and linear weight of the chosen part of the model (default: the
+backbone) gets a binary mask of the given density, set at the start by SNIP
+(``|w * dL/dw|`` on one batch) or uniformly at random. After every optimizer
+step masked weights are zeroed, and every ``update_interval`` iterations
+each layer drops its ``prune_rate`` smallest-magnitude active weights and
+regrows as many at random inactive positions (at zero), so the density
+stays fixed while the topology moves. The prune rate anneals with a cosine
+to 0 at the end of training (SLaK's default).
+
+Masks are kept by the hook, saved in the checkpoint under ``'sparsity'``
+and restored on resume; on several processes rank 0 decides and broadcasts,
+so every replica holds the same masks.
+"""
+import math
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.dist import broadcast
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+
+from ...registry import HOOKS
+from ...utils.complexity import is_sparse_weight
+
+
+@HOOKS.register_module()
+class DynamicSparsityHook(Hook):
+    """Dynamic sparse training (prune and regrow), as in SLaK.
+
+    Args:
+        sparsity (float): Fraction of zero weights in each masked layer.
+            Defaults to 0.4 (the paper's).
+        sparse_init (str): ``'snip'`` or ``'random'``. Defaults to 'snip'.
+        growth (str): How pruned weights come back; only ``'random'``
+            (the paper's). Defaults to 'random'.
+        prune_rate (float): Fraction of each layer's active weights pruned
+            and regrown at an update, annealed with a cosine. Defaults to
+            0.5 (PeLK-T; 0.3 for S and B).
+        update_interval (int): Iterations between updates. Defaults to 2000
+            (PeLK-T; 100 for S and B).
+        prefix (str): Only parameters under this name are masked.
+            Defaults to ``'backbone.'``.
+        seed (int): Seed of the random choices. Defaults to 0.
+    """
+    priority = 'LOW'  # after the optimizer step of the train loop
+
+    def __init__(self, sparsity: float = 0.4, sparse_init: str = 'snip',
+                 growth: str = 'random', prune_rate: float = 0.5,
+                 update_interval: int = 2000, prefix: str = 'backbone.',
+                 seed: int = 0):
+        if not 0 < sparsity < 1:
+            raise ValueError(f'sparsity must be in (0, 1), got {sparsity}')
+        if sparse_init not in ('snip', 'random'):
+            raise ValueError(f"sparse_init must be 'snip' or 'random', got "
+                             f'{sparse_init!r}')
+        if growth != 'random':
+            raise ValueError(f"only growth='random' is implemented (the "
+                             f"paper's), got {growth!r}")
+        self.sparsity = sparsity
+        self.sparse_init = sparse_init
+        self.prune_rate = prune_rate
+        self.update_interval = update_interval
+        self.prefix = prefix
+        self.generator = torch.Generator().manual_seed(seed)
+        self.masks: Dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------ helpers
+    @staticmethod
+    def _model(runner) -> nn.Module:
+        model = runner.model
+        return model.module if is_model_wrapper(model) else model
+
+    def _params(self, runner) -> Dict[str, nn.Parameter]:
+        return {n: p for n, p in self._model(runner).named_parameters()
+                if n.startswith(self.prefix) and is_sparse_weight(n, p)}
+
+    def _keep_count(self, numel: int) -> int:
+        return max(1, int(round(numel * (1 - self.sparsity))))
+
+    def _sync(self) -> None:
+        for mask in self.masks.values():
+            broadcast(mask, src=0)
+
+    @torch.no_grad()
+    def apply_masks(self, runner) -> None:
+        """Zero the masked weights (and their optimizer moments)."""
+        params = self._params(runner)
+        states = runner.optim_wrapper.optimizer.state
+        for name, mask in self.masks.items():
+            param = params[name]
+            param.mul_(mask)
+            for value in states.get(param, {}).values():
+                if torch.is_tensor(value) and value.shape == param.shape:
+                    value.mul_(mask)
+
+    # --------------------------------------------------------- init masks
+    def _init_masks(self, runner) -> None:
+        params = self._params(runner)
+        if self.sparse_init == 'snip':
+            scores = self._snip_scores(runner, params)
+        else:
+            scores = {n: torch.rand(p.shape, generator=self.generator)
+                      for n, p in params.items()}
+        for name, param in params.items():
+            keep = self._keep_count(param.numel())
+            mask = torch.zeros(param.numel(), dtype=param.dtype)
+            mask[scores[name].flatten().cpu().topk(keep).indices] = 1
+            self.masks[name] = mask.view_as(param).to(param.device)
+        self._sync()
+        print_log(f'dynamic sparsity: {len(self.masks)} weights masked at '
+                  f'{self.sparsity:.0%} sparsity ({self.sparse_init} init)',
+                  logger='current')
+
+    def _snip_scores(self, runner, params) -> Dict[str, torch.Tensor]:
+        """|w * dL/dw| on one training batch (SNIP, per layer)."""
+        model = self._model(runner)  # unwrapped: no DDP gradient sync
+        data = model.data_preprocessor(next(iter(runner.train_dataloader)),
+                                       True)
+        losses = model(**data, mode='loss') if isinstance(data, dict) else \
+            model(*data, mode='loss')
+        loss, _ = model.parse_losses(losses)
+        grads = torch.autograd.grad(loss, list(params.values()),
+                                    allow_unused=True)
+        return {n: (p.detach() * (g if g is not None else 0)).abs()
+                for (n, p), g in zip(params.items(), grads)}
+
+    # ------------------------------------------------------------- update
+    def current_prune_rate(self, runner) -> float:
+        """Cosine-annealed prune rate at the current iteration."""
+        progress = min(runner.iter / max(runner.max_iters, 1), 1.0)
+        return self.prune_rate * 0.5 * (1 + math.cos(math.pi * progress))
+
+    @torch.no_grad()
+    def update_masks(self, runner, rate: Optional[float] = None) -> None:
+        """Prune the smallest active weights, regrow as many at random.
+
+        Args:
+            runner: The runner.
+            rate (float, optional): Fraction of each layer's active weights
+                to move; defaults to the annealed prune rate now.
+        """
+        if rate is None:
+            rate = self.current_prune_rate(runner)
+        params = self._params(runner)
+        for name, mask in self.masks.items():
+            weight, flat = params[name].flatten(), mask.flatten()
+            active = int(flat.sum())
+            count = int(rate * active)
+            if count == 0:
+                continue
+            magnitude = torch.where(flat.bool(), weight.abs(),
+                                    torch.full_like(weight, float('inf')))
+            pruned = magnitude.topk(count, largest=False).indices
+            inactive = (flat == 0).nonzero().flatten()  # before pruning
+            choice = torch.randperm(len(inactive), generator=self.generator)
+            regrown = inactive[choice[:count].to(inactive.device)]
+            flat[pruned] = 0
+            flat[regrown] = 1
+            params[name].view(-1)[regrown] = 0  # grown weights start at 0
+        self._sync()
+        self.apply_masks(runner)
+
+    # -------------------------------------------------------------- hooks
+    def before_train(self, runner) -> None:
+        if not self.masks:  # not restored by a resume
+            self._init_masks(runner)
+        self.apply_masks(runner)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs: Optional[dict] = None) -> None:
+        if self.every_n_train_iters(runner, self.update_interval) and \
+                runner.iter + 1 < runner.max_iters:
+            self.update_masks(runner)
+        else:
+            self.apply_masks(runner)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint['sparsity'] = dict(
+            masks={n: m.bool().cpu() for n, m in self.masks.items()},
+            sparsity=self.sparsity,
+            generator=self.generator.get_state())
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get('sparsity')
+        if state is None:
+            return
+        params = self._params(runner)
+        self.masks = {n: m.to(params[n].dtype).to(params[n].device)
+                      for n, m in state['masks'].items() if n in params}
+        self.generator.set_state(state['generator'])

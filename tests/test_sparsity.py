@@ -1,0 +1,103 @@
+"""SLaK's dynamic sparsity hook."""
+import pytest
+import torch
+
+from pelk_mm.engine import DynamicSparsityHook
+from test_checkpoint import make_runner
+
+
+def sparsity_runner(tmp_path, max_iters, interval=2, resume=False,
+                    init='snip'):
+    hook = dict(type='pelk_mm.DynamicSparsityHook', sparsity=0.4,
+                sparse_init=init, prune_rate=0.5, update_interval=interval)
+    return make_runner(tmp_path, max_iters=max_iters, resume=resume,
+                       custom_hooks=[hook])
+
+
+def the_hook(runner):
+    return next(h for h in runner.hooks
+                if isinstance(h, DynamicSparsityHook))
+
+
+def masked_params(runner):
+    hook = the_hook(runner)
+    params = dict(runner.model.named_parameters())
+    return {n: (params[n], m) for n, m in hook.masks.items()}
+
+
+@pytest.mark.parametrize('init', ['snip', 'random'])
+def test_density_holds_and_masked_weights_stay_zero(tmp_path, init):
+    runner = sparsity_runner(tmp_path, max_iters=5, init=init)
+    runner.train()
+    layers = masked_params(runner)
+    names = set(layers)
+    assert 'backbone.stages.0.blocks.0.pointwise_conv1.weight' in names
+    assert 'backbone.stages.0.blocks.0.mixer.large.weight' in names
+    assert not any(n.startswith('head.') or n.endswith('bias')
+                   for n in names)
+    for name, (param, mask) in layers.items():
+        expected = max(1, round(mask.numel() * 0.6))
+        assert int(mask.sum()) == expected, name
+        assert torch.all(param[mask == 0] == 0), name
+        state = runner.optim_wrapper.optimizer.state[param]
+        assert torch.all(state['exp_avg'][mask == 0] == 0), name
+
+
+def test_update_prunes_smallest_and_regrows_as_many(tmp_path):
+    runner = sparsity_runner(tmp_path, max_iters=1, interval=1000)
+    runner.train()
+    hook = the_hook(runner)
+    name = 'backbone.stages.2.blocks.0.pointwise_conv1.weight'
+    param, mask = masked_params(runner)[name]
+    with torch.no_grad():  # distinct magnitudes, all active ones non-zero
+        param.copy_((torch.randn_like(param).abs() + 0.1) * mask)
+    before, active = param.detach().clone(), mask.bool().clone()
+    count = int(0.3 * int(active.sum()))
+    assert count > 0
+
+    hook.update_masks(runner, rate=0.3)
+    after = hook.masks[name].bool()
+    pruned, grown = active & ~after, ~active & after
+    kept = active & after
+    assert int(pruned.sum()) == int(grown.sum()) == count
+    assert int(after.sum()) == int(active.sum())
+    # The pruned weights were the smallest active ones.
+    assert before[pruned].abs().max() <= before[kept].abs().min()
+    assert torch.all(param.detach()[pruned] == 0)
+    assert torch.all(param.detach()[grown] == 0)  # regrown at zero
+    assert torch.equal(param.detach()[kept], before[kept])
+
+
+def test_resume_restores_the_masks(tmp_path):
+    runner = sparsity_runner(tmp_path, max_iters=4, interval=2)
+    runner.train()
+    saved = torch.load(tmp_path / 'iter_4.pth', weights_only=False)
+    masks = saved['sparsity']['masks']
+    assert masks and all(m.dtype == torch.bool for m in masks.values())
+    resumed = sparsity_runner(tmp_path, max_iters=5, interval=100,
+                              resume=True)
+    resumed.train()
+    hook = the_hook(resumed)
+    for name, mask in masks.items():
+        assert torch.equal(hook.masks[name].bool().cpu(), mask), name
+
+
+def test_prune_rate_anneals_with_a_cosine():
+    hook = DynamicSparsityHook(prune_rate=0.5)
+
+    class At:
+        def __init__(self, it):
+            self.iter, self.max_iters = it, 100
+
+    assert hook.current_prune_rate(At(0)) == pytest.approx(0.5)
+    assert hook.current_prune_rate(At(50)) == pytest.approx(0.25)
+    assert hook.current_prune_rate(At(100)) == pytest.approx(0.0)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='sparsity must be in'):
+        DynamicSparsityHook(sparsity=1.0)
+    with pytest.raises(ValueError, match='sparse_init'):
+        DynamicSparsityHook(sparse_init='erk')
+    with pytest.raises(ValueError, match="growth='random'"):
+        DynamicSparsityHook(growth='gradient')
