@@ -36,7 +36,8 @@ demo-det: install
 	$(PY) tools/dataset_converters/generate_dataset.py coco data/coco_synthetic
 	$(PY) tools/train.py $(DET_CONFIG) --work-dir $(DET_DIR)
 	$(PY) tools/image_demo.py data/coco_synthetic/val2017/000000000001.jpg \
-		$(DET_CONFIG) $(DET_DIR)/epoch_12.pth --out-file $(DET_DIR)/demo.png
+		$(DET_CONFIG) $(DET_DIR)/epoch_12.pth --out-file $(DET_DIR)/demo.png \
+		--score-thr 0.1
 	@echo "detection demo done: box/mask AP in the log above,"
 	@echo "  checkpoint $(DET_DIR)/epoch_12.pth, drawn image $(DET_DIR)/demo.png"
 
