@@ -11,6 +11,7 @@ _GENERATE = 'python tools/dataset_converters/generate_dataset.py'
 DATASET_GENERATORS = {
     'ADE20KDataset': _GENERATE + ' ade20k {parent}',
     'CocoDataset': _GENERATE + ' coco {data_root}',
+    'ImageNet': _GENERATE + ' imagenet {data_root}',
 }
 CONVERTER = 'tools/model_converters/cls_to_backbone.py'
 
@@ -72,7 +73,11 @@ def check_data_roots(cfg: Config, loaders=('train_dataloader',
         root = dataset.get('data_root', '')
         prefixes = dataset.get('data_prefix') or {}
         paths = [root] if root else []
+        if isinstance(prefixes, str):
+            prefixes = dict(img=prefixes)
         paths += [osp.join(root, p) for p in prefixes.values() if p]
+        if dataset.get('split'):  # mmpretrain's ImageNet: root/split
+            paths.append(osp.join(root, dataset['split']))
         if dataset.get('ann_file'):
             paths.append(osp.join(root, dataset['ann_file']))
         for path in paths:

@@ -1,25 +1,30 @@
 """Generate a small synthetic dataset in the real folder layout.
 
 Usage:
-    python tools/dataset_converters/generate_dataset.py {ade20k,coco} [ROOT]
+    python tools/dataset_converters/generate_dataset.py {ade20k,coco,imagenet}
+        [ROOT]
         [--num-train N] [--num-val N] [--height H] [--width W] [--seed S]
         [--overwrite]
 
 ade20k writes ROOT/ADEChallengeData2016 (default ROOT data/ade_synthetic),
 coco writes ROOT/annotations, ROOT/train2017, ROOT/val2017 (default ROOT
-data/coco_synthetic). A complete existing dataset is kept unless
+data/coco_synthetic), imagenet writes ROOT/train/<wnid>/, ROOT/val/ and
+ROOT/meta/{train,val}.txt (default ROOT data/imagenet_synthetic; sizes are
+per class). A complete existing dataset is kept unless
 --overwrite is given. What the images contain: pelk_mm/datasets/.
 """
 import argparse
 
 from mmengine.logging import MMLogger
 
-from pelk_mm.datasets import generate_ade20k, generate_coco
+from pelk_mm.datasets import (generate_ade20k, generate_coco,
+                              generate_imagenet)
 
 # name -> (generator, default root); sizes default to the generator's.
 DATASETS = {
     'ade20k': (generate_ade20k, 'data/ade_synthetic'),
     'coco': (generate_coco, 'data/coco_synthetic'),
+    'imagenet': (generate_imagenet, 'data/imagenet_synthetic'),
 }
 
 
