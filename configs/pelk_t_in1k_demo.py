@@ -8,6 +8,7 @@ _base_ = './pelk_t_in1k.py'
 
 data_root = 'data/imagenet_synthetic'
 max_epochs = 12
+data_preprocessor = dict(num_classes=6)
 model = dict(head=dict(num_classes=6), train_cfg=dict(augments=None))
 
 train_pipeline = [

@@ -1,9 +1,13 @@
 """Turn an ImageNet classification checkpoint into a backbone checkpoint.
 
 Usage:
-    python tools/model_converters/cls_to_backbone.py CLS.pth OUT.pth [--ema]
+    python tools/model_converters/cls_to_backbone.py CLS.pth OUT.pth [--raw]
 
-The output holds only the ``backbone.*`` weights, which the segmentation and
+Checkpoints written with mmengine's EMAHook (the ImageNet configs use it)
+hold the EMA weights in their state_dict, and those are converted; --raw
+takes the raw weights instead. Weights trained with dynamic sparsity are
+masked with the masks saved beside them. The output holds only the
+``backbone.*`` weights, which the segmentation and
 detection configs load with
 ``init_cfg=dict(type='Pretrained', checkpoint=OUT.pth, prefix='backbone.')``.
 An existing OUT.pth is never overwritten.
@@ -22,20 +26,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', help='classification checkpoint')
     parser.add_argument('dst', help='backbone checkpoint to write')
-    parser.add_argument('--ema', action='store_true',
-                        help='take the EMA weights')
+    parser.add_argument('--raw', action='store_true',
+                        help='take the raw weights of an EMA checkpoint')
     args = parser.parse_args()
     if osp.exists(args.dst):
         raise SystemExit(f'error: {args.dst!r} exists; remove it or choose '
                          f'another output path')
     try:
         state = extract_backbone(load_from_local(args.src, 'cpu'),
-                                 args.ema)
+                                 args.raw)
     except (KeyError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f'error: {args.src}: {err}')
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
     torch.save({'state_dict': state, 'meta': {'source': args.src,
-                                              'ema': args.ema}}, args.dst)
+                                              'raw': args.raw}}, args.dst)
     MMLogger.get_instance('pelk_mm', log_level='INFO').info(
         f'wrote {len(state)} backbone weights to {args.dst}')
 

@@ -46,7 +46,9 @@ class DynamicSparsityHook(Hook):
             Defaults to ``'backbone.'``.
         seed (int): Seed of the random choices. Defaults to 0.
     """
-    priority = 'LOW'  # after the optimizer step of the train loop
+    # After the optimizer step (train_step), before EMAHook (ABOVE_NORMAL)
+    # averages the weights, so that it averages masked weights.
+    priority = 'HIGH'
 
     def __init__(self, sparsity: float = 0.4, sparse_init: str = 'snip',
                  growth: str = 'random', prune_rate: float = 0.5,
