@@ -49,8 +49,11 @@ def main():
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint {args.checkpoint!r} not found')
     cfg.load_from = args.checkpoint
-    # Weights come from the checkpoint: the ImageNet file is not needed.
+    # Weights come from the checkpoint: the ImageNet file is not needed, nor
+    # the training data (hooks asking runner.iter would build the train loop).
     cfg.model.get('backbone', {}).pop('init_cfg', None)
+    cfg.train_dataloader = cfg.train_cfg = cfg.optim_wrapper = None
+    cfg.param_scheduler = None
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
     if args.tta:

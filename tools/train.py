@@ -47,6 +47,7 @@ def main():
         cfg.resume, cfg.load_from = True, args.resume
 
     # Fail before any model or dataset is built, saying what to do.
+    setup_device(cfg, amp=args.amp)
     missing = missing_pretrained(cfg.model)
     if missing:
         raise SystemExit(f'error: {missing_pretrained_message(missing[0])}')
@@ -54,7 +55,6 @@ def main():
         check_data_roots(cfg, ('train_dataloader', 'val_dataloader'))
     except FileNotFoundError as err:
         raise SystemExit(f'error: {err}')
-    setup_device(cfg, amp=args.amp)
 
     runner = build_runner(cfg)
     print_log(f'work dir: {cfg.work_dir}', logger='current')
