@@ -10,19 +10,14 @@ import time
 
 import numpy as np
 import pytest
-from mmengine.config import Config
 
 from pelk_mm.datasets import SHAPE_CLASSES, generate_coco
 from pelk_mm.utils.complexity import config_complexity
-from test_segmentation import ROOT, run_tool
+from test_segmentation import ROOT, config, run_tool
 
 DEMO = osp.join(ROOT, 'configs', 'cascade_mask_rcnn_pelk_t_coco_demo.py')
 MMDET_TOOLS = osp.join(
     osp.dirname(__import__('mmdet').__file__), '.mim', 'tools')
-
-
-def config(name):
-    return Config.fromfile(osp.join(ROOT, 'configs', name))
 
 
 def data_options(root, *loaders):
