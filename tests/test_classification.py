@@ -48,6 +48,34 @@ def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
                                                                interval)
 
 
+@pytest.mark.parametrize('name, arch', [
+    ('pelk_b_in1k-384.py', 'base'),
+    ('pelk_b101_in1k-384.py', 'base-101'),
+])
+def test_384_configs_fine_tune_the_224_classifier(name, arch):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    assert cfg.load_from == 'work_dirs/pelk_b_in1k/epoch_300.pth'
+    assert (cfg.model.backbone.arch, cfg.model.backbone.drop_path_rate) == (
+        arch, 0.8)
+    assert cfg.model.backbone.get('kernel_resize', 'pad') == 'pad'
+    assert cfg.model.train_cfg.augments is None
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.lr, optimizer.weight_decay) == (5e-5, 1e-8)
+    assert cfg.auto_scale_lr.base_batch_size == 512
+    assert cfg.train_cfg.max_epochs == 30
+    (cosine, ) = cfg.param_scheduler
+    assert (cosine.type, cosine.begin, cosine.end) == ('CosineAnnealingLR',
+                                                       0, 30)
+    crops = [t for t in cfg.train_dataloader.dataset.pipeline
+             if t.type == 'RandomResizedCrop']
+    assert crops[0].scale == 384
+    resize = [t for t in cfg.test_dataloader.dataset.pipeline
+              if t.type == 'Resize']
+    assert resize[0].scale == 384
+    (sparsity, ) = cfg.custom_hooks
+    assert (sparsity.sparse_init, sparsity.prune_rate) == ('magnitude', 0.0)
+
+
 def test_classifier_builds_and_predicts():
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pelk_t_in1k.py'))

@@ -7,11 +7,12 @@ from test_checkpoint import make_runner
 
 
 def sparsity_runner(tmp_path, max_iters, interval=2, resume=False,
-                    init='snip'):
+                    init='snip', prune_rate=0.5, **kwargs):
     hook = dict(type='pelk_mm.DynamicSparsityHook', sparsity=0.4,
-                sparse_init=init, prune_rate=0.5, update_interval=interval)
+                sparse_init=init, prune_rate=prune_rate,
+                update_interval=interval)
     return make_runner(tmp_path, max_iters=max_iters, resume=resume,
-                       custom_hooks=[hook])
+                       custom_hooks=[hook], **kwargs)
 
 
 def the_hook(runner):
@@ -80,6 +81,23 @@ def test_resume_restores_the_masks(tmp_path):
     hook = the_hook(resumed)
     for name, mask in masks.items():
         assert torch.equal(hook.masks[name].bool().cpu(), mask), name
+
+
+def test_fine_tuning_keeps_the_masks_of_a_sparse_checkpoint(tmp_path):
+    """What the 384 configs do: load a sparse model, magnitude init, no
+    pruning: the zeros of the checkpoint are the masks, and stay zeros."""
+    runner = sparsity_runner(tmp_path / 'pretrain', max_iters=2)
+    runner.train()
+    pretrained = {n: m.bool() for n, m in the_hook(runner).masks.items()}
+    tuned = sparsity_runner(tmp_path / 'tune', max_iters=4, interval=1,
+                            init='magnitude', prune_rate=0.0,
+                            load_from=str(tmp_path / 'pretrain/iter_2.pth'))
+    tuned.train()
+    hook = the_hook(tuned)
+    params = dict(tuned.model.named_parameters())
+    for name, mask in pretrained.items():
+        assert torch.equal(hook.masks[name].bool(), mask), name
+        assert torch.all(params[name][~mask] == 0), name
 
 
 def test_prune_rate_anneals_with_a_cosine():

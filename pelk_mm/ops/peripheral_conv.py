@@ -86,6 +86,7 @@ class PeripheralConv2d(nn.Module):
         self.channels = channels
         self.kernel_size = kernel_size
         self.center_size = center_size
+        self.base = base
         self.grid = sharing_grid(kernel_size, center_size, base)
         self.pos_border = pos_border
         self.path = path

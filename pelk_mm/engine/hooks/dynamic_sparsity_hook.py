@@ -2,7 +2,8 @@
 
 Every conv and linear weight of the chosen part of the model (default: the
 backbone) gets a binary mask of the given density, set at the start by SNIP
-(``|w * dL/dw|`` on one batch) or uniformly at random. After every optimizer
+(``|w * dL/dw|`` on one batch), uniformly at random, or by magnitude (to
+fine-tune a sparse checkpoint: its non-zero weights are the largest). After every optimizer
 step masked weights are zeroed, and every ``update_interval`` iterations
 each layer drops its ``prune_rate`` smallest-magnitude active weights and
 regrows as many at random inactive positions (at zero), so the density
@@ -34,12 +35,14 @@ class DynamicSparsityHook(Hook):
     Args:
         sparsity (float): Fraction of zero weights in each masked layer.
             Defaults to 0.4 (the paper's).
-        sparse_init (str): ``'snip'`` or ``'random'``. Defaults to 'snip'.
+        sparse_init (str): ``'snip'``, ``'random'`` or ``'magnitude'``
+            (keep the largest weights: a sparse checkpoint keeps its masks).
+            Defaults to 'snip'.
         growth (str): How pruned weights come back; only ``'random'``
             (the paper's). Defaults to 'random'.
         prune_rate (float): Fraction of each layer's active weights pruned
-            and regrown at an update, annealed with a cosine. Defaults to
-            0.5 (PeLK-T; 0.3 for S and B).
+            and regrown at an update, annealed with a cosine; 0 keeps the
+            masks fixed. Defaults to 0.5 (PeLK-T; 0.3 for S and B).
         update_interval (int): Iterations between updates. Defaults to 2000
             (PeLK-T; 100 for S and B).
         prefix (str): Only parameters under this name are masked.
@@ -49,6 +52,7 @@ class DynamicSparsityHook(Hook):
     # After the optimizer step (train_step), before EMAHook (ABOVE_NORMAL)
     # averages the weights, so that it averages masked weights.
     priority = 'HIGH'
+    SPARSE_INITS = ('snip', 'random', 'magnitude')
 
     def __init__(self, sparsity: float = 0.4, sparse_init: str = 'snip',
                  growth: str = 'random', prune_rate: float = 0.5,
@@ -56,9 +60,9 @@ class DynamicSparsityHook(Hook):
                  seed: int = 0):
         if not 0 < sparsity < 1:
             raise ValueError(f'sparsity must be in (0, 1), got {sparsity}')
-        if sparse_init not in ('snip', 'random'):
-            raise ValueError(f"sparse_init must be 'snip' or 'random', got "
-                             f'{sparse_init!r}')
+        if sparse_init not in self.SPARSE_INITS:
+            raise ValueError(f'sparse_init must be one of '
+                             f'{self.SPARSE_INITS}, got {sparse_init!r}')
         if growth != 'random':
             raise ValueError(f"only growth='random' is implemented (the "
                              f"paper's), got {growth!r}")
@@ -104,6 +108,8 @@ class DynamicSparsityHook(Hook):
         params = self._params(runner)
         if self.sparse_init == 'snip':
             scores = self._snip_scores(runner, params)
+        elif self.sparse_init == 'magnitude':
+            scores = {n: p.detach().abs() for n, p in params.items()}
         else:
             scores = {n: torch.rand(p.shape, generator=self.generator)
                       for n, p in params.items()}

@@ -11,10 +11,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...ops import KernelPositionEmbedding, PeripheralMixer
+from ...ops import (RESIZE_MODES, KernelPositionEmbedding, PeripheralConv2d,
+                    PeripheralMixer, infer_center_size, regrid_weight,
+                    resize_pos_embed, sharing_grid)
 from ...registry import MODELS
 from ...utils.preflight import missing_pretrained, missing_pretrained_message
 
@@ -91,18 +94,92 @@ class PeLKStage(nn.Module):
 
     The embedding is registered here (``stages.i.pos_embed.weight``) and
     only referenced by the blocks' peripheral convs, so it is saved once.
+
+    Loading a checkpoint whose stage was trained with another kernel size
+    (told by its positional embedding, (C, K, K)) re-grids the peripheral
+    weights and the embedding (:mod:`pelk_mm.ops.regrid`) with
+    ``kernel_resize`` (``'pad'`` or ``'interpolate'``), or refuses with a
+    clear error when it is None.
     """
 
     def __init__(self, blocks: List[PeLKBlock],
-                 pos_embed: Optional[KernelPositionEmbedding]):
+                 pos_embed: Optional[KernelPositionEmbedding],
+                 kernel_resize: Optional[str] = 'pad'):
         super().__init__()
+        if kernel_resize is not None and kernel_resize not in RESIZE_MODES:
+            raise ValueError(f'kernel_resize must be one of {RESIZE_MODES} '
+                             f'or None, got {kernel_resize!r}')
         self.pos_embed = pos_embed
         self.blocks = nn.ModuleList(blocks)
+        self.kernel_resize = kernel_resize
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
         return x
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Parents load before their children, so re-gridding the entries
+        # here is what the blocks' peripheral convs then load.
+        self._regrid_checkpoint(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _regrid_checkpoint(self, state_dict: dict, prefix: str) -> None:
+        convs = [(f'{prefix}{name}.', module)
+                 for name, module in self.named_modules()
+                 if isinstance(module, PeripheralConv2d)]
+        if not convs:
+            return
+        kernel_size = convs[0][1].kernel_size
+        stored = state_dict.get(prefix + 'pos_embed.weight')
+        if stored is None:
+            weight = state_dict.get(convs[0][0] + 'weight')
+            if weight is not None and weight.shape[-1] != len(
+                    convs[0][1].grid):
+                raise ValueError(
+                    f'{prefix[:-1]}: the checkpoint holds {weight.shape[-1]}'
+                    f'x{weight.shape[-1]} peripheral weights, this model '
+                    f'{len(convs[0][1].grid)}x{len(convs[0][1].grid)} '
+                    f'(kernel {kernel_size}), and it has no positional '
+                    f'embedding that tells its kernel size (trained with '
+                    f'pos_embed=False, or deployed); build the backbone with '
+                    f'the kernel_sizes it was trained with')
+            return
+        old_size = stored.shape[-1]
+        old_grids = {}  # conv prefix -> the grid its stored weights are on
+        for conv_prefix, conv in convs:
+            weight = state_dict.get(conv_prefix + 'weight')
+            if weight is not None:
+                center_size = infer_center_size(old_size, weight.shape[-1],
+                                                conv.base)
+                old_grids[conv_prefix] = sharing_grid(old_size, center_size,
+                                                      conv.base)
+        if old_size == kernel_size and all(
+                grid == conv.grid for (conv_prefix, conv) in convs
+                for grid in [old_grids.get(conv_prefix, conv.grid)]):
+            return
+        if self.kernel_resize is None:
+            raise ValueError(
+                f'{prefix[:-1]}: the checkpoint was trained with {old_size}x'
+                f'{old_size} kernels on other sharing grids than this '
+                f'model\'s {kernel_size}x{kernel_size} ones; set '
+                f'kernel_resize=\'pad\' or \'interpolate\' in the backbone '
+                f'to re-grid them, or use the kernel_sizes and center_size '
+                f'of the checkpoint')
+        if self.pos_embed is not None:
+            state_dict[prefix + 'pos_embed.weight'] = resize_pos_embed(
+                stored, kernel_size, self.kernel_resize)
+        for conv_prefix, conv in convs:
+            if conv_prefix in old_grids:
+                state_dict[conv_prefix + 'weight'] = regrid_weight(
+                    state_dict[conv_prefix + 'weight'],
+                    old_grids[conv_prefix], conv.grid, self.kernel_resize)
+        MMLogger.get_current_instance().warning(
+            f'{prefix[:-1]}: re-gridded the peripheral kernels and the '
+            f'positional embedding of the checkpoint from {old_size}x'
+            f'{old_size} (grid {next(iter(old_grids.values()), None)}) to '
+            f'{kernel_size}x{kernel_size} (grid {convs[0][1].grid}) '
+            f'(kernel_resize={self.kernel_resize!r})')
 
 
 @MODELS.register_module()
@@ -158,6 +235,11 @@ class PeLK(BaseModule):
             (see :mod:`pelk_mm.ops.functional`). Defaults to ``'valid'``.
         conv_path (str): Peripheral conv path, ``'auto'``, ``'direct'`` or
             ``'fft'``. Defaults to ``'auto'``.
+        kernel_resize (str, optional): How a checkpoint trained with other
+            kernel sizes is loaded: ``'pad'`` (keep the taps, zeros beyond;
+            crop when shrinking), ``'interpolate'`` (stretch the kernel), or
+            None (refuse). See :mod:`pelk_mm.ops.regrid`.
+            Defaults to ``'pad'``.
         mixer_norm_cfg (dict): Norm of the mixer branches.
             Defaults to ``dict(type='BN')``.
         mlp_ratio (float): MLP expansion. Defaults to 4.
@@ -224,6 +306,7 @@ class PeLK(BaseModule):
                  pos_embed_std: float = 0.02,
                  pos_border: str = 'valid',
                  conv_path: str = 'auto',
+                 kernel_resize: Optional[str] = 'pad',
                  mixer_norm_cfg: dict = dict(type='BN'),
                  mlp_ratio: float = 4.,
                  drop_path_rate: float = 0.,
@@ -287,7 +370,8 @@ class PeLK(BaseModule):
                 for j in range(depth)
             ]
             block_idx += depth
-            self.stages.append(PeLKStage(blocks, stage_pos_embed))
+            self.stages.append(
+                PeLKStage(blocks, stage_pos_embed, kernel_resize))
             if i in self.out_indices:
                 norm = nn.LayerNorm(channels, eps=1e-6) \
                     if gap_before_final_norm else LayerNorm2d(channels,
