@@ -63,19 +63,19 @@ def test_erf_tool_writes_heatmap_and_ratios(tmp_path):
     from pelk_mm.datasets import generate_imagenet
     root = generate_imagenet(str(tmp_path / 'imagenet'), 1, 1)
     out = tmp_path / 'erf'
-    run_tool('tools/analysis/erf.py', 'configs/pelk_t_in1k_demo.py',
+    run_tool('tools/analysis/erf.py', 'configs/pelk_mini_in1k_demo.py',
              '--img-dir', f'{root}/val', '--num-images', '3', '--size', '64',
              '--out-dir', str(out))
-    assert (out / 'pelk_t_in1k_demo_erf.png').stat().st_size > 1000
-    assert np.load(out / 'pelk_t_in1k_demo_erf.npy').shape == (64, 64)
-    report = json.loads((out / 'pelk_t_in1k_demo_erf.json').read_text())
+    assert (out / 'pelk_mini_in1k_demo_erf.png').stat().st_size > 1000
+    assert np.load(out / 'pelk_mini_in1k_demo_erf.npy').shape == (64, 64)
+    report = json.loads((out / 'pelk_mini_in1k_demo_erf.json').read_text())
     assert report['images'] == 3 and report['layer'] == 'backbone.stages.3'
     ratios = [report['area_ratio'][t] for t in ('20%', '30%', '50%', '99%')]
     assert all(0 < r <= 1 for r in ratios) and ratios == sorted(ratios)
 
 
 def test_erf_tool_names_a_missing_image_folder(tmp_path):
-    proc = run_tool('tools/analysis/erf.py', 'configs/pelk_t_in1k_demo.py',
+    proc = run_tool('tools/analysis/erf.py', 'configs/pelk_mini_in1k_demo.py',
                     '--img-dir', str(tmp_path / 'nowhere'), check=False)
     assert proc.returncode != 0
     assert 'is not a folder' in proc.stderr + proc.stdout

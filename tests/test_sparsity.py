@@ -119,3 +119,45 @@ def test_bad_arguments():
         DynamicSparsityHook(sparse_init='erk')
     with pytest.raises(ValueError, match="growth='random'"):
         DynamicSparsityHook(growth='gradient')
+
+
+def _distributed_masks(rank, world_size, port, out_dir):
+    """One process: random masks seeded per rank, then the hook's sync."""
+    import types
+
+    import torch.distributed as dist
+    import torch.nn as nn
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=world_size)
+    try:
+        model = nn.Module()
+        model.backbone = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4))
+        hook = DynamicSparsityHook(sparse_init='random', seed=rank)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        runner = types.SimpleNamespace(
+            model=model,
+            optim_wrapper=types.SimpleNamespace(optimizer=optimizer),
+            iter=0, max_iters=10)
+        hook._init_masks(runner)
+        hook.update_masks(runner, rate=0.5)  # random regrowth, synced too
+        torch.save({n: m.bool() for n, m in hook.masks.items()},
+                   f'{out_dir}/masks_{rank}.pth')
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_share_rank_0_masks(tmp_path):
+    """Each rank draws different random masks; after the hook's broadcast
+    every replica holds the same ones (rank 0's)."""
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    mp.spawn(_distributed_masks, args=(2, port, str(tmp_path)), nprocs=2)
+    rank0 = torch.load(tmp_path / 'masks_0.pth')
+    rank1 = torch.load(tmp_path / 'masks_1.pth')
+    assert set(rank0) == {'backbone.0.weight', 'backbone.1.weight'}
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
