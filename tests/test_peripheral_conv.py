@@ -44,7 +44,7 @@ SHAPES = [(2, 3, 20, 17, 13), (1, 4, 9, 12, 31), (2, 2, 33, 32, 51),
 
 
 @pytest.mark.parametrize('shape', SHAPES)
-@pytest.mark.parametrize('path', ['auto', 'direct', 'fft'])
+@pytest.mark.parametrize('path', ['auto', 'direct', 'fft', 'sat'])
 @pytest.mark.parametrize('border', ['valid', 'padded'])
 def test_forward_backward_match_reference(shape, path, border):
     torch.manual_seed(sum(shape))
@@ -93,7 +93,7 @@ def test_valid_border_is_positional_and_padded_is_a_bias():
     assert torch.allclose(y_padded, y_padded[..., :1, :1].expand_as(y_padded))
 
 
-@pytest.mark.parametrize('path', ['direct', 'fft'])
+@pytest.mark.parametrize('path', ['direct', 'fft', 'sat'])
 @pytest.mark.parametrize('border', ['valid', 'padded'])
 def test_gradcheck_float64(path, border):
     torch.manual_seed(0)
@@ -101,7 +101,8 @@ def test_gradcheck_float64(path, border):
 
     def peripheral(x, weight, bias, h):
         kernel = expand_by_grid(weight, grid)
-        return peripheral_conv2d(x, kernel, kernel * h, border, bias, path)
+        return peripheral_conv2d(x, weight, kernel * h, border, bias, path,
+                                 grid=grid)
 
     inputs = [torch.randn(1, 2, 7, 6), torch.randn(2, 9, 9),
               torch.randn(2), torch.randn(2, 13, 13)]
@@ -124,30 +125,54 @@ def test_automatic_path_choice():
     assert choose_path(13, 64, 64) == 'direct'
     # Its backward has no fast kernel: training at K = 13 goes through FFT.
     assert choose_path(13, 64, 64, requires_grad=True) == 'fft'
-    # Large kernels: the FFT path.
+    # Large kernels: the FFT path, without the grid (a dense kernel)...
     for k in (31, 51, 101):
         assert choose_path(k, 128, 128) == 'fft'
         assert choose_path(k, 56, 56, requires_grad=True) == 'fft'
+    # ... and the fused summed-area tables with it, on the CPU only: their
+    # cost grows with k'^2 and the map, not with the padding K adds, so they
+    # win on the maps of PeLK's later stages and at K = 31-51 on large ones.
+    for k, cells in ((31, 11), (51, 13), (101, 17), (151, 19)):
+        for size in (16, 32, 64):
+            assert choose_path(k, size, size, num_cells=cells) == 'sat'
+            assert choose_path(k, size, size, True, num_cells=cells) == 'sat'
+        assert choose_path(k, 64, 64, True, cells, 'cuda') == 'fft'
+    assert choose_path(51, 128, 128, num_cells=13) == 'sat'
+    # At K = 101 on 128x128 the two cost the same; training tips to FFT.
+    assert choose_path(101, 128, 128, True, num_cells=17) == 'fft'
+    # Small kernels in inference: still oneDNN's direct conv.
+    assert choose_path(13, 64, 64, num_cells=9) == 'direct'
+
+
+def test_sat_path_needs_the_grid():
+    with pytest.raises(ValueError, match="'sat' path works from the block"):
+        peripheral_conv2d(torch.randn(1, 2, 8, 8), torch.randn(2, 13, 13),
+                          path='sat')
 
 
 def test_auto_dispatches_by_grad_mode(monkeypatch):
     import pelk_mm.ops.functional as functional
+    import pelk_mm.ops.sat as sat
     calls = []
-    for name in ('depthwise_conv_direct', 'depthwise_conv_fft'):
-        original = getattr(functional, name)
+    for module, name in ((functional, 'depthwise_conv_direct'),
+                         (functional, 'depthwise_conv_fft'),
+                         (sat, 'grid_depthwise_conv_sat')):
+        original = getattr(module, name)
         monkeypatch.setattr(
-            functional, name,
-            lambda x, k, _name=name, _f=original: calls.append(_name) or
-            _f(x, k))
+            module, name,
+            lambda *args, _name=name, _f=original: calls.append(_name) or
+            _f(*args))
     conv = PeripheralConv2d(4, 13)
     x = torch.randn(1, 4, 64, 64)
     with torch.no_grad():
-        conv(x)
-    conv(x)
+        conv(x)  # inference at K = 13: oneDNN's depthwise kernel
+    conv(x)  # training: its backward is slow; the fused tables
     conv.path = 'direct'
     conv(x)
-    assert calls == ['depthwise_conv_direct', 'depthwise_conv_fft',
-                     'depthwise_conv_direct']
+    conv.path = 'fft'
+    conv(x)
+    assert calls == ['depthwise_conv_direct', 'grid_depthwise_conv_sat',
+                     'depthwise_conv_direct', 'depthwise_conv_fft']
 
 
 def test_bad_conv_arguments_and_inputs():

@@ -81,4 +81,14 @@ if ! ok 'import pelk_mm' || [ setup.cfg -nt "$VENV/.pelk_mm-installed" ]; then
   touch "$VENV/.pelk_mm-installed"
 fi
 
+# The fused summed-area-table path of the peripheral conv: compiled once here
+# (about a minute) so that the first training run does not wait for it.
+log "building pelk_mm's peripheral-conv extension (C++/OpenMP; cached)"
+if ! "$PY" -c 'from pelk_mm.ops import sat; sat.load()'; then
+  echo "install: the C++ extension of pelk_mm did not build (see above); it" \
+       "needs g++ with OpenMP and ninja. pelk_mm still works through its FFT" \
+       "and dense paths, but the tests of the 'sat' path will fail." >&2
+  exit 1
+fi
+
 log "done: $("$PY" -c 'import torch, mmcv, mmengine, mmdet, mmseg, mmpretrain; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}")')"

@@ -20,6 +20,9 @@ Paths (``path``):
 
 * ``'direct'``: the dense depthwise conv (fast for small K or tiny maps).
 * ``'fft'``: an FFT convolution whose cost barely grows with K.
+* ``'sat'``: the fused summed-area-table extension (:mod:`pelk_mm.ops.sat`,
+  CPU): about k'^2 + 4k' operations per pixel, from the block weights; it
+  needs the grid, so only :func:`peripheral_conv2d` with ``grid`` takes it.
 * ``'auto'``: picks one from a cost model (see :func:`choose_path`).
 """
 import math
@@ -29,7 +32,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-PATHS = ('auto', 'direct', 'fft')
+from .grid import expand_by_grid
+
+PATHS = ('auto', 'direct', 'fft', 'sat')
 POS_BORDERS = ('valid', 'padded')
 
 # Cost model of the automatic choice, in multiply-adds of the direct conv,
@@ -40,6 +45,11 @@ POS_BORDERS = ('valid', 'padded')
 _FFT_UNIT_COST = 2.0
 _FAST_DIRECT_MAX_KERNEL = 13
 _FAST_DIRECT_SPEEDUP = 20.0
+# One operation (of k'^2 + 4k' per pixel) of the fused summed-area-table
+# path, in the same units, and how much more its backward weighs relative to
+# the FFT path's (interleaved runs of tools/benchmark/peripheral_conv.py).
+_SAT_UNIT_COST = 0.2
+_SAT_TRAINING_FACTOR = 1.1
 
 
 @lru_cache(maxsize=None)
@@ -57,31 +67,45 @@ def fft_size(n: int) -> int:
 
 
 def choose_path(kernel_size: int, height: int, width: int,
-                requires_grad: bool = False) -> str:
-    """Pick the cheaper of the direct and FFT paths for one feature map.
+                requires_grad: bool = False, num_cells: Optional[int] = None,
+                device: Optional[torch.device] = None) -> str:
+    """Pick the cheapest path for one feature map.
 
     The direct conv costs ``K^2 * H * W`` multiply-adds per plane (less in
     inference up to K = 13, see ``_FAST_DIRECT_MAX_KERNEL``). The FFT path
     costs about ``N log2 N`` units for ``N = Nh * Nw >= (H + K//2) *
-    (W + K//2)`` per plane, for any K.
+    (W + K//2)`` per plane, for any K. The summed-area-table path (offered
+    when ``num_cells`` k' is given, the device is the CPU and the extension
+    is built) costs about ``k'^2 + 4k'`` units per pixel.
 
     Args:
         kernel_size (int): Kernel size K.
         height (int): Map height H.
         width (int): Map width W.
         requires_grad (bool): Whether a backward pass will follow.
+        num_cells (int, optional): k', the cells of the sharing grid.
+        device (torch.device, optional): Where the map lives (CPU if None).
 
     Returns:
-        str: ``'direct'`` or ``'fft'``.
+        str: ``'direct'``, ``'fft'`` or ``'sat'``.
     """
     pad = kernel_size // 2
     nh = fft_size(max(height + pad, kernel_size))
     nw = fft_size(max(width + pad, kernel_size))
-    direct = kernel_size * kernel_size * height * width
+    costs = {'direct': kernel_size * kernel_size * height * width}
     if kernel_size <= _FAST_DIRECT_MAX_KERNEL and not requires_grad:
-        direct /= _FAST_DIRECT_SPEEDUP
-    fft = _FFT_UNIT_COST * nh * nw * math.log2(nh * nw)
-    return 'fft' if fft < direct else 'direct'
+        costs['direct'] /= _FAST_DIRECT_SPEEDUP
+    costs['fft'] = _FFT_UNIT_COST * nh * nw * math.log2(nh * nw)
+    on_cpu = device is None or torch.device(device).type == 'cpu'
+    if num_cells is not None and on_cpu and _sat_available():
+        costs['sat'] = _SAT_UNIT_COST * (num_cells**2 + 4 * num_cells) * \
+            height * width * (_SAT_TRAINING_FACTOR if requires_grad else 1)
+    return min(costs, key=costs.get)
+
+
+def _sat_available() -> bool:
+    from . import sat
+    return sat.available()
 
 
 def depthwise_conv_direct(x: torch.Tensor,
@@ -135,7 +159,35 @@ def depthwise_conv(x: torch.Tensor, kernel: torch.Tensor,
         return depthwise_conv_direct(x, kernel)
     if path == 'fft':
         return depthwise_conv_fft(x, kernel)
+    if path == 'sat':
+        raise ValueError("the 'sat' path works from the block weights and "
+                         "the grid: call grid_depthwise_conv (or "
+                         "peripheral_conv2d with grid=...)")
     raise ValueError(f'path must be one of {PATHS}, got {path!r}')
+
+
+def grid_depthwise_conv(x: torch.Tensor, weight: torch.Tensor,
+                        grid: torch.Tensor, path: str = 'auto') -> torch.Tensor:
+    """Depthwise "same" conv of a kernel given by block weights on a grid.
+
+    Args:
+        x (Tensor): Input (B, C, H, W).
+        weight (Tensor): Block weights (C, k', k').
+        grid (Tensor): int64 cell widths (k',), summing to K.
+        path (str): ``'auto'``, ``'direct'``, ``'fft'`` or ``'sat'``.
+
+    Returns:
+        Tensor: (B, C, H, W).
+    """
+    if path == 'auto':
+        requires_grad = torch.is_grad_enabled() and (x.requires_grad
+                                                     or weight.requires_grad)
+        path = choose_path(int(grid.sum()), x.shape[-2], x.shape[-1],
+                           requires_grad, len(grid), x.device)
+    if path == 'sat':
+        from .sat import grid_depthwise_conv_sat
+        return grid_depthwise_conv_sat(x, weight, grid)
+    return depthwise_conv(x, expand_by_grid(weight, grid), path)
 
 
 def _window_bounds(length: int, size: int, device) -> tuple:
@@ -182,22 +234,28 @@ def peripheral_conv2d(x: torch.Tensor,
                       pos_kernel: Optional[torch.Tensor] = None,
                       pos_border: str = 'valid',
                       bias: Optional[torch.Tensor] = None,
-                      path: str = 'auto') -> torch.Tensor:
-    """Peripheral convolution with a dense (expanded) kernel, fast path.
+                      path: str = 'auto',
+                      grid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Peripheral convolution, fast paths.
 
     Args:
         x (Tensor): Input of shape (B, C, H, W).
-        kernel (Tensor): Expanded kernel of shape (C, K, K).
+        kernel (Tensor): The expanded kernel, (C, K, K); or, with ``grid``,
+            the block weights, (C, k', k').
         pos_kernel (Tensor, optional): ``W * h``, the large kernel times the
             positional embedding, (C, K, K).
         pos_border (str): Border semantics of h; see the module docstring.
         bias (Tensor, optional): Per-channel bias of shape (C, ).
-        path (str): ``'auto'``, ``'direct'`` or ``'fft'``.
+        path (str): ``'auto'``, ``'direct'``, ``'fft'`` or (with ``grid``)
+            ``'sat'``.
+        grid (Tensor, optional): int64 cell widths (k',) of the sharing
+            grid when ``kernel`` holds block weights.
 
     Returns:
         Tensor: Output of shape (B, C, H, W).
     """
-    out = depthwise_conv(x, kernel, path)
+    out = depthwise_conv(x, kernel, path) if grid is None else \
+        grid_depthwise_conv(x, kernel, grid, path)
     if pos_kernel is not None:
         term = positional_term(pos_kernel, *x.shape[-2:], pos_border)
         out = out + term.to(out.dtype)

@@ -52,8 +52,8 @@ class PeripheralConv2d(nn.Module):
         pos_border (str): ``'valid'`` (h only on in-image taps) or
             ``'padded'`` (h on padded taps too, i.e. a bias).
             Defaults to ``'valid'``.
-        path (str): ``'auto'``, ``'direct'`` or ``'fft'``. Defaults to
-            ``'auto'``.
+        path (str): ``'auto'``, ``'direct'``, ``'fft'`` or ``'sat'``.
+            Defaults to ``'auto'``.
 
     Shape:
         - Input: (B, C, H, W), any H and W (also smaller than K).
@@ -123,22 +123,25 @@ class PeripheralConv2d(nn.Module):
                 f'{type(self).__name__} expects input of shape '
                 f'(B, {self.channels}, H, W), got {tuple(x.shape)}')
 
-    def _kernels(self, x: torch.Tensor):
-        self._check_input(x)
-        kernel = self.expand_kernel()[:, 0]
-        pos_kernel = getattr(self, 'pos_kernel', None)  # set by deploy
+    def _pos_kernel(self, kernel: Optional[torch.Tensor] = None):
+        """``W * h`` (C, K, K), or the frozen one of deploy mode, or None."""
         if self.pos_embed is not None:
-            pos_kernel = kernel * self.pos_embed
-        return kernel, pos_kernel
+            if kernel is None:
+                kernel = self.expand_kernel()[:, 0]
+            return kernel * self.pos_embed
+        return getattr(self, 'pos_kernel', None)  # set by deploy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel, pos_kernel = self._kernels(x)
-        return peripheral_conv2d(x, kernel, pos_kernel, self.pos_border,
-                                 self.bias, self.path)
+        self._check_input(x)
+        return peripheral_conv2d(x, self.weight[:, 0], self._pos_kernel(),
+                                 self.pos_border, self.bias, self.path,
+                                 grid=self.grid_index)
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """The same output through plain ``F.conv2d`` (slow, for tests)."""
-        kernel, pos_kernel = self._kernels(x)
+        self._check_input(x)
+        kernel = self.expand_kernel()[:, 0]
+        pos_kernel = self._pos_kernel(kernel)
         return peripheral_conv2d_reference(x, kernel, pos_kernel,
                                            self.pos_border, self.bias)
 

@@ -1,79 +1,204 @@
-"""Time the peripheral conv paths side by side and print ratios.
+"""Time every way to run a peripheral conv side by side, with ratios.
 
 Usage:
-    python tools/benchmark/peripheral_conv.py [--shape 1 96 128 128]
-        [--kernels 13 31 51 101] [--repeat 3] [--backward] [--threads N]
+    python tools/benchmark/peripheral_conv.py [--shape 2 46 128 128]
+        [--kernels 13 31 51 101 151] [--repeat 3] [--dtype fp32|bf16]
+        [--no-memory] [--max-dense-kernel 101] [--plot out.png]
 
-For each kernel size it times the dense reference (``direct``), the FFT
-path and the automatic choice (``auto``) on one input, checks that they agree
-with the reference, and prints each time with its speed-up over ``direct``.
+On one input (default: batch 2, 46 channels = 3/8 of PeLK-T's 124, 128x128:
+PeLK-T's first stage at 512x512), for each kernel size K, forward and
+forward+backward (gradients of the input and the weights), it runs:
+
+* ``dense``: the naive depthwise ``F.conv2d`` of the expanded KxK kernel;
+* ``slak``: SLaK's stripe form (Kx5 + 5xK + 5x5 depthwise convs; another
+  kernel shape, timed for comparison);
+* ``plain-fft``: a plain ``torch.fft`` convolution of the expanded kernel
+  (the ten lines one would write first);
+* ``fft``, ``sat``, ``auto``: the paths of ``pelk_mm.ops.peripheral_conv2d``
+  (``sat``: the fused summed-area-table extension).
+
+It prints the best time of ``--repeat`` runs, the speed-up over ``dense``
+and ``plain-fft``, the peak extra memory of one run (the growth of the
+resident set of a forked process; ``--no-memory`` skips it), and the largest
+relative error against ``dense`` (in float64 where ``dense`` is timed). A
+PNG of time against K is written with ``--plot``.
 """
 import argparse
-import time
+from typing import Callable, Dict
 
 import torch
+import torch.nn.functional as F
 from mmengine.logging import MMLogger
 
-from pelk_mm.ops import KernelPositionEmbedding, PeripheralConv2d, choose_path
+from pelk_mm.ops import expand_by_grid, peripheral_conv2d, sharing_grid
+from pelk_mm.ops import sat as sat_extension
+from pelk_mm.ops.grid import grid_tensor
+from pelk_mm.utils.benchmark import best_time, peak_memory_mb
+
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 
 
-def time_call(fn, repeat: int) -> float:
-    fn()  # warm-up (allocations, FFT plans)
-    best = float('inf')
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+def plain_fft_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Depthwise "same" correlation by FFT, written plainly (the baseline)."""
+    height, width = x.shape[-2:]
+    size = kernel.shape[-1]
+    nh, nw = height + size - 1, width + size - 1
+    x_f = torch.fft.rfft2(x.float(), s=(nh, nw))
+    k_f = torch.fft.rfft2(kernel.float().flip(-1, -2), s=(nh, nw))
+    y = torch.fft.irfft2(x_f * k_f, s=(nh, nw))
+    pad = size // 2
+    return y[..., pad:pad + height, pad:pad + width].to(x.dtype)
+
+
+def make_methods(channels: int, kernel_size: int, dtype) -> Dict:
+    """name -> (parameters, function of (x, *parameters))."""
+    center = 7 if kernel_size >= 101 else 5
+    grid = grid_tensor(sharing_grid(kernel_size, center))
+    cells = len(grid)
+    blocks = torch.randn(channels, cells, cells, dtype=dtype) / kernel_size
+    stripes = [torch.randn(channels, 1, kernel_size, 5, dtype=dtype),
+               torch.randn(channels, 1, 5, kernel_size, dtype=dtype),
+               torch.randn(channels, 1, 5, 5, dtype=dtype)]
+    pad = kernel_size // 2
+
+    def dense(x, w):
+        kernel = expand_by_grid(w, grid)[:, None]
+        return F.conv2d(x, kernel, padding=pad, groups=channels)
+
+    def slak(x, a, b, c):
+        return (F.conv2d(x, a, padding=(pad, 2), groups=channels) +
+                F.conv2d(x, b, padding=(2, pad), groups=channels) +
+                F.conv2d(x, c, padding=2, groups=channels))
+
+    def plain_fft(x, w):
+        return plain_fft_conv(x, expand_by_grid(w, grid))
+
+    def ours(path):
+        return lambda x, w: peripheral_conv2d(x, w, path=path, grid=grid)
+
+    methods = {'dense': ([blocks], dense), 'slak': (stripes, slak),
+               'plain-fft': ([blocks], plain_fft),
+               'fft': ([blocks], ours('fft'))}
+    if sat_extension.available():
+        methods['sat'] = ([blocks], ours('sat'))
+    methods['auto'] = ([blocks], ours('auto'))
+    return methods
+
+
+def run_once(fn: Callable, x, params, backward: bool):
+    if backward:
+        leaves = [x] + params
+        out = fn(*leaves)
+        torch.autograd.grad(out.float().sum(), leaves)
+        return out.detach()
+    with torch.no_grad():
+        return fn(x, *params)
+
+
+def benchmark(args, backward: bool, logger) -> Dict:
+    b, c, h, w = args.shape
+    dtype = DTYPES[args.dtype]
+    mode = 'forward+backward' if backward else 'forward'
+    results = {}
+    header = (f'{"K":>4} {"method":>10} {"time":>10} {"vs dense":>9} '
+              f'{"vs plain-fft":>12} {"peak MB":>8} {"max rel err":>11}')
+    rows = [f'{mode}, input {tuple(args.shape)}, {args.dtype}, '
+            f'{torch.get_num_threads()} threads, best of {args.repeat}',
+            header]
+    for k in args.kernels:
+        torch.manual_seed(k)
+        methods = make_methods(c, k, dtype)
+        x = torch.randn(b, c, h, w, dtype=dtype, requires_grad=backward)
+        times, errors, memory = {}, {}, {}
+        skip_dense = k > args.max_dense_kernel
+        # Reference: dense in float64 (same parameters).
+        reference = None
+        if not skip_dense:
+            params64 = [p.double() for p in methods['dense'][0]]
+            with torch.no_grad():
+                reference = methods['dense'][1](x.detach().double(),
+                                                *params64)
+        for name, (params, fn) in methods.items():
+            if name == 'dense' and skip_dense:
+                continue
+            params = [p.clone().requires_grad_(backward) for p in params]
+
+            def call(fn=fn, params=params):
+                return run_once(fn, x, params, backward)
+
+            times[name] = best_time(call, args.repeat)
+            if not args.no_memory:
+                memory[name] = peak_memory_mb(call)
+            if reference is not None and name != 'slak':
+                out = call().double()
+                errors[name] = ((out - reference).abs().max() /
+                                reference.abs().max()).item()
+        results[k] = times
+        for name, seconds in times.items():
+            vs_dense = times['dense'] / seconds if 'dense' in times else None
+            rows.append(
+                f'{k:>4} {name:>10} {seconds * 1e3:>8.1f}ms '
+                f'{(f"{vs_dense:.1f}x" if vs_dense else "-"):>9} '
+                f'{times["plain-fft"] / seconds:>11.2f}x '
+                f'{memory.get(name, float("nan")):>8.0f} '
+                f'{(f"{errors[name]:.1e}" if name in errors else "-"):>11}')
+    logger.info('\n'.join(rows))
+    return results
+
+
+def plot(results: Dict[str, Dict], path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    figure, axes = plt.subplots(1, len(results), figsize=(11, 4))
+    for ax, (mode, by_kernel) in zip(axes, results.items()):
+        names = sorted({n for times in by_kernel.values() for n in times})
+        for name in names:
+            ks = [k for k in by_kernel if name in by_kernel[k]]
+            ax.plot(ks, [by_kernel[k][name] * 1e3 for k in ks], marker='o',
+                    label=name)
+        ax.set_yscale('log')
+        ax.set_xlabel('kernel size K')
+        ax.set_ylabel('time (ms)')
+        ax.set_title(mode)
+        ax.grid(True, which='both', alpha=0.3)
+    axes[0].legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--shape', type=int, nargs=4,
-                        default=[1, 96, 128, 128], metavar=('B', 'C', 'H', 'W'))
+                        default=[2, 46, 128, 128], metavar=('B', 'C', 'H', 'W'))
     parser.add_argument('--kernels', type=int, nargs='+',
-                        default=[13, 31, 51, 101])
+                        default=[13, 31, 51, 101, 151])
     parser.add_argument('--repeat', type=int, default=3)
-    parser.add_argument('--backward', action='store_true',
-                        help='time forward + backward instead of forward')
+    parser.add_argument('--dtype', choices=sorted(DTYPES), default='fp32')
+    parser.add_argument('--modes', nargs='+', default=['forward', 'backward'],
+                        choices=['forward', 'backward'])
+    parser.add_argument('--max-dense-kernel', type=int, default=101,
+                        help='skip the naive dense conv above this K')
+    parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--plot', default=None, help='PNG of time vs K')
     parser.add_argument('--threads', type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
-    b, c, h, w = args.shape
-    mode = 'forward+backward' if args.backward else 'forward'
-    rows = [f'{mode}, input {tuple(args.shape)}, fp32, '
-            f'{torch.get_num_threads()} threads, best of {args.repeat}',
-            f'{"K":>4} {"direct":>10} {"fft":>10} {"auto":>10} '
-            f'{"fft/direct":>11} {"auto picks":>10} {"max rel err":>12}']
-    torch.manual_seed(0)
-    x = torch.randn(b, c, h, w, requires_grad=args.backward)
-    for k in args.kernels:
-        pos = KernelPositionEmbedding(c, k)
-        conv = PeripheralConv2d(c, k, pos_embed=pos)
-        outputs, times = {}, {}
-        for path in ('direct', 'fft', 'auto'):
-            conv.path = path
-
-            def run():
-                with torch.set_grad_enabled(args.backward):
-                    y = conv(x)
-                    if args.backward:
-                        y.sum().backward()
-                return y
-
-            times[path] = time_call(run, args.repeat)
-            outputs[path] = run().detach()
-        ref = outputs['direct']
-        err = max(((outputs[p] - ref).abs().max() / ref.abs().max()).item()
-                  for p in ('fft', 'auto'))
-        rows.append(
-            f'{k:>4} {times["direct"] * 1e3:>8.1f}ms {times["fft"] * 1e3:>8.1f}ms'
-            f' {times["auto"] * 1e3:>8.1f}ms '
-            f'{times["direct"] / times["fft"]:>10.1f}x '
-            f'{choose_path(k, h, w, args.backward):>10} {err:>12.1e}')
-    logger.info('\n'.join(rows))
+    if not sat_extension.available():
+        logger.warning('the summed-area-table extension is not available; '
+                       'its rows are left out')
+    results = {}
+    for mode in args.modes:
+        key = 'forward+backward' if mode == 'backward' else 'forward'
+        results[key] = benchmark(args, mode == 'backward', logger)
+    if args.plot:
+        plot(results, args.plot,
+             f'peripheral conv, input {tuple(args.shape)}, {args.dtype}')
+        logger.info(f'plot written to {args.plot}')
 
 
 if __name__ == '__main__':
