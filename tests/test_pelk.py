@@ -224,3 +224,21 @@ def test_dense_counts():
     assert count_params(model) == pytest.approx(48.72e6, rel=1e-3)
     assert count_flops(model, (torch.randn(1, 3, 224, 224), )) == \
         pytest.approx(9.76e9, rel=2e-3)
+
+
+def test_deployed_constant_terms_follow_loaded_weights():
+    """The deployed positional term is cached per map size; loading other
+    weights in place must not serve the stale one."""
+    torch.manual_seed(0)
+    model = PeLK(SMALL_ARCH).eval()
+    model.switch_to_deploy()
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, buffer in other.named_buffers():
+            if name.endswith('pos_kernel'):
+                buffer.add_(0.1)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model(x)  # fills the caches
+        model.load_state_dict(other.state_dict())
+        assert torch.allclose(model(x)[0], other(x)[0], atol=1e-6)

@@ -5,8 +5,9 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 
-from .functional import (PATHS, POS_BORDERS, peripheral_conv2d,
-                         peripheral_conv2d_reference)
+from .functional import (PATHS, POS_BORDERS, grid_depthwise_conv,
+                         peripheral_conv2d, peripheral_conv2d_reference,
+                         positional_term)
 from .grid import expand_by_grid, grid_tensor, sharing_grid
 
 
@@ -133,9 +134,31 @@ class PeripheralConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
+        if hasattr(self, 'pos_kernel') and not torch.is_grad_enabled():
+            # Deployed: the positional term and the bias depend only on the
+            # map size; compute them once per size.
+            out = grid_depthwise_conv(x, self.weight[:, 0], self.grid_index,
+                                      self.path)
+            return out + self._constant_terms(x)
         return peripheral_conv2d(x, self.weight[:, 0], self._pos_kernel(),
                                  self.pos_border, self.bias, self.path,
                                  grid=self.grid_index)
+
+    def _constant_terms(self, x: torch.Tensor) -> torch.Tensor:
+        """Positional term + bias of a deployed conv, cached per map size."""
+        # Tensor versions change when a state dict is loaded in place.
+        key = (tuple(x.shape[-2:]), x.dtype, x.device,
+               self.pos_kernel._version,
+               None if self.bias is None else self.bias._version)
+        cached = getattr(self, '_constant_cache', None)
+        if cached is None or cached[0] != key:
+            term = positional_term(self.pos_kernel, *x.shape[-2:],
+                                   self.pos_border)
+            if self.bias is not None:
+                term = term + self.bias.view(-1, 1, 1)
+            cached = (key, term.to(x.dtype))
+            self._constant_cache = cached
+        return cached[1]
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """The same output through plain ``F.conv2d`` (slow, for tests)."""
