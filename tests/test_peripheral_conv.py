@@ -238,3 +238,38 @@ def test_switch_to_deploy_keeps_outputs(kernel_size, center_size,
     assert rel_err(mixer(x), expected) < 1e-5
     assert rel_err(mixer.large.forward_reference(x[:, :6]),
                    mixer(x)[:, :6]) < 1e-5
+
+
+# Half-precision tolerances (max error relative to the largest reference
+# value, against float64 on the same rounded inputs): one rounding of the
+# output (2^-8 for bf16, 2^-11 for fp16) plus the sums. The FFT and
+# summed-area paths compute in float32 and cast back; oneDNN's fp16
+# depthwise backward keeps less (measured 3.8e-3 on the input gradient), so
+# the direct path gets the bf16 bound in fp16 too.
+HALF_TOLERANCES = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
+DIRECT_FP16_TOLERANCE = 1e-2
+
+
+@pytest.mark.parametrize('dtype', sorted(HALF_TOLERANCES, key=str))
+@pytest.mark.parametrize('path', ['direct', 'fft', 'sat'])
+def test_half_precision_within_stated_tolerance(path, dtype):
+    torch.manual_seed(0)
+    grid = PeripheralConv2d(3, 31).grid_index
+    x = torch.randn(2, 3, 24, 20).to(dtype).requires_grad_()
+    weight = (torch.randn(3, 11, 11) / 31).to(dtype).requires_grad_()
+    grad_out = torch.randn(2, 3, 24, 20).to(dtype)
+    out = peripheral_conv2d(x, weight, path=path, grid=grid)
+    assert out.dtype == dtype
+    grads = torch.autograd.grad(out, [x, weight], grad_out)
+
+    x64, w64 = (t.detach().double().requires_grad_() for t in (x, weight))
+    ref = F.conv2d(x64, expand_by_grid(w64, grid)[:, None], padding=15,
+                   groups=3)
+    ref_grads = torch.autograd.grad(ref, [x64, w64], grad_out.double())
+    tolerance = HALF_TOLERANCES[dtype]
+    if path == 'direct' and dtype == torch.float16:
+        tolerance = DIRECT_FP16_TOLERANCE
+    assert rel_err(out.double(), ref) < tolerance
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert grad.dtype == dtype
+        assert rel_err(grad.double(), ref_grad) < tolerance

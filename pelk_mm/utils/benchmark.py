@@ -1,6 +1,9 @@
 """Timing and memory probes shared by the benchmarks in tools/benchmark/."""
+import json
 import os
-import resource
+import subprocess
+import sys
+import threading
 import time
 from typing import Callable
 
@@ -21,19 +24,63 @@ def best_time(call: Callable, repeat: int) -> float:
     return best
 
 
-def peak_memory_mb(call: Callable) -> float:
-    """Growth of the resident set while ``call`` runs, in a forked child."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': str(1 << 20),
+              'MALLOC_TRIM_THRESHOLD_': str(1 << 20)}
+_MEMORY_TAG = 'PELK_MM_MEMORY_JSON '
+
+
+def memory_in_subprocess(argv: list) -> dict:
+    """Run ``python argv --memory-only`` and return the dict it reports.
+
+    Memory is measured in its own process, with glibc made to give every
+    freed block over 1 MB back to the OS (``MEMORY_ENV``), so that the growth
+    of the resident set sees each tensor; that setting slows allocation-heavy
+    code (the FFT paths), which is why timings are taken without it.
+    """
+    proc = subprocess.run([sys.executable, *argv, '--memory-only'],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, **MEMORY_ENV))
+    for line in proc.stdout.splitlines():
+        if line.startswith(_MEMORY_TAG):
+            return json.loads(line[len(_MEMORY_TAG):])
+    raise RuntimeError(f'the memory probe failed:\n{proc.stderr[-2000:]}')
+
+
+def report_memory(results: dict) -> None:
+    """Print what :func:`memory_in_subprocess` reads back."""
+    print(_MEMORY_TAG + json.dumps(results), flush=True)
+
+
+def _resident_bytes() -> int:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def peak_memory_mb(call: Callable, interval: float = 0.0005) -> float:
+    """Peak growth of the resident set while ``call`` runs, in MB.
+
+    A thread samples ``/proc/self/statm`` (torch releases the GIL in its
+    kernels); with large blocks mmap-ed and returned on free, the growth is
+    the call's working memory. Linux only; NaN
+    elsewhere. (Forking a probe process instead deadlocks OpenMP.)
+    """
+    if not os.path.exists('/proc/self/statm'):
+        return float('nan')
+    before = _resident_bytes()
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _resident_bytes())
+            time.sleep(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
         call()
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        os.write(write, str((after - before) / 1024).encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        value = pipe.read()
-    os.waitpid(pid, 0)
-    return float(value) if value else float('nan')
+    finally:
+        done.set()
+        sampler.join()
+    peak[0] = max(peak[0], _resident_bytes())
+    return (peak[0] - before) / 2**20

@@ -17,7 +17,7 @@ Backbones (classification form, 1000-class head left out):
 It prints images/s for inference at each size (best of ``--repeat``), the
 time of one training step (forward, backward, AdamW step) at
 ``--train-size``, each with its ratio to ConvNeXt-T, and the peak extra
-memory of one call (growth of the resident set of a forked process).
+memory of one call (growth of the resident set, sampled).
 """
 import argparse
 from typing import Dict
@@ -28,7 +28,8 @@ from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import ConvNeXt
 
 from pelk_mm.models import PeLK
-from pelk_mm.utils.benchmark import best_time, peak_memory_mb
+from pelk_mm.utils.benchmark import (best_time, peak_memory_mb,
+                                     return_freed_memory)
 
 SLAK_KERNELS = [51, 49, 47, 13]
 SLAK_WIDTHS = [124, 249, 499, 998]
@@ -89,6 +90,7 @@ def main():
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--threads', type=int, default=None)
     args = parser.parse_args()
+    return_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')

@@ -19,11 +19,13 @@ forward+backward (gradients of the input and the weights), it runs:
 
 It prints the best time of ``--repeat`` runs, the speed-up over ``dense``
 and ``plain-fft``, the peak extra memory of one run (the growth of the
-resident set of a forked process; ``--no-memory`` skips it), and the largest
+resident set, sampled in a separate process; ``--no-memory`` skips
+it), and the largest
 relative error against ``dense`` (in float64 where ``dense`` is timed). A
 PNG of time against K is written with ``--plot``.
 """
 import argparse
+import sys
 from typing import Callable, Dict
 
 import torch
@@ -33,7 +35,8 @@ from mmengine.logging import MMLogger
 from pelk_mm.ops import expand_by_grid, peripheral_conv2d, sharing_grid
 from pelk_mm.ops import sat as sat_extension
 from pelk_mm.ops.grid import grid_tensor
-from pelk_mm.utils.benchmark import best_time, peak_memory_mb
+from pelk_mm.utils.benchmark import (best_time, memory_in_subprocess,
+                                     peak_memory_mb, report_memory)
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 
@@ -95,29 +98,23 @@ def run_once(fn: Callable, x, params, backward: bool):
         return fn(x, *params)
 
 
-def benchmark(args, backward: bool, logger) -> Dict:
+def measure(args, backward: bool, memory: bool) -> Dict:
+    """{K: {method: (seconds or MB, max rel err or None)}}."""
     b, c, h, w = args.shape
     dtype = DTYPES[args.dtype]
-    mode = 'forward+backward' if backward else 'forward'
     results = {}
-    header = (f'{"K":>4} {"method":>10} {"time":>10} {"vs dense":>9} '
-              f'{"vs plain-fft":>12} {"peak MB":>8} {"max rel err":>11}')
-    rows = [f'{mode}, input {tuple(args.shape)}, {args.dtype}, '
-            f'{torch.get_num_threads()} threads, best of {args.repeat}',
-            header]
     for k in args.kernels:
         torch.manual_seed(k)
         methods = make_methods(c, k, dtype)
         x = torch.randn(b, c, h, w, dtype=dtype, requires_grad=backward)
-        times, errors, memory = {}, {}, {}
         skip_dense = k > args.max_dense_kernel
-        # Reference: dense in float64 (same parameters).
-        reference = None
-        if not skip_dense:
+        reference = None  # the dense conv in float64, same parameters
+        if not skip_dense and not memory:
             params64 = [p.double() for p in methods['dense'][0]]
             with torch.no_grad():
                 reference = methods['dense'][1](x.detach().double(),
                                                 *params64)
+        results[k] = {}
         for name, (params, fn) in methods.items():
             if name == 'dense' and skip_dense:
                 continue
@@ -126,24 +123,36 @@ def benchmark(args, backward: bool, logger) -> Dict:
             def call(fn=fn, params=params):
                 return run_once(fn, x, params, backward)
 
-            times[name] = best_time(call, args.repeat)
-            if not args.no_memory:
-                memory[name] = peak_memory_mb(call)
+            if memory:
+                call()  # warm-up: FFT plans, thread pools
+                results[k][name] = (peak_memory_mb(call), None)
+                continue
+            seconds = best_time(call, args.repeat)
+            error = None
             if reference is not None and name != 'slak':
                 out = call().double()
-                errors[name] = ((out - reference).abs().max() /
-                                reference.abs().max()).item()
-        results[k] = times
-        for name, seconds in times.items():
-            vs_dense = times['dense'] / seconds if 'dense' in times else None
+                error = ((out - reference).abs().max() /
+                         reference.abs().max()).item()
+            results[k][name] = (seconds, error)
+    return results
+
+
+def table(args, mode: str, times: Dict, memory: Dict) -> str:
+    rows = [f'{mode}, input {tuple(args.shape)}, {args.dtype}, '
+            f'{torch.get_num_threads()} threads, best of {args.repeat}',
+            f'{"K":>4} {"method":>10} {"time":>10} {"vs dense":>9} '
+            f'{"vs plain-fft":>12} {"peak MB":>8} {"max rel err":>11}']
+    for k, by_method in times.items():
+        dense = by_method.get('dense', (None, ))[0]
+        plain = by_method['plain-fft'][0]
+        for name, (seconds, error) in by_method.items():
+            peak = memory.get(str(k), {}).get(name, [float('nan')])[0]
             rows.append(
                 f'{k:>4} {name:>10} {seconds * 1e3:>8.1f}ms '
-                f'{(f"{vs_dense:.1f}x" if vs_dense else "-"):>9} '
-                f'{times["plain-fft"] / seconds:>11.2f}x '
-                f'{memory.get(name, float("nan")):>8.0f} '
-                f'{(f"{errors[name]:.1e}" if name in errors else "-"):>11}')
-    logger.info('\n'.join(rows))
-    return results
+                f'{(f"{dense / seconds:.1f}x" if dense else "-"):>9} '
+                f'{plain / seconds:>11.2f}x {peak:>8.0f} '
+                f'{(f"{error:.1e}" if error is not None else "-"):>11}')
+    return '\n'.join(rows)
 
 
 def plot(results: Dict[str, Dict], path: str, title: str) -> None:
@@ -182,6 +191,8 @@ def main():
     parser.add_argument('--max-dense-kernel', type=int, default=101,
                         help='skip the naive dense conv above this K')
     parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--memory-only', action='store_true',
+                        help=argparse.SUPPRESS)  # the memory probe's run
     parser.add_argument('--plot', default=None, help='PNG of time vs K')
     parser.add_argument('--threads', type=int, default=None)
     args = parser.parse_args()
@@ -191,10 +202,22 @@ def main():
     if not sat_extension.available():
         logger.warning('the summed-area-table extension is not available; '
                        'its rows are left out')
+    modes = {'forward': False, 'forward+backward': True}
+    modes = {m: b for m, b in modes.items()
+             if ('backward' if b else 'forward') in args.modes}
+    if args.memory_only:
+        report_memory({mode: measure(args, backward, memory=True)
+                       for mode, backward in modes.items()})
+        return
+    memory = {}
+    if not args.no_memory:
+        memory = memory_in_subprocess(sys.argv)
     results = {}
-    for mode in args.modes:
-        key = 'forward+backward' if mode == 'backward' else 'forward'
-        results[key] = benchmark(args, mode == 'backward', logger)
+    for mode, backward in modes.items():
+        times = measure(args, backward, memory=False)
+        logger.info(table(args, mode, times, memory.get(mode, {})))
+        results[mode] = {k: {n: v[0] for n, v in by_method.items()}
+                         for k, by_method in times.items()}
     if args.plot:
         plot(results, args.plot,
              f'peripheral conv, input {tuple(args.shape)}, {args.dtype}')
