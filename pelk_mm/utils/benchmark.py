@@ -9,13 +9,12 @@ from typing import Callable
 
 
 def best_time(call: Callable, repeat: int) -> float:
-    """Best wall time of ``repeat`` calls after a warm-up call (the warm-up
-    alone when it takes over 2 s: the slow baselines)."""
+    """Best wall time of ``repeat`` calls after a warm-up call (one call
+    when the warm-up takes over 2 s: the slow baselines)."""
     start = time.perf_counter()
-    call()  # warm-up: allocations, FFT plans; skipped for slow calls
-    first = time.perf_counter() - start
-    if first > 2.0:
-        return first
+    call()  # warm-up: allocations, FFT plans, loading the extension
+    if time.perf_counter() - start > 2.0:
+        repeat = 1
     best = float('inf')
     for _ in range(repeat):
         start = time.perf_counter()

@@ -17,9 +17,11 @@ Backbones (classification form, 1000-class head left out):
 It prints images/s for inference at each size (best of ``--repeat``), the
 time of one training step (forward, backward, AdamW step) at
 ``--train-size``, each with its ratio to ConvNeXt-T, and the peak extra
-memory of one call (growth of the resident set, sampled).
+memory of one call (growth of the resident set, sampled in a separate
+process).
 """
 import argparse
+import sys
 from typing import Dict
 
 import torch
@@ -28,8 +30,8 @@ from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import ConvNeXt
 
 from pelk_mm.models import PeLK
-from pelk_mm.utils.benchmark import (best_time, peak_memory_mb,
-                                     return_freed_memory)
+from pelk_mm.utils.benchmark import (best_time, memory_in_subprocess,
+                                     peak_memory_mb, report_memory)
 
 SLAK_KERNELS = [51, 49, 47, 13]
 SLAK_WIDTHS = [124, 249, 499, 998]
@@ -79,30 +81,12 @@ def build(name: str) -> nn.Module:
     raise ValueError(name)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--models', nargs='+', default=[
-        'convnext-t', 'slak-t', 'pelk-t', 'pelk-t-deploy'])
-    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512])
-    parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--train-size', type=int, default=512)
-    parser.add_argument('--repeat', type=int, default=3)
-    parser.add_argument('--no-memory', action='store_true')
-    parser.add_argument('--threads', type=int, default=None)
-    args = parser.parse_args()
-    return_freed_memory()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
-    torch.manual_seed(0)
-    models = {name: build(name) for name in args.models}
-
-    rows = [f'batch {args.batch}, fp32, {torch.get_num_threads()} threads, '
-            f'best of {args.repeat}']
-    base = 'convnext-t' if 'convnext-t' in models else args.models[0]
+def measure(args, models: Dict[str, nn.Module], memory: bool) -> Dict:
+    """{case: {model: seconds or MB}}; cases 'infer@SIZE', 'train@SIZE'."""
+    results = {}
     for size in args.sizes:
         x = torch.randn(args.batch, 3, size, size)
-        results: Dict[str, tuple] = {}
+        case = results.setdefault(f'infer@{size}', {})
         for name, model in models.items():
             model.eval()
 
@@ -110,19 +94,15 @@ def main():
                 with torch.no_grad():
                     return model(x)
 
-            seconds = best_time(infer, args.repeat)
-            memory = float('nan') if args.no_memory else peak_memory_mb(infer)
-            results[name] = (seconds, memory)
-        rows.append(f'inference at {size}x{size}:')
-        for name, (seconds, memory) in results.items():
-            rows.append(
-                f'  {name:>14} {args.batch / seconds:>8.2f} images/s '
-                f'{seconds * 1e3:>9.1f} ms  {seconds / results[base][0]:>5.2f}x'
-                f' {base}  peak {memory:>6.0f} MB')
+            if memory:
+                infer()
+                case[name] = peak_memory_mb(infer)
+            else:
+                case[name] = best_time(infer, args.repeat)
     if args.train_size:
         size = args.train_size
         x = torch.randn(args.batch, 3, size, size)
-        results = {}
+        case = results.setdefault(f'train@{size}', {})
         for name, model in models.items():
             if name.endswith('deploy'):
                 continue  # deploy mode is for inference
@@ -134,17 +114,54 @@ def main():
                 model(x)[-1].float().mean().backward()
                 optimizer.step()
 
-            seconds = best_time(step, args.repeat)
-            memory = float('nan') if args.no_memory else peak_memory_mb(step)
-            results[name] = (seconds, memory)
-        rows.append(f'training step (forward, backward, AdamW) at '
-                    f'{size}x{size}:')
-        for name, (seconds, memory) in results.items():
+            if memory:
+                step()
+                case[name] = peak_memory_mb(step)
+            else:
+                case[name] = best_time(step, args.repeat)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--models', nargs='+', default=[
+        'convnext-t', 'slak-t', 'pelk-t', 'pelk-t-deploy'])
+    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512])
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--train-size', type=int, default=512)
+    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--no-memory', action='store_true')
+    parser.add_argument('--memory-only', action='store_true',
+                        help=argparse.SUPPRESS)  # the memory probe's run
+    parser.add_argument('--threads', type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    models = {name: build(name) for name in args.models}
+    if args.memory_only:
+        report_memory(measure(args, models, memory=True))
+        return
+    memory = {} if args.no_memory else memory_in_subprocess(sys.argv)
+    times = measure(args, models, memory=False)
+
+    base = 'convnext-t' if 'convnext-t' in models else args.models[0]
+    rows = [f'batch {args.batch}, fp32, {torch.get_num_threads()} threads, '
+            f'best of {args.repeat}']
+    for case, by_model in times.items():
+        kind, size = case.split('@')
+        title = ("inference" if kind == "infer" else
+                 "training step (forward, backward, AdamW)")
+        rows.append(f"{title} at {size}x{size}:")
+        for name, seconds in by_model.items():
+            peak = memory.get(case, {}).get(name, float('nan'))
+            rate = (f'{args.batch / seconds:>8.2f} images/s'
+                    if kind == 'infer' else ' ' * 17)
             rows.append(
-                f'  {name:>14} {seconds * 1e3:>9.1f} ms '
-                f'{seconds / results[base][0]:>5.2f}x {base}  '
-                f'peak {memory:>6.0f} MB')
-    logger.info('\n'.join(rows))
+                f'  {name:>14} {rate} {seconds * 1e3:>9.1f} ms '
+                f'{seconds / by_model[base]:>5.2f}x {base}  '
+                f'peak {peak:>6.0f} MB')
+    MMLogger.get_instance('pelk_mm', log_level='INFO').info('\n'.join(rows))
 
 
 if __name__ == '__main__':
