@@ -25,6 +25,11 @@ def test_infer_center_size():
     assert infer_center_size(101, 17) == 7
     with pytest.raises(ValueError, match='no sharing grid of a 51x51'):
         infer_center_size(51, 12)
+    # 9 has 7 cells with a 3x3 and with a 5x5 centre: the preferred wins.
+    assert infer_center_size(9, 7) == 5
+    assert infer_center_size(9, 7, prefer=(3, )) == 3
+    with pytest.raises(ValueError, match='centre sizes \\[3, 5\\]'):
+        infer_center_size(9, 7, prefer=())
 
 
 def test_block_mean_inverts_expansion():

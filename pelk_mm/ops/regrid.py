@@ -18,7 +18,7 @@ the blocks). Two ways to resize, both centre-aligned:
 The positional embedding h is resized the same way, without the scaling: it
 is added to the input at each tap (Eq. 3), so zeros are neutral.
 """
-from typing import List
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,19 +28,32 @@ from .grid import expand_by_grid, grid_tensor, sharing_grid
 RESIZE_MODES = ('pad', 'interpolate')
 
 
-def infer_center_size(kernel_size: int, num_cells: int, base: int = 2) -> int:
+def infer_center_size(kernel_size: int, num_cells: int, base: int = 2,
+                      prefer: Sequence[int] = (5, 7)) -> int:
     """The dense-centre size whose grid for ``kernel_size`` has ``num_cells``.
 
+    Small kernels can have several (9 with a 3x3 or a 5x5 centre: 7 cells
+    each); then the first of ``prefer`` that fits is taken.
+
     Raises:
-        ValueError: If no centre size gives that many cells.
+        ValueError: If no centre size fits, or several do and none is
+            preferred.
     """
-    for center_size in range(1, kernel_size + 1, 2):
-        if len(sharing_grid(kernel_size, center_size, base)) == num_cells:
+    fits = [c for c in range(1, kernel_size + 1, 2)
+            if len(sharing_grid(kernel_size, c, base)) == num_cells]
+    if not fits:
+        raise ValueError(
+            f'no sharing grid of a {kernel_size}x{kernel_size} kernel (base '
+            f'{base}) has {num_cells} cells: the block weights do not belong '
+            f'to a kernel of that size')
+    for center_size in prefer:
+        if center_size in fits:
             return center_size
-    raise ValueError(
-        f'no sharing grid of a {kernel_size}x{kernel_size} kernel (base '
-        f'{base}) has {num_cells} cells: the block weights do not belong to '
-        f'a kernel of that size')
+    if len(fits) > 1:
+        raise ValueError(
+            f'{num_cells} cells fit a {kernel_size}x{kernel_size} kernel with '
+            f'centre sizes {fits}; cannot tell which grid the weights are on')
+    return fits[0]
 
 
 def resize_dense(kernel: torch.Tensor, size: int, mode: str = 'pad',
