@@ -60,8 +60,8 @@ def peak_memory_mb(call: Callable, interval: float = 0.0005) -> float:
 
     A thread samples ``/proc/self/statm`` (torch releases the GIL in its
     kernels); with large blocks mmap-ed and returned on free, the growth is
-    the call's working memory. Linux only; NaN
-    elsewhere. (Forking a probe process instead deadlocks OpenMP.)
+    the call's working memory. Linux only; NaN elsewhere. (Forking a probe
+    process instead deadlocks OpenMP.)
     """
     if not os.path.exists('/proc/self/statm'):
         return float('nan')

@@ -149,20 +149,17 @@ class PeLKStage(nn.Module):
         old_grids = {}  # conv prefix -> the grid its stored weights are on
         for conv_prefix, conv in convs:
             weight = state_dict.get(conv_prefix + 'weight')
-            if weight is None:
-                continue
-            if old_size == kernel_size and weight.shape[-1] == len(
-                    conv.grid):
-                old_grids[conv_prefix] = conv.grid  # the same grid
-                continue
-            center_size = infer_center_size(
-                old_size, weight.shape[-1], conv.base,
-                prefer=(conv.center_size, 5, 7))
-            old_grids[conv_prefix] = sharing_grid(old_size, center_size,
-                                                  conv.base)
+            if weight is not None:
+                # The model's own centre first: a checkpoint on this very
+                # grid is then recognised even where sizes are ambiguous.
+                center_size = infer_center_size(
+                    old_size, weight.shape[-1], conv.base,
+                    prefer=(conv.center_size, 5, 7))
+                old_grids[conv_prefix] = sharing_grid(old_size, center_size,
+                                                      conv.base)
         if old_size == kernel_size and all(
-                grid == conv.grid for (conv_prefix, conv) in convs
-                for grid in [old_grids.get(conv_prefix, conv.grid)]):
+                old_grids.get(conv_prefix, conv.grid) == conv.grid
+                for conv_prefix, conv in convs):
             return
         if self.kernel_resize is None:
             raise ValueError(
