@@ -18,6 +18,15 @@ def rel_err(actual, expected):
             expected.abs().max().clamp_min(1e-12)).item()
 
 
+def projection_loss(outs, seed=0):
+    """A fixed random projection of the outputs: a loss whose gradient
+    reaches every weight (the sum of a LayerNorm output with unit weight
+    and zero bias, PeLK's pooled output, is identically zero)."""
+    generator = torch.Generator().manual_seed(seed)
+    return sum((out * torch.randn(out.shape, generator=generator,
+                                  dtype=out.dtype)).sum() for out in outs)
+
+
 @pytest.mark.parametrize('arch, channels', [
     ('tiny', [124, 249, 499, 998]),
     ('t', [124, 249, 499, 998]),
@@ -86,13 +95,22 @@ def test_frozen_stages_and_norm_eval():
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns and all(not bn.training for bn in bns)
     # A frozen stage keeps its weights through a training step.
-    before = copy.deepcopy(model.stages[0].state_dict())
+    torch.manual_seed(0)
+    before = copy.deepcopy(model.state_dict())
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad], lr=1.)
-    model(torch.randn(2, 3, 64, 64))[0].sum().backward()
+    projection_loss(model(torch.randn(2, 3, 64, 64))).backward()
     optimizer.step()
-    for key, value in model.stages[0].state_dict().items():
-        assert torch.equal(value, before[key]), key
+    after = model.state_dict()
+    for key in before:
+        if key.startswith(('downsample_layers.0.', 'downsample_layers.1.',
+                           'stages.0.', 'stages.1.')):
+            assert torch.equal(after[key], before[key]), key
+    # ... while the step did move the stages that are not frozen.
+    assert not torch.equal(after['stages.2.pos_embed.weight'],
+                           before['stages.2.pos_embed.weight'])
+    assert not torch.equal(after['stages.3.blocks.0.pointwise_conv1.weight'],
+                           before['stages.3.blocks.0.pointwise_conv1.weight'])
 
 
 def test_with_cp_gives_the_same_gradients():
@@ -112,12 +130,33 @@ def test_with_cp_gives_the_same_gradients():
 
 
 def test_shared_positional_embedding_gets_one_gradient_per_stage():
-    model = PeLK(SMALL_ARCH)
+    """One embedding per stage, referenced by every block of the stage: its
+    gradient is the sum of the blocks' contributions, checked against a
+    float64 finite difference of the loss along a random direction."""
+    torch.manual_seed(0)
+    model = PeLK(SMALL_ARCH, layer_scale_init_value=1.).double()
     names = [n for n, _ in model.named_parameters() if 'pos_embed' in n]
     assert names == [f'stages.{i}.pos_embed.weight' for i in range(4)]
-    model(torch.randn(1, 3, 64, 64))[0].sum().backward()
-    assert all(model.stages[i].pos_embed.weight.grad.abs().sum() > 0
-               for i in range(4))
+    for stage in model.stages:
+        assert all(block.mixer.large.pos_embed is stage.pos_embed.weight
+                   for block in stage.blocks)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    model.eval()  # BN with running statistics: the loss is smooth in h
+    projection_loss(model(x)).backward()
+    step = 1e-5
+    for stage in model.stages:
+        weight = stage.pos_embed.weight
+        direction = torch.randn_like(weight)
+        with torch.no_grad():
+            weight.add_(step * direction)
+            loss_plus = projection_loss(model(x))
+            weight.sub_(2 * step * direction)
+            loss_minus = projection_loss(model(x))
+            weight.add_(step * direction)
+        numeric = (loss_plus - loss_minus) / (2 * step)
+        analytic = (weight.grad * direction).sum()
+        assert numeric.abs() > 1e-6  # the embedding matters to the loss
+        assert analytic.item() == pytest.approx(numeric.item(), rel=1e-6)
 
 
 def test_switch_to_deploy_keeps_outputs():

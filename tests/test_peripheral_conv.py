@@ -37,6 +37,9 @@ def eq3_literal(x, kernel, pos_embed, border):
     return y.view(b, channels, height, width)
 
 
+# Float32 tolerance of every path, relative to the largest reference value.
+FLOAT32_TOLERANCE = 1e-4
+
 # (batch, channels, height, width, kernel): odd and even sizes, maps smaller
 # than the kernel, rectangular maps, batch > 1.
 SHAPES = [(2, 3, 20, 17, 13), (1, 4, 9, 12, 31), (2, 2, 33, 32, 51),
@@ -63,9 +66,9 @@ def test_forward_backward_match_reference(shape, path, border):
         (ref * grad_out).sum(), [x, conv.weight, conv.bias, pos_embed.weight])
 
     assert out.shape == (b, c, h, w)
-    assert rel_err(out, ref) < 1e-4
+    assert rel_err(out, ref) < FLOAT32_TOLERANCE
     for grad, ref_grad in zip(grads, ref_grads):
-        assert rel_err(grad, ref_grad) < 1e-4
+        assert rel_err(grad, ref_grad) < FLOAT32_TOLERANCE
 
 
 @pytest.mark.parametrize('border', ['valid', 'padded'])
@@ -240,19 +243,26 @@ def test_switch_to_deploy_keeps_outputs(kernel_size, center_size,
                    mixer(x)[:, :6]) < 1e-5
 
 
-# Half-precision tolerances (max error relative to the largest reference
-# value, against float64 on the same rounded inputs): one rounding of the
-# output (2^-8 for bf16, 2^-11 for fp16) plus the sums. The FFT and
-# summed-area paths compute in float32 and cast back; oneDNN's fp16
-# depthwise backward keeps less (measured 3.8e-3 on the input gradient), so
-# the direct path gets the bf16 bound in fp16 too.
-HALF_TOLERANCES = {torch.bfloat16: 1e-2, torch.float16: 2e-3}
-DIRECT_FP16_TOLERANCE = 1e-2
+# Unit roundoff of the half types: 2^-p for a p-bit significand.
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
 
 
-@pytest.mark.parametrize('dtype', sorted(HALF_TOLERANCES, key=str))
+@pytest.mark.parametrize(
+    'dtype', [torch.bfloat16, torch.float16], ids=['bf16', 'fp16'])
 @pytest.mark.parametrize('path', ['direct', 'fft', 'sat'])
-def test_half_precision_within_stated_tolerance(path, dtype):
+def test_half_precision_within_derived_bound(path, dtype):
+    """Half inputs: each result element is within one rounding of its
+    reference, ``|y - y*| <= u |y*|``, plus the float32 error.
+
+    The FFT and summed-area paths compute in float32 and round once where
+    they store a result, so their reference is exact (float64 on the same
+    rounded inputs). The direct path is torch's half conv, whose
+    accumulation is the backend's choice (oneDNN keeps less than float32 in
+    some backward kernels, and not on every CPU alike): its reference is
+    that same conv, and what the path adds to it, the expansion and the
+    block-weight gradient summed over the cells (in float32), is held to
+    the same bound. No tolerance here depends on the machine.
+    """
     torch.manual_seed(0)
     grid = PeripheralConv2d(3, 31).grid_index
     x = torch.randn(2, 3, 24, 20).to(dtype).requires_grad_()
@@ -262,14 +272,27 @@ def test_half_precision_within_stated_tolerance(path, dtype):
     assert out.dtype == dtype
     grads = torch.autograd.grad(out, [x, weight], grad_out)
 
-    x64, w64 = (t.detach().double().requires_grad_() for t in (x, weight))
-    ref = F.conv2d(x64, expand_by_grid(w64, grid)[:, None], padding=15,
-                   groups=3)
-    ref_grads = torch.autograd.grad(ref, [x64, w64], grad_out.double())
-    tolerance = HALF_TOLERANCES[dtype]
-    if path == 'direct' and dtype == torch.float16:
-        tolerance = DIRECT_FP16_TOLERANCE
-    assert rel_err(out.double(), ref) < tolerance
-    for grad, ref_grad in zip(grads, ref_grads):
-        assert grad.dtype == dtype
-        assert rel_err(grad.double(), ref_grad) < tolerance
+    w64 = weight.detach().double().requires_grad_()
+    kernel64 = expand_by_grid(w64, grid)
+    if path == 'direct':
+        x_ref = x.detach().requires_grad_()
+        kernel = kernel64.detach().to(dtype).requires_grad_()  # exact
+        ref = F.conv2d(x_ref, kernel[:, None], padding=15, groups=3)
+        grad_x, grad_kernel = torch.autograd.grad(ref, [x_ref, kernel],
+                                                  grad_out)
+        grad_w, = torch.autograd.grad(kernel64, w64, grad_kernel.double())
+        ref, ref_grads = ref.double(), [grad_x.double(), grad_w]
+    else:
+        x64 = x.detach().double().requires_grad_()
+        ref = F.conv2d(x64, kernel64[:, None], padding=15, groups=3)
+        ref_grads = torch.autograd.grad(ref, [x64, w64], grad_out.double())
+
+    unit = UNIT_ROUNDOFF[dtype]
+    for result, expected in zip([out, *grads], [ref, *ref_grads]):
+        assert result.dtype == dtype
+        bound = unit * expected.abs() + \
+            FLOAT32_TOLERANCE * expected.abs().max()
+        excess = (result.double() - expected).abs() - bound
+        assert excess.max() <= 0, (
+            f'{excess.gt(0).sum()} elements beyond the bound, the largest '
+            f'error {(result.double() - expected).abs().max():.3g}')

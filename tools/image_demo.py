@@ -7,11 +7,13 @@ Usage:
 Drawn by mmdet's own DetLocalVisualizer; the detections are also logged.
 """
 import argparse
+import copy
 import os.path as osp
+import warnings
 
 import mmcv
 from mmdet.apis import inference_detector, init_detector
-from mmdet.registry import VISUALIZERS
+from mmdet.registry import DATASETS, VISUALIZERS
 from mmengine.logging import MMLogger
 
 
@@ -29,7 +31,21 @@ def main():
             raise SystemExit(f'error: {path!r} not found')
 
     # init_detector drops the backbone's init_cfg: weights come from CKPT.
-    model = init_detector(args.config, args.checkpoint, device=args.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        model = init_detector(args.config, args.checkpoint, device=args.device)
+    logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
+    if any('class names are not saved' in str(w.message) for w in caught):
+        # mmdet would name the classes of a checkpoint without them (a
+        # converted or hand-written one) after COCO's; the config is what
+        # set the number of classes, so its names are the right ones.
+        dataset = copy.deepcopy(model.cfg.test_dataloader.dataset)
+        dataset['lazy_init'] = True
+        classes = DATASETS.build(dataset).metainfo.get('classes')
+        if classes:
+            model.dataset_meta['classes'] = classes
+            logger.info(f'{args.checkpoint} names no classes; using the '
+                        f'config\'s: {", ".join(classes)}')
     result = inference_detector(model, args.image)
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
     visualizer.dataset_meta = model.dataset_meta
@@ -45,7 +61,7 @@ def main():
         f'{classes[int(label)]} {float(score):.2f} at '
         f'{[round(float(v)) for v in box]}' for label, score, box in zip(
             keep.labels, keep.scores, keep.bboxes))
-    MMLogger.get_instance('pelk_mm', log_level='INFO').info(
+    logger.info(
         f'{len(keep)} detections with score >= {args.score_thr}: '
         f'{found or "none"}; drawn to {args.out_file}')
 

@@ -187,7 +187,12 @@ def grid_depthwise_conv(x: torch.Tensor, weight: torch.Tensor,
     if path == 'sat':
         from .sat import grid_depthwise_conv_sat
         return grid_depthwise_conv_sat(x, weight, grid)
-    return depthwise_conv(x, expand_by_grid(weight, grid), path)
+    # Expanded in float32 (or better): the gradient of a block weight sums
+    # the gradients of up to (K / 4)^2 taps, which half precision would
+    # accumulate with a rounding per tap; this way it is rounded once.
+    compute_dtype = torch.promote_types(weight.dtype, torch.float32)
+    return depthwise_conv(x, expand_by_grid(weight.to(compute_dtype), grid),
+                          path)
 
 
 def _window_bounds(length: int, size: int, device) -> tuple:
