@@ -1,4 +1,5 @@
 import logging
+import socket
 
 import pytest
 from mmengine.logging import MMLogger
@@ -19,3 +20,13 @@ def mmlogger_records():
     logger.addHandler(handler)
     yield records
     logger.removeHandler(handler)
+
+
+@pytest.fixture
+def free_port():
+    """A TCP port on the loopback that nothing listens on now (for the
+    rendezvous of multi-process tests; a fixed one fails wherever it is
+    taken, e.g. by a second test run on the same machine)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]

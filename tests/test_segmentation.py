@@ -322,8 +322,8 @@ def test_interrupted_training_resumes(ade, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_gloo_training(ade, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29533')
+def test_two_process_gloo_training(ade, tmp_path, free_port):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PORT=str(free_port))
     proc = subprocess.run(
         ['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir',
          str(tmp_path), '--cfg-options', 'train_cfg.max_iters=4',

@@ -146,16 +146,12 @@ def _distributed_masks(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
-def test_ranks_share_rank_0_masks(tmp_path):
+def test_ranks_share_rank_0_masks(tmp_path, free_port):
     """Each rank draws different random masks; after the hook's broadcast
     every replica holds the same ones (rank 0's)."""
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    mp.spawn(_distributed_masks, args=(2, port, str(tmp_path)), nprocs=2)
+    mp.spawn(_distributed_masks, args=(2, free_port, str(tmp_path)),
+             nprocs=2)
     rank0 = torch.load(tmp_path / 'masks_0.pth')
     rank1 = torch.load(tmp_path / 'masks_1.pth')
     assert set(rank0) == {'backbone.0.weight', 'backbone.1.weight'}
