@@ -181,12 +181,19 @@ def coco_ap(log, kind, suffix=''):
 @pytest.mark.slow
 def test_demo_learns_boxes_and_masks(trained):
     _, log = trained
-    # Measured: box AP 0.065 (AP50 0.237), mask AP 0.046 (AP50 0.202) after
-    # 12 epochs from scratch; a detector that learned nothing scores ~0.
-    assert coco_ap(log, 'bbox') > 0.02
-    assert coco_ap(log, 'bbox', '_50') > 0.08
-    assert coco_ap(log, 'segm') > 0.015
-    assert coco_ap(log, 'segm', '_50') > 0.07
+    # 12 epochs from scratch, measured with randomness.seed 0-3 on a 2-core
+    # x86 machine (box AP / AP50, mask AP / AP50):
+    #   seed 0: 0.065 / 0.237, 0.046 / 0.202
+    #   seed 1: 0.029 / 0.122, 0.029 / 0.109
+    #   seed 2: 0.057 / 0.205, 0.046 / 0.161
+    #   seed 3: 0.044 / 0.167, 0.038 / 0.157
+    # The untrained detector scores 0.000 on all four. The bounds are about
+    # a third of the worst seed (the seed stands in for other machines'
+    # rounding), and still far from 0.
+    assert coco_ap(log, 'bbox') > 0.01
+    assert coco_ap(log, 'bbox', '_50') > 0.04
+    assert coco_ap(log, 'segm') > 0.01
+    assert coco_ap(log, 'segm', '_50') > 0.04
 
 
 @pytest.mark.slow

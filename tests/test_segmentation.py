@@ -238,6 +238,9 @@ def miou(log):
 def test_demo_learns(trained):
     work_dir, log = trained
     # 8 classes in the scenes; a constant or random guess scores < 10 mIoU.
+    # Measured after these 60 iterations with randomness.seed 1-4 on a
+    # 2-core x86 machine: 49.2, 57.5, 46.6, 62.2 (the first logged loss
+    # 6.1-6.3, the last 2.9-3.1); the bound is 2/3 of the worst.
     assert miou(log) > 30.0
     assert (work_dir / 'iter_60.pth').is_file()
     losses = [float(v) for v in re.findall(r'\bloss: ([\d.]+)', log)]
