@@ -14,7 +14,7 @@ norm_cfg = dict(type='BN', requires_grad=True)
 max_epochs = 12
 
 model = dict(
-    backbone=dict(drop_path_rate=0.1, init_cfg=None),
+    backbone=dict(drop_path_rate=0.1, mixer_norm_cfg=norm_cfg, init_cfg=None),
     roi_head=dict(
         bbox_head=[
             dict(
@@ -85,9 +85,11 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-# From scratch there is nothing to protect: no layer-wise lr decay.
+# From scratch there is nothing to protect: no layer-wise lr decay. The lr
+# is for this batch of 4: no rescaling to the recipe's batch of 16.
 optim_wrapper = dict(
     optimizer=dict(lr=1e-3), paramwise_cfg=dict(decay_rate=1.0))
+auto_scale_lr = dict(enable=False)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
          end=50),
@@ -97,6 +99,7 @@ param_scheduler = [
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 default_hooks = dict(logger=dict(interval=10),
                      checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+# From scratch there are no ImageNet zeros to keep: no sparsity hook.
 custom_hooks = [dict(type='pelk_mm.ProgressBarHook')]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)

@@ -50,7 +50,8 @@ optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=1,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=True, begin=1),
+    dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=True, begin=1,
+         end=max_epochs, convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 custom_hooks = [

@@ -12,6 +12,14 @@ model = dict(
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
-# Set enable=True (and keep base_batch_size) to scale the lr when training
-# with another total batch size.
+# SLaK's recipe has no lr scaling; pass --auto-scale-lr to tools/train.py to
+# scale the lr linearly from this total batch size.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+# SLaK's sparse=True backbones: the zeros of the 40%-sparse ImageNet
+# backbone stay zeros while fine-tuning (masks = its non-zero conv and linear
+# weights, fixed), so the model is the sparse one the paper counts. A dense
+# backbone file is fine-tuned dense, with a warning.
+custom_hooks = [
+    dict(type='pelk_mm.DynamicSparsityHook', sparse_init='nonzero',
+         prune_rate=0., prefix='backbone.'),
+]

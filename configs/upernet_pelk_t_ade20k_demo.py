@@ -12,7 +12,7 @@ max_iters = 300
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(drop_path_rate=0.1, init_cfg=None),
+    backbone=dict(drop_path_rate=0.1, mixer_norm_cfg=norm_cfg, init_cfg=None),
     decode_head=dict(channels=128, norm_cfg=norm_cfg),
     auxiliary_head=dict(channels=64, norm_cfg=norm_cfg),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(85, 85)))
@@ -53,5 +53,6 @@ default_hooks = dict(
     checkpoint=dict(interval=100, max_keep_ckpts=2))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
+# From scratch there are no ImageNet zeros to keep: no sparsity hook.
 custom_hooks = [dict(type='pelk_mm.ProgressBarHook')]
 visualizer = dict(alpha=0.5)  # let the input show through the drawn masks

@@ -14,6 +14,7 @@ from test_segmentation import ROOT
     ('pelk_t_in1k.py', 'tiny', 0.1, 998, 0.5, 2000),
     ('pelk_s_in1k.py', 'small', 0.4, 998, 0.3, 100),
     ('pelk_b_in1k.py', 'base', 0.5, 1331, 0.3, 100),
+    ('pelk_b101_in1k.py', 'base-101', 0.5, 1331, 0.3, 100),
 ])
 def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
                                    interval):
@@ -37,6 +38,12 @@ def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
     warmup, cosine = cfg.param_scheduler
     assert (warmup.type, warmup.end) == ('LinearLR', 20)
     assert (cosine.type, cosine.eta_min) == ('CosineAnnealingLR', 1e-6)
+    assert (cosine.begin, cosine.end) == (20, 300)
+    assert warmup.convert_to_iter_based and cosine.convert_to_iter_based
+    paramwise = cfg.optim_wrapper.paramwise_cfg  # mmpretrain's ConvNeXt
+    assert (paramwise.norm_decay_mult, paramwise.bias_decay_mult,
+            paramwise.flat_decay_mult) == (0., 0., 0.)
+    assert paramwise.custom_keys['pos_embed'] == dict(decay_mult=0.)
     transforms = {t.type: t for t in cfg.train_pipeline}
     assert transforms['RandAugment'].magnitude_level == 9
     assert transforms['RandomErasing'].erase_prob == 0.25
@@ -47,15 +54,16 @@ def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
         0.4, 'snip', 'random')
     assert (sparsity.prune_rate, sparsity.update_interval) == (prune,
                                                                interval)
+    assert sparsity.get('prefix', '') == ''  # the head is masked too
 
 
-@pytest.mark.parametrize('name, arch', [
-    ('pelk_b_in1k-384.py', 'base'),
-    ('pelk_b101_in1k-384.py', 'base-101'),
+@pytest.mark.parametrize('name, arch, start', [
+    ('pelk_b_in1k-384.py', 'base', 'pelk_b_in1k'),
+    ('pelk_b101_in1k-384.py', 'base-101', 'pelk_b101_in1k'),
 ])
-def test_384_configs_fine_tune_the_224_classifier(name, arch):
+def test_384_configs_fine_tune_the_224_classifier(name, arch, start):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
-    assert cfg.load_from == 'work_dirs/pelk_b_in1k/epoch_300.pth'
+    assert cfg.load_from == f'work_dirs/{start}/epoch_300.pth'
     assert (cfg.model.backbone.arch, cfg.model.backbone.drop_path_rate) == (
         arch, 0.8)
     assert cfg.model.backbone.get('kernel_resize', 'pad') == 'pad'
@@ -74,7 +82,7 @@ def test_384_configs_fine_tune_the_224_classifier(name, arch):
               if t.type == 'Resize']
     assert resize[0].scale == 384
     (sparsity, ) = cfg.custom_hooks
-    assert (sparsity.sparse_init, sparsity.prune_rate) == ('magnitude', 0.0)
+    assert (sparsity.sparse_init, sparsity.prune_rate) == ('nonzero', 0.0)
 
 
 def test_classifier_builds_and_predicts():
@@ -88,6 +96,15 @@ def test_classifier_builds_and_predicts():
 
 
 # ---------------------------------------------------------------- end to end
+
+# Reduced archs standing in for the real ones in the recipe tests: the same
+# kernels, grids and code paths, a fraction of the blocks and channels.
+SMALL_ARCHS = {
+    'base-101': dict(depths=[1, 1, 2, 1], channels=[16, 24, 32, 40],
+                     kernel_sizes=[101, 69, 67, 13], center_size=7),
+    'other': dict(depths=[1, 1, 2, 1], channels=[16, 24, 32, 40],
+                  kernel_sizes=[51, 49, 47, 13]),
+}
 
 CLS_DEMO = osp.join(ROOT, 'configs', 'pelk_mini_in1k_demo.py')
 
@@ -170,3 +187,74 @@ def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw):
             for p in ('weight', 'bias')}
         for key, value in source.items():
             assert torch.equal(loaded[key], value), key
+
+
+@pytest.fixture(scope='module')
+def recipe_run(imagenet, tmp_path_factory):
+    """Train a real ImageNet config for 2 iterations (one epoch of 4
+    images, batch 2) with a reduced arch: (work dir, log)."""
+    from test_segmentation import run_tool
+    runs = {}
+
+    def run(name, load_from=None):
+        if name in runs:
+            return runs[name]
+        work_dir = tmp_path_factory.mktemp(name.replace('.py', ''))
+        arch = Config.fromfile(osp.join(ROOT, 'configs',
+                                        name)).model.backbone.arch
+        small = SMALL_ARCHS['base-101' if arch == 'base-101' else 'other']
+        override = work_dir / 'config.py'
+        override.write_text(
+            f"_base_ = {osp.join(ROOT, 'configs', name)!r}\n"
+            f"model = dict(backbone=dict(arch=dict(_delete_=True, "
+            f"**{small!r})),\n"
+            f"             head=dict(in_channels=40))\n"
+            f"train_dataloader = dict(batch_size=2, num_workers=0,\n"
+            f"    persistent_workers=False,\n"
+            f"    dataset=dict(data_root={imagenet!r}, indices=4))\n"
+            f"val_dataloader = dict(dataset=dict(data_root={imagenet!r}))\n"
+            f"train_cfg = dict(max_epochs=1, val_interval=100)\n"
+            f"load_from = {load_from!r}\n")
+        proc = run_tool('tools/train.py', str(override), '--work-dir',
+                        str(work_dir))
+        runs[name] = work_dir, proc.stdout + proc.stderr
+        return runs[name]
+
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['pelk_t_in1k.py', 'pelk_s_in1k.py',
+                                  'pelk_b_in1k.py', 'pelk_b101_in1k.py'])
+def test_224_recipes_train_sparse_from_scratch(recipe_run, name):
+    work_dir, log = recipe_run(name)
+    assert 'Epoch(train) [1][2/2]' in log, log[-3000:]
+    checkpoint = torch.load(work_dir / 'epoch_1.pth', weights_only=False)
+    masks = checkpoint['sparsity']['masks']
+    assert re.search(r'dynamic sparsity: \d+ of \d+ weights masked, '
+                     r'4\d\.\d% sparse \(snip init\)', log), log[-3000:]
+    state = checkpoint['state_dict']
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert kept / sum(m.numel() for m in masks.values()) < 0.65
+    for key, mask in masks.items():
+        assert torch.all(state[key][~mask] == 0), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name, start', [
+    ('pelk_b_in1k-384.py', 'pelk_b_in1k.py'),
+    ('pelk_b101_in1k-384.py', 'pelk_b101_in1k.py'),
+])
+def test_384_recipes_fine_tune_their_224_checkpoint(recipe_run, name, start):
+    """The 384 recipes start from the checkpoint of the 224 recipe they
+    name and keep its masks (no pruning): every zero stays zero."""
+    start_dir, _ = recipe_run(start)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    assert cfg.load_from == f'work_dirs/{start[:-3]}/epoch_300.pth'
+    work_dir, log = recipe_run(name, str(start_dir / 'epoch_1.pth'))
+    assert 'Load checkpoint from' in log and 'Epoch(train) [1][2/2]' in log
+    before = torch.load(start_dir / 'epoch_1.pth', weights_only=False)
+    after = torch.load(work_dir / 'epoch_1.pth', weights_only=False)
+    for key, mask in before['sparsity']['masks'].items():
+        assert torch.equal(after['sparsity']['masks'][key], mask), key
+        assert torch.all(after['state_dict'][key][~mask] == 0), key

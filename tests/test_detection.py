@@ -72,8 +72,17 @@ def test_configs_follow_the_paper_recipe(name, arch, drop_path, decay,
     assert optim.optimizer == dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999),
                                    weight_decay=0.05)
     assert optim.constructor == 'pelk_mm.LayerDecayOptimWrapperConstructor'
-    assert optim.paramwise_cfg == dict(decay_rate=decay,
-                                       decay_type='layer_wise')
+    assert optim.paramwise_cfg == dict(
+        decay_rate=decay, decay_type='layer_wise', norm_decay_mult=0.,
+        bias_decay_mult=0., flat_decay_mult=0.,
+        custom_keys={'pos_embed': dict(decay_mult=0.)})
+    assert (warmup.start_factor, warmup.end) == (0.001, 500)
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
+    assert backbone.mixer_norm_cfg.type == 'SyncBN'
+    (sparsity, ) = cfg.custom_hooks
+    assert (sparsity.type, sparsity.sparse_init, sparsity.prune_rate,
+            sparsity.prefix) == ('pelk_mm.DynamicSparsityHook', 'nonzero',
+                                 0., 'backbone.')
     choice = [t for t in cfg.train_pipeline if t.type == 'RandomChoice'][0]
     multi_scale, crop = choice.transforms
     assert [s[0] for s in multi_scale[0].scales] == list(range(480, 801, 32))

@@ -1,3 +1,5 @@
+import os.path as osp
+
 import pytest
 import torch.nn as nn
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
@@ -27,32 +29,53 @@ def build(paramwise_cfg, model):
     return {g['param_name']: g for g in optimizer.param_groups}
 
 
-def test_stage_wise_decay():
+def convnext_name(name: str) -> str:
+    """Our parameter name in ConvNeXt's layout, for ConvNeXt's id rules:
+    blocks are ``stages.i.j`` there, and the stage's positional embedding
+    (which ConvNeXt lacks) goes with the stage's first block."""
+    parts = name.split('.')
+    if parts[:2] == ['backbone', 'stages']:
+        if parts[3] == 'blocks':
+            del parts[3]
+        elif parts[3] == 'pos_embed':
+            parts.insert(3, '0')
+    return '.'.join(parts)
+
+
+def test_stage_wise_decay_is_convnext_rule():
+    """SLaK's UperNet rule: mmseg's get_stage_id_for_convnext with
+    num_layers 6 (PeLK-T's depths; 12 for deep third stages), scale
+    rate ** (num_layers + 1 - id)."""
+    from mmseg.engine.optimizers.layer_decay_optimizer_constructor import \
+        get_stage_id_for_convnext
     groups = build(dict(decay_rate=0.9, decay_type='stage_wise'),
                    Segmentor())
-    expected = {  # 6 depths: stem 0, stages 1-4, rest 5
-        'backbone.downsample_layers.0.0.weight': 0.9**5,
-        'backbone.stages.0.blocks.0.gamma': 0.9**4,
-        'backbone.downsample_layers.1.1.weight': 0.9**3,
-        'backbone.stages.1.pos_embed.weight': 0.9**3,
-        'backbone.stages.2.blocks.2.mixer.large.weight': 0.9**2,
-        'backbone.stages.3.blocks.0.pointwise_conv1.weight': 0.9,
-        'backbone.norm3.weight': 1.0,
-        'decode_head.weight': 1.0,
-    }
-    for name, scale in expected.items():
-        assert groups[name]['lr'] == pytest.approx(1e-4 * scale), name
-        assert groups[name]['lr_scale'] == pytest.approx(scale), name
+    for name, group in groups.items():
+        stage_id = get_stage_id_for_convnext(convnext_name(name), 6 + 2)
+        assert group['lr_scale'] == pytest.approx(0.9**(6 + 1 - stage_id))
+        assert group['lr'] == pytest.approx(1e-4 * 0.9**(6 + 1 - stage_id))
+    # What the rule means: every downsampling layer (stem too) at id 0,
+    # stage i at i + 1, the rest at 7.
+    assert groups['backbone.downsample_layers.2.1.weight']['lr_scale'] == \
+        pytest.approx(0.9**7)
+    assert groups['backbone.stages.1.pos_embed.weight']['lr_scale'] == \
+        pytest.approx(0.9**5)
+    assert groups['backbone.norm3.weight']['lr_scale'] == 1.0
+    assert groups['decode_head.weight']['lr_scale'] == 1.0
     assert len(groups) == sum(1 for _ in Segmentor().parameters())
 
 
-def test_layer_wise_decay_uses_get_layer_depth():
+def test_layer_wise_decay_is_convnext_rule():
+    """SLaK's Cascade Mask R-CNN rule: mmdet's get_layer_id_for_convnext
+    with num_layers 6, scale rate ** (num_layers + 1 - id)."""
+    from mmdet.engine.optimizers.layer_decay_optimizer_constructor import \
+        get_layer_id_for_convnext
     model = Segmentor()
     groups = build(dict(decay_rate=0.7), model)
     for name, group in groups.items():
-        depth, num = model.backbone.get_layer_depth(name, 'backbone.')
-        assert group['layer_id'] == depth
-        assert group['lr'] == pytest.approx(1e-4 * 0.7**(num - depth - 1))
+        layer_id = get_layer_id_for_convnext(convnext_name(name), 6)
+        assert group['layer_id'] == layer_id, name
+        assert group['lr'] == pytest.approx(1e-4 * 0.7**(6 + 1 - layer_id))
     assert groups['decode_head.weight']['lr'] == pytest.approx(1e-4)
     assert groups['backbone.downsample_layers.0.0.weight']['lr'] == \
         pytest.approx(1e-4 * 0.7**7)
@@ -67,7 +90,7 @@ def test_combines_with_mmengine_paramwise_options():
     assert groups['backbone.stages.0.blocks.0.pointwise_conv1.weight'][
         'weight_decay'] == 0.05
     assert groups['backbone.stages.1.pos_embed.weight']['lr'] == \
-        pytest.approx(1e-4 * 2 * 0.9**3)
+        pytest.approx(1e-4 * 2 * 0.9**5)
 
 
 def test_refuses_backbones_without_depth_and_unknown_types():
@@ -77,3 +100,52 @@ def test_refuses_backbones_without_depth_and_unknown_types():
         build(dict(decay_rate=0.9, decay_type='stage_wise'), model)
     with pytest.raises(ValueError, match='decay_type'):
         build(dict(decay_rate=0.9, decay_type='block_wise'), Segmentor())
+
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.mark.parametrize('name, num_layers', [
+    ('upernet_pelk_t_ade20k.py', 6),
+    ('upernet_pelk_s_ade20k.py', 12),
+    ('upernet_pelk_b_ade20k.py', 12),
+    ('upernet_pelk_b101_ade20k.py', 12),
+    ('cascade_mask_rcnn_pelk_t_coco.py', 6),
+    ('cascade_mask_rcnn_pelk_s_coco.py', 12),
+    ('cascade_mask_rcnn_pelk_b_coco.py', 12),
+    ('cascade_mask_rcnn_pelk_b101_coco.py', 12),
+])
+def test_every_parameter_of_the_configs_follows_slak(name, num_layers):
+    """The learning rate and weight decay of every parameter of the seg and
+    det recipes, against SLaK's rules computed by mmseg's / mmdet's own
+    ConvNeXt functions: lr * rate ** (num_layers + 1 - id), and no weight
+    decay on 1-D parameters and biases (SLaK) nor on the positional
+    embedding (our choice)."""
+    from mmdet.engine.optimizers.layer_decay_optimizer_constructor import \
+        get_layer_id_for_convnext
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS, init_default_scope
+    from mmseg.engine.optimizers.layer_decay_optimizer_constructor import \
+        get_stage_id_for_convnext
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    cfg.model.backbone.init_cfg = None
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    paramwise = cfg.optim_wrapper.paramwise_cfg
+    rate, base_lr = paramwise.decay_rate, cfg.optim_wrapper.optimizer.lr
+    if paramwise.decay_type == 'stage_wise':
+        ids = lambda n: get_stage_id_for_convnext(n, num_layers + 2)  # noqa
+    else:
+        ids = lambda n: get_layer_id_for_convnext(n, num_layers)  # noqa
+    groups = {g['param_name']: g for g in optimizer.param_groups}
+    params = dict(model.named_parameters())
+    assert set(groups) == set(params)
+    for param_name, param in params.items():
+        group = groups[param_name]
+        scale = rate**(num_layers + 1 - ids(convnext_name(param_name)))
+        assert group['lr'] == pytest.approx(base_lr * scale), param_name
+        exempt = param.ndim == 1 or param_name.endswith('.bias') or \
+            'pos_embed' in param_name
+        assert group['weight_decay'] == (0. if exempt else 0.05), param_name

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from pelk_mm.models import PeLK
-from pelk_mm.ops import PeripheralMixer
+from pelk_mm.ops import PeripheralConv2d, PeripheralMixer
 from pelk_mm.utils import SPARSE_DENSITY, count_flops, count_params
 
 # A small custom arch so that the behaviour tests run in seconds.
@@ -71,6 +71,20 @@ def test_out_indices_and_gap():
     model = PeLK(SMALL_ARCH, out_indices=(-3, 3), gap_before_final_norm=False)
     assert [o.shape for o in model(x)] == [(2, 24, 8, 8), (2, 40, 2, 2)]
     assert hasattr(model, 'norm1') and not hasattr(model, 'norm0')
+
+
+def test_init_is_slak_truncated_normal_for_every_conv():
+    """SLaK: std 0.02 for every conv weight, the large kernels included
+    (nn.Conv2d's own init would give the 51x51 block weights +-1/51)."""
+    torch.manual_seed(0)
+    model = PeLK('tiny')
+    model.init_weights()
+    convs = [m for m in model.modules() if isinstance(m, PeripheralConv2d)]
+    weights = torch.cat([c.weight.detach().flatten() for c in convs])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.02)
+    assert weights.mean().abs().item() < 1e-3
+    stem = model.downsample_layers[0][0].weight
+    assert stem.std().item() == pytest.approx(0.02, rel=0.05)
 
 
 def test_drop_path_and_layer_scale():

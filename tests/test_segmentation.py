@@ -74,8 +74,17 @@ def test_configs_follow_the_paper_recipe(name, arch, drop_path, channels):
     assert optim.optimizer == dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999),
                                    weight_decay=0.05)
     assert optim.constructor == 'pelk_mm.LayerDecayOptimWrapperConstructor'
-    assert optim.paramwise_cfg == dict(decay_rate=0.9,
-                                       decay_type='stage_wise')
+    assert optim.paramwise_cfg == dict(
+        decay_rate=0.9, decay_type='stage_wise', norm_decay_mult=0.,
+        bias_decay_mult=0., flat_decay_mult=0.,
+        custom_keys={'pos_embed': dict(decay_mult=0.)})
+    assert backbone.mixer_norm_cfg.type == 'SyncBN'
+    (sparsity, ) = cfg.custom_hooks
+    assert (sparsity.type, sparsity.sparse_init, sparsity.prune_rate,
+            sparsity.prefix) == ('pelk_mm.DynamicSparsityHook', 'nonzero',
+                                 0., 'backbone.')
+    assert (cfg.train_cfg.val_interval,
+            cfg.default_hooks.checkpoint.interval) == (4000, 8000)
     warmup, poly = cfg.param_scheduler
     assert (warmup.type, warmup.end) == ('LinearLR', 1500)
     assert (poly.type, poly.power, poly.begin, poly.end) == ('PolyLR', 1.0,
@@ -339,3 +348,42 @@ def test_two_process_gloo_training(ade, tmp_path, free_port):
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
     assert re.search(r'Iter\(train\) \[4/4\]', log)
     assert (tmp_path / 'iter_4.pth').is_file()
+
+
+@pytest.mark.slow
+def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path):
+    """The real UperNet-PeLK-T recipe (64 crops, 3 iterations) from a
+    40%-sparse backbone file, as SLaK's sparse=True backbones: every zero
+    conv and linear weight stays zero, the others train."""
+    import torch
+
+    from pelk_mm.models import PeLK
+    from pelk_mm.utils.complexity import is_sparse_weight
+    torch.manual_seed(0)
+    state = {f'backbone.{k}': v for k, v in PeLK(
+        'tiny', out_indices=(0, 1, 2, 3)).state_dict().items()}
+    zeros = {}
+    for key, value in state.items():
+        if is_sparse_weight(key, value):
+            zeros[key] = torch.rand(value.shape) < 0.4
+            value[zeros[key]] = 0
+    backbone_file = tmp_path / 'sparse_backbone.pth'
+    torch.save({'state_dict': state}, backbone_file)
+    override = tmp_path / 'config.py'
+    override.write_text(
+        f"_base_ = {osp.join(ROOT, 'configs', 'upernet_pelk_t_ade20k.py')!r}"
+        f"\nmodel = dict(backbone=dict(init_cfg=dict("
+        f"checkpoint={str(backbone_file)!r})))\n"
+        # No validation (mmengine's iteration loop validates at the end).
+        "val_dataloader = val_cfg = val_evaluator = None\n")
+    run_tool('tools/train.py', str(override), '--work-dir',
+             str(tmp_path / 'work'), '--cfg-options',
+             'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3',
+             'param_scheduler.0.end=2', 'train_dataloader.num_workers=0',
+             'train_dataloader.persistent_workers=False', *FAST,
+             *data_options(ade, 'train_dataloader'))
+    tuned = torch.load(tmp_path / 'work' / 'iter_3.pth',
+                       weights_only=False)['state_dict']
+    for key, zero in zeros.items():
+        assert torch.all(tuned[key][zero] == 0), key
+        assert not torch.equal(tuned[key][~zero], state[key][~zero]), key

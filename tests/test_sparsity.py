@@ -1,8 +1,11 @@
 """SLaK's dynamic sparsity hook."""
+import logging
+
 import pytest
 import torch
 
 from pelk_mm.engine import DynamicSparsityHook
+from pelk_mm.utils.complexity import is_sparse_weight
 from test_checkpoint import make_runner
 
 
@@ -26,22 +29,65 @@ def masked_params(runner):
     return {n: (params[n], m) for n, m in hook.masks.items()}
 
 
+def sparse_weights(runner):
+    """Every conv and linear weight: what SLaK masks."""
+    return {n: p for n, p in runner.model.named_parameters()
+            if is_sparse_weight(n, p)}
+
+
 @pytest.mark.parametrize('init', ['snip', 'random'])
 def test_density_holds_and_masked_weights_stay_zero(tmp_path, init):
     runner = sparsity_runner(tmp_path, max_iters=5, init=init)
     runner.train()
     layers = masked_params(runner)
-    names = set(layers)
-    assert 'backbone.stages.0.blocks.0.pointwise_conv1.weight' in names
-    assert 'backbone.stages.0.blocks.0.mixer.large.weight' in names
-    assert not any(n.startswith('head.') or n.endswith('bias')
-                   for n in names)
+    weights = sparse_weights(runner)
+    # Every conv and linear weight, the classification head's too (SLaK);
+    # those SNIP leaves at least 99% dense stay unmasked.
+    assert set(the_hook(runner)._params(runner)) == set(weights)
+    assert 'head.weight' in weights
+    assert 'backbone.stages.0.blocks.0.mixer.large.weight' in layers
+    assert set(layers) <= set(weights)
     for name, (param, mask) in layers.items():
-        expected = max(1, round(mask.numel() * 0.6))
-        assert int(mask.sum()) == expected, name
         assert torch.all(param[mask == 0] == 0), name
         state = runner.optim_wrapper.optimizer.state[param]
         assert torch.all(state['exp_avg'][mask == 0] == 0), name
+    kept = sum(int(m.sum()) for _, m in layers.values()) + sum(
+        w.numel() for n, w in weights.items() if n not in layers)
+    total = sum(w.numel() for w in weights.values())
+    assert kept / total == pytest.approx(0.6, abs=0.01)
+    if init == 'random':  # the same density in every layer
+        assert set(layers) == set(weights)
+        for name, (param, mask) in layers.items():
+            assert int(mask.sum()) == round(mask.numel() * 0.6), name
+
+
+def test_snip_gives_each_layer_its_own_density(tmp_path):
+    """SLaK's SNIP: one threshold over all layers decides each layer's
+    density (they differ and average to 60%); within a layer the kept
+    weights are placed at random, not at the top scores."""
+    runner = sparsity_runner(tmp_path, max_iters=1, interval=1000)
+    hook = the_hook(runner)
+    runner.train()
+    weights = sparse_weights(runner)
+    densities = {n: float(hook.masks[n].mean()) if n in hook.masks else 1.0
+                 for n in weights}
+    assert max(densities.values()) - min(densities.values()) > 0.2
+    kept = sum(densities[n] * w.numel() for n, w in weights.items())
+    assert kept / sum(w.numel() for w in weights.values()) == \
+        pytest.approx(0.6, abs=0.01)
+    # The positions are not the top SNIP scores of the layer: recompute the
+    # scores on the same model and compare with the kept set.
+    params = hook._params(runner)
+    scores = hook._snip_scores(runner, params)
+    overlaps = []
+    for name, mask in hook.masks.items():
+        count = int(mask.sum())
+        if 10 <= count <= mask.numel() - 10:
+            top = torch.zeros(mask.numel(), dtype=torch.bool)
+            top[scores[name].flatten().topk(count).indices] = True
+            overlaps.append(float((top & mask.flatten().bool()).sum()) /
+                            count)
+    assert overlaps and sum(overlaps) / len(overlaps) < 0.9
 
 
 def test_update_prunes_smallest_and_regrows_as_many(tmp_path):
@@ -84,13 +130,13 @@ def test_resume_restores_the_masks(tmp_path):
 
 
 def test_fine_tuning_keeps_the_masks_of_a_sparse_checkpoint(tmp_path):
-    """What the 384 configs do: load a sparse model, magnitude init, no
-    pruning: the zeros of the checkpoint are the masks, and stay zeros."""
+    """What the 384 configs do: load a sparse model and keep its masks
+    (restored from the checkpoint) with no pruning: its zeros stay zeros."""
     runner = sparsity_runner(tmp_path / 'pretrain', max_iters=2)
     runner.train()
     pretrained = {n: m.bool() for n, m in the_hook(runner).masks.items()}
     tuned = sparsity_runner(tmp_path / 'tune', max_iters=4, interval=1,
-                            init='magnitude', prune_rate=0.0,
+                            init='nonzero', prune_rate=0.0,
                             load_from=str(tmp_path / 'pretrain/iter_2.pth'))
     tuned.train()
     hook = the_hook(tuned)
@@ -98,6 +144,65 @@ def test_fine_tuning_keeps_the_masks_of_a_sparse_checkpoint(tmp_path):
     for name, mask in pretrained.items():
         assert torch.equal(hook.masks[name].bool(), mask), name
         assert torch.all(params[name][~mask] == 0), name
+
+
+def runner_log(runner):
+    """The messages the runner's logger will receive."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    runner.logger.addHandler(handler)
+    return records
+
+
+def test_nonzero_init_takes_the_zeros_of_the_loaded_weights(tmp_path):
+    """SLaK's downstream rule: the masks are the non-zeros of what was
+    loaded, and stay fixed; the other weights train."""
+    source = sparsity_runner(tmp_path / 'source', max_iters=1)
+    torch.manual_seed(0)
+    zeros = {}
+    with torch.no_grad():
+        for name, param in sparse_weights(source).items():
+            zeros[name] = torch.rand(param.shape) < 0.4
+            param[zeros[name]] = 0
+    torch.save({'state_dict': source.model.state_dict()},
+               tmp_path / 'sparse.pth')
+    runner = sparsity_runner(tmp_path / 'tune', max_iters=3, init='nonzero',
+                             prune_rate=0.0,
+                             load_from=str(tmp_path / 'sparse.pth'))
+    runner.train()
+    hook = the_hook(runner)
+    for name, param in sparse_weights(runner).items():
+        assert torch.equal(hook.masks[name].bool(), ~zeros[name]), name
+        assert torch.all(param[zeros[name]] == 0), name
+        assert not torch.equal(param, source.model.state_dict()[name]), name
+
+
+def test_nonzero_init_leaves_a_dense_model_dense(tmp_path):
+    runner = sparsity_runner(tmp_path, max_iters=1, init='nonzero')
+    log = runner_log(runner)
+    runner.train()
+    assert the_hook(runner).masks == {}
+    assert any('are dense' in r.getMessage() and 'another model' in
+               r.getMessage() for r in log)
+
+
+def test_masks_that_do_not_fit_are_computed_again(tmp_path):
+    runner = sparsity_runner(tmp_path / 'a', max_iters=2, init='random')
+    runner.train()
+    checkpoint = torch.load(tmp_path / 'a' / 'iter_2.pth',
+                            weights_only=False)
+    name = 'backbone.stages.0.blocks.0.mixer.large.weight'
+    checkpoint['sparsity']['masks'][name] = torch.ones(3, 3, dtype=bool)
+    torch.save(checkpoint, tmp_path / 'other.pth')
+    tuned = sparsity_runner(tmp_path / 'b', max_iters=1, interval=1000,
+                            init='random',
+                            load_from=str(tmp_path / 'other.pth'))
+    log = runner_log(tuned)
+    tuned.train()
+    mask = the_hook(tuned).masks[name]
+    assert mask.shape == sparse_weights(tuned)[name].shape
+    assert any('do not fit this model' in r.getMessage() for r in log)
 
 
 def test_prune_rate_anneals_with_a_cosine():
@@ -119,6 +224,8 @@ def test_bad_arguments():
         DynamicSparsityHook(sparse_init='erk')
     with pytest.raises(ValueError, match="growth='random'"):
         DynamicSparsityHook(growth='gradient')
+    with pytest.raises(ValueError, match='prune_rate'):
+        DynamicSparsityHook(prune_rate=1.0)
 
 
 def _distributed_masks(rank, world_size, port, out_dir):

@@ -3,7 +3,8 @@
 A thin wrapper over mmengine's Runner, with the usual OpenMMLab flags:
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
-        [--cfg-options KEY=VALUE ...] [--launcher none|pytorch|slurm|mpi]
+        [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+        [--launcher none|pytorch|slurm|mpi]
 
 It is not required: the same configs train with mmseg's, mmdet's or
 mmpretrain's own tools/train.py, because they import pelk_mm through
@@ -31,6 +32,10 @@ def parse_args():
     parser.add_argument(
         '--amp', action='store_true',
         help='automatic mixed precision (needs a GPU)')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the learning rate linearly from the config\'s '
+        'auto_scale_lr.base_batch_size to the total batch size of this run')
     add_common_args(parser)
     return parser.parse_args()
 
@@ -41,6 +46,13 @@ def main():
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise SystemExit(
+                'error: --auto-scale-lr needs auto_scale_lr = dict('
+                'base_batch_size=N) in the config: the total batch size its '
+                'learning rate is for.')
+        cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:

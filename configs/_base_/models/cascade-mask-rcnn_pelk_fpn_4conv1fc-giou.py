@@ -1,4 +1,7 @@
-# Cascade Mask R-CNN with FPN and 4conv1fc GIoU box heads (SyncBN), PeLK-T.
+# Cascade Mask R-CNN with FPN and 4conv1fc GIoU box heads, PeLK-T, as SLaK's
+# cascade_mask_rcnn_slak_tiny_*_3x_coco_in1k.py: SyncBN in the box heads and
+# in the backbone's own BN layers (SLaK builds them as SyncBatchNorm);
+# tools/train.py builds them as BN on a machine without a GPU.
 _base_ = ['mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py']
 custom_imports = dict(imports=['pelk_mm'], allow_failed_imports=False)
 
@@ -14,6 +17,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.4,
         layer_scale_init_value=1e-6,
+        mixer_norm_cfg=head_norm_cfg,
         gap_before_final_norm=False,
         init_cfg=dict(
             type='Pretrained', checkpoint=checkpoint_file,

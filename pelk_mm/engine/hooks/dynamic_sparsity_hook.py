@@ -1,19 +1,34 @@
 """SLaK's dynamic sparsity as an mmengine hook (PeLK trains with it).
 
-Every conv and linear weight of the chosen part of the model (default: the
-backbone) gets a binary mask of the given density, set at the start by SNIP
-(``|w * dL/dw|`` on one batch), uniformly at random, or by magnitude (to
-fine-tune a sparse checkpoint: its non-zero weights are the largest). After every optimizer
-step masked weights are zeroed, and every ``update_interval`` iterations
-each layer drops its ``prune_rate`` smallest-magnitude active weights and
-regrows as many at random inactive positions (at zero), so the density
-stays fixed while the topology moves. The prune rate anneals with a cosine
-to 0 at the end of training (SLaK's default).
+Every conv and linear weight (2-D and 4-D, as SLaK) of the chosen part of
+the model (default: all of it, the classification head included) gets a
+binary mask. The masks start from one of:
+
+* ``'snip'`` (SLaK's): SNIP scores ``|w * dL/dw|`` on one training batch,
+  one threshold over all layers keeping ``1 - sparsity`` of the weights,
+  give each layer its density; the layer's kept weights are then placed at
+  random (SLaK re-samples the positions; we draw exactly the count the
+  density gives, so the overall density is exact);
+* ``'random'`` / ``'magnitude'``: ``1 - sparsity`` of every layer, at random
+  or the largest weights;
+* ``'nonzero'``: the non-zero weights of what was loaded (SLaK's downstream
+  backbones, built ``sparse=True``, keep the ImageNet zeros this way). A
+  dense file leaves the model dense, with a warning.
+
+Layers that come out at least 99% dense are left unmasked (as SLaK). After
+every optimizer step masked weights (and their optimizer moments) are
+zeroed, and every ``update_interval`` iterations each layer drops its
+``prune_rate`` smallest-magnitude active weights and regrows as many at
+random inactive positions (at zero), so every layer keeps its density while
+the topology moves. The prune rate anneals with a cosine to 0 at the end of
+training (SLaK's default); ``prune_rate=0`` keeps the masks fixed.
 
 Masks are kept by the hook, saved in the checkpoint under ``'sparsity'``
-and restored on resume; on several processes rank 0 decides and broadcasts,
-so every replica holds the same masks.
+and restored on resume or ``load_from`` when they fit the model (else they
+are recomputed, with a warning); on several processes rank 0 decides and
+broadcasts, so every replica holds the same masks.
 """
+import logging
 import math
 from typing import Dict, Optional
 
@@ -27,17 +42,19 @@ from mmengine.model import is_model_wrapper
 from ...registry import HOOKS
 from ...utils.complexity import is_sparse_weight
 
+# A layer at least this dense after initialisation is left unmasked (SLaK).
+DENSE_LAYER = 0.99
+
 
 @HOOKS.register_module()
 class DynamicSparsityHook(Hook):
     """Dynamic sparse training (prune and regrow), as in SLaK.
 
     Args:
-        sparsity (float): Fraction of zero weights in each masked layer.
+        sparsity (float): Fraction of zero weights over all masked layers.
             Defaults to 0.4 (the paper's).
-        sparse_init (str): ``'snip'``, ``'random'`` or ``'magnitude'``
-            (keep the largest weights: a sparse checkpoint keeps its masks).
-            Defaults to 'snip'.
+        sparse_init (str): ``'snip'``, ``'random'``, ``'magnitude'`` or
+            ``'nonzero'`` (see the module docstring). Defaults to 'snip'.
         growth (str): How pruned weights come back; only ``'random'``
             (the paper's). Defaults to 'random'.
         prune_rate (float): Fraction of each layer's active weights pruned
@@ -45,18 +62,18 @@ class DynamicSparsityHook(Hook):
             masks fixed. Defaults to 0.5 (PeLK-T; 0.3 for S and B).
         update_interval (int): Iterations between updates. Defaults to 2000
             (PeLK-T; 100 for S and B).
-        prefix (str): Only parameters under this name are masked.
-            Defaults to ``'backbone.'``.
+        prefix (str): Only parameters whose name starts with it are masked,
+            e.g. ``'backbone.'`` for a detector. Defaults to '' (all).
         seed (int): Seed of the random choices. Defaults to 0.
     """
     # After the optimizer step (train_step), before EMAHook (ABOVE_NORMAL)
     # averages the weights, so that it averages masked weights.
     priority = 'HIGH'
-    SPARSE_INITS = ('snip', 'random', 'magnitude')
+    SPARSE_INITS = ('snip', 'random', 'magnitude', 'nonzero')
 
     def __init__(self, sparsity: float = 0.4, sparse_init: str = 'snip',
                  growth: str = 'random', prune_rate: float = 0.5,
-                 update_interval: int = 2000, prefix: str = 'backbone.',
+                 update_interval: int = 2000, prefix: str = '',
                  seed: int = 0):
         if not 0 < sparsity < 1:
             raise ValueError(f'sparsity must be in (0, 1), got {sparsity}')
@@ -66,6 +83,9 @@ class DynamicSparsityHook(Hook):
         if growth != 'random':
             raise ValueError(f"only growth='random' is implemented (the "
                              f"paper's), got {growth!r}")
+        if not 0 <= prune_rate < 1:
+            raise ValueError(f'prune_rate must be in [0, 1), got '
+                             f'{prune_rate}')
         self.sparsity = sparsity
         self.sparse_init = sparse_init
         self.prune_rate = prune_rate
@@ -83,9 +103,6 @@ class DynamicSparsityHook(Hook):
     def _params(self, runner) -> Dict[str, nn.Parameter]:
         return {n: p for n, p in self._model(runner).named_parameters()
                 if n.startswith(self.prefix) and is_sparse_weight(n, p)}
-
-    def _keep_count(self, numel: int) -> int:
-        return max(1, int(round(numel * (1 - self.sparsity))))
 
     def _sync(self) -> None:
         for mask in self.masks.values():
@@ -106,25 +123,64 @@ class DynamicSparsityHook(Hook):
     # --------------------------------------------------------- init masks
     def _init_masks(self, runner) -> None:
         params = self._params(runner)
-        if self.sparse_init == 'snip':
-            scores = self._snip_scores(runner, params)
-        elif self.sparse_init == 'magnitude':
-            scores = {n: p.detach().abs() for n, p in params.items()}
-        else:
-            scores = {n: torch.rand(p.shape, generator=self.generator)
+        if self.sparse_init == 'nonzero':
+            chosen = {n: p.detach().flatten().ne(0).cpu()
                       for n, p in params.items()}
-        for name, param in params.items():
-            keep = self._keep_count(param.numel())
-            mask = torch.zeros(param.numel(), dtype=param.dtype)
-            mask[scores[name].flatten().cpu().topk(keep).indices] = 1
-            self.masks[name] = mask.view_as(param).to(param.device)
+            kept = sum(int(c.sum()) for c in chosen.values())
+            total = sum(c.numel() for c in chosen.values())
+            if kept >= DENSE_LAYER * total:
+                print_log(
+                    f'dynamic sparsity: the weights under {self.prefix!r} '
+                    f'are dense ({kept / max(total, 1):.1%} non-zero), so '
+                    f'they are trained dense, and the sparse parameter and '
+                    f'FLOP counts of the paper describe another model. Load '
+                    f'a sparse checkpoint (an ImageNet model trained with '
+                    f'this hook) to keep its sparsity.',
+                    logger='current', level=logging.WARNING)
+                self.masks = {}
+                return
+        else:
+            counts = self._keep_counts(runner, params)
+            chosen = {}
+            for name, param in params.items():
+                if self.sparse_init == 'magnitude':
+                    order = param.detach().abs().flatten().cpu().argsort(
+                        descending=True)
+                else:  # SNIP's and 'random' positions: at random
+                    order = torch.randperm(param.numel(),
+                                           generator=self.generator)
+                keep = torch.zeros(param.numel(), dtype=torch.bool)
+                keep[order[:counts[name]]] = True
+                chosen[name] = keep
+        self.masks = {
+            n: keep.view_as(params[n]).to(params[n].dtype).to(
+                params[n].device)
+            for n, keep in chosen.items()
+            if int(keep.sum()) < DENSE_LAYER * keep.numel()
+        }
         self._sync()
-        print_log(f'dynamic sparsity: {len(self.masks)} weights masked at '
-                  f'{self.sparsity:.0%} sparsity ({self.sparse_init} init)',
-                  logger='current')
+        total = sum(p.numel() for p in params.values())
+        zeros = sum(int((m == 0).sum()) for m in self.masks.values())
+        print_log(f'dynamic sparsity: {len(self.masks)} of {len(params)} '
+                  f'weights masked, {zeros / max(total, 1):.1%} sparse '
+                  f'({self.sparse_init} init)', logger='current')
+
+    def _keep_counts(self, runner, params) -> Dict[str, int]:
+        """How many weights each layer keeps, by ``sparse_init``."""
+        if self.sparse_init != 'snip':
+            return {n: max(1, round(p.numel() * (1 - self.sparsity)))
+                    for n, p in params.items()}
+        scores = self._snip_scores(runner, params)
+        flat = torch.cat([s.flatten().cpu() for s in scores.values()])
+        keep = int(flat.numel() * (1 - self.sparsity))
+        # The keep-th largest score; SLaK keeps what is strictly above it.
+        threshold = flat.kthvalue(flat.numel() - keep + 1).values
+        # At least one weight per layer, so that no layer is cut off.
+        return {n: max(1, int((s > threshold).sum()))
+                for n, s in scores.items()}
 
     def _snip_scores(self, runner, params) -> Dict[str, torch.Tensor]:
-        """|w * dL/dw| on one training batch (SNIP, per layer)."""
+        """|w * dL/dw| on one training batch (SNIP)."""
         model = self._model(runner)  # unwrapped: no DDP gradient sync
         data = model.data_preprocessor(next(iter(runner.train_dataloader)),
                                        True)
@@ -197,6 +253,18 @@ class DynamicSparsityHook(Hook):
         if state is None:
             return
         params = self._params(runner)
+        saved = state['masks']
+        misfits = [n for n, m in saved.items()
+                   if n not in params or m.shape != params[n].shape]
+        if misfits:
+            print_log(
+                f'dynamic sparsity: {len(misfits)} of the {len(saved)} masks '
+                f'in the checkpoint do not fit this model (e.g. {misfits[0]}: '
+                f'another arch or kernel size), so the masks are computed '
+                f'again ({self.sparse_init} init)', logger='current',
+                level=logging.WARNING)
+            self.masks = {}
+            return
         self.masks = {n: m.to(params[n].dtype).to(params[n].device)
-                      for n, m in state['masks'].items() if n in params}
+                      for n, m in saved.items()}
         self.generator.set_state(state['generator'])

@@ -260,9 +260,11 @@ class PeLK(BaseModule):
         gap_before_final_norm (bool): Global-average-pool the outputs before
             their norm (classification) instead of returning feature maps
             (dense prediction). Defaults to True.
-        init_cfg (dict | list[dict], optional): Initialization config. Use
-            ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``
-            for ImageNet weights.
+        init_cfg (dict | list[dict], optional): Initialization config.
+            Defaults to SLaK's: a truncated normal of std 0.02 for every
+            conv and linear weight, the peripheral block weights included,
+            zero biases, LayerNorms at 1 and 0. Use ``dict(type='Pretrained',
+            checkpoint=..., prefix='backbone.')`` for ImageNet weights.
 
     Shape:
         - Input: (B, in_channels, H, W).
@@ -320,7 +322,8 @@ class PeLK(BaseModule):
                  with_cp: bool = False,
                  gap_before_final_norm: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = [
-                     dict(type='TruncNormal', layer=['Conv2d', 'Linear'],
+                     dict(type='TruncNormal',
+                          layer=['Conv2d', 'Linear', 'PeripheralConv2d'],
                           std=.02, bias=0.),
                      dict(type='Constant', layer=['LayerNorm'], val=1.,
                           bias=0.),
@@ -487,7 +490,7 @@ class PeLK(BaseModule):
         Returns:
             tuple[int, int]: The layer id and the number of layers.
         """
-        max_layer_id = 12 if self.depths[-2] > 9 else 6
+        max_layer_id = self._max_layer_id()
         if not param_name.startswith(prefix):
             return max_layer_id + 1, max_layer_id + 2
         parts = param_name[len(prefix):].split('.')
@@ -508,13 +511,23 @@ class PeLK(BaseModule):
             layer_id = max_layer_id + 1
         return layer_id, max_layer_id + 2
 
+    def _max_layer_id(self) -> int:
+        """ConvNeXt's ``num_layers``: 12 for deep third stages (S, B), else
+        6 (T); the same value SLaK's configs pass."""
+        return 12 if self.depths[-2] > 9 else 6
+
     def get_stage_depth(self, param_name: str, prefix: str = ''):
         """Stage id of a parameter, for stage-wise learning-rate decay.
 
-        The stem is 0; stage i, with the downsampling layer that enters it,
-        is i + 1; everything after the last stage (output norms, and
-        parameters without ``prefix``, i.e. necks and heads) is
-        ``num_stages + 1``.
+        ConvNeXt's stage-wise rule, as SLaK's UperNet recipe uses it
+        (mmseg's ``get_stage_id_for_convnext``): every downsampling layer,
+        the stem included, is 0; stage i (its blocks and its positional
+        embedding) is i + 1; everything else (output norms, and parameters
+        without ``prefix``: necks and heads) is ``num_layers + 1``, with
+        ``num_layers`` 6 for PeLK-T and 12 for S and B. With the decay
+        ``rate ** (num_ids - id - 1)`` of the constructor, the heads keep
+        the base learning rate and stage i gets ``rate ** (num_layers -
+        i)``.
 
         Args:
             param_name (str): Name of the parameter.
@@ -523,9 +536,15 @@ class PeLK(BaseModule):
         Returns:
             tuple[int, int]: The stage id and the number of ids.
         """
-        last = self.num_stages + 1
+        last = self._max_layer_id() + 1
         if not param_name.startswith(prefix):
             return last, last + 1
+        parts = param_name[len(prefix):].split('.')
+        if parts[0] == 'downsample_layers':
+            return 0, last + 1
+        if parts[0] == 'stages':
+            return int(parts[1]) + 1, last + 1
+        return last, last + 1
         parts = param_name[len(prefix):].split('.')
         if parts[0] in ('downsample_layers', 'stages'):
             stage_id = int(parts[1])
