@@ -1,4 +1,9 @@
 import copy
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -296,3 +301,21 @@ def test_half_precision_within_derived_bound(path, dtype):
         assert excess.max() <= 0, (
             f'{excess.gt(0).sum()} elements beyond the bound, the largest '
             f'error {(result.double() - expected).abs().max():.3g}')
+
+
+def test_sat_extension_load_survives_a_killed_build(tmp_path):
+    """A build killed half-way leaves torch's ``lock`` file behind; the next
+    load must clear it instead of waiting for it forever."""
+    import pelk_mm.ops.sat as sat
+    sat.load()  # built (cached) in this installation's folder
+    built = sat.build_directory()
+    cached = tmp_path / osp.basename(built)
+    shutil.copytree(built, cached)  # mtimes kept: nothing to rebuild
+    (cached / 'lock').touch()  # the baton of a build that never finished
+    run = subprocess.run(
+        [sys.executable, '-c', 'from pelk_mm.ops import sat; sat.load()'],
+        env=dict(os.environ, PELK_MM_EXT_DIR=str(tmp_path)),
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert 'left by an extension build that was killed' in run.stderr
+    assert not (cached / 'lock').exists()

@@ -5,17 +5,25 @@ constant on grid blocks in about k'^2 + 4k' operations per pixel (k' = 13 at
 K = 51) instead of K^2, forward and backward (see the file for the method).
 It is compiled with ``torch.utils.cpp_extension.load`` on first use (about a
 minute; ``make install`` does it once) and cached under
-``$PELK_MM_EXT_DIR`` (default ``~/.cache/pelk_mm/extensions``). Where it
+``$PELK_MM_EXT_DIR`` (default ``~/.cache/pelk_mm/extensions``), one folder
+per installation (torch version, torch and source locations), so that two
+clones or virtual environments never build into, or load from, each other's
+folder. Builds are serialised by an ``flock`` that the kernel releases when
+its process dies, so a build killed half-way (Ctrl-C, a job time limit)
+cannot leave a lock behind that makes the next one wait forever. Where it
 cannot be built (no compiler), :func:`available` is False, ``path='auto'``
 uses the FFT or dense paths, and ``path='sat'`` raises an error that says
 why. It runs on the CPU in float32 and float64; half-precision inputs are
 computed in float32 and cast back.
 """
+import contextlib
+import hashlib
 import logging
 import os
 import os.path as osp
 import threading
-from typing import Optional
+import warnings
+from typing import Iterator, Optional
 
 import torch
 
@@ -26,12 +34,51 @@ _error: Optional[str] = None
 
 
 def build_directory() -> str:
+    """The folder this installation builds the extension into.
+
+    One per torch version (the ABI changes between them) and per
+    installation: the torch headers and the source it compiles are named by
+    absolute path in the build file, so clones sharing one folder would
+    rebuild it in turn, each over a library another may have loaded.
+    """
     root = os.environ.get('PELK_MM_EXT_DIR') or osp.join(
         osp.expanduser('~'), '.cache', 'pelk_mm', 'extensions')
-    # One build per torch version: the ABI changes between them.
-    path = osp.join(root, f'torch{torch.__version__.replace("+", "_")}')
+    installation = hashlib.sha1(
+        f'{osp.realpath(torch.__file__)}|{osp.realpath(_SOURCE)}'.encode())
+    path = osp.join(
+        root, f'torch{torch.__version__.replace("+", "_")}-'
+        f'{installation.hexdigest()[:10]}')
     os.makedirs(path, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _exclusive_build(path: str) -> Iterator[None]:
+    """Hold this folder's build lock; clear a baton left by a killed build.
+
+    ``torch.utils.cpp_extension`` guards a build with a ``lock`` file that
+    it removes when it finishes; a process killed in between leaves it, and
+    every later ``load`` then waits for it forever. Under an ``flock`` (held
+    by the kernel for as long as its process lives) no other process of
+    ours is building, so a ``lock`` file found is such a leftover.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's own lock file only
+        yield
+        return
+    with open(osp.join(path, 'build.flock'), 'a') as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            baton = osp.join(path, 'lock')
+            if osp.exists(baton):
+                warnings.warn(
+                    f'removing {baton}, left by an extension build that was '
+                    f'killed before it finished')
+                os.remove(baton)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load(verbose: bool = False):
@@ -56,11 +103,13 @@ def load(verbose: bool = False):
                 from torch.utils.cpp_extension import load as load_extension
             finally:
                 logger.setLevel(level)
-            _module = load_extension(
-                name='pelk_peripheral_sat', sources=[_SOURCE],
-                extra_cflags=['-O3', '-march=native', '-fopenmp'],
-                extra_ldflags=['-fopenmp'],
-                build_directory=build_directory(), verbose=verbose)
+            path = build_directory()
+            with _exclusive_build(path):
+                _module = load_extension(
+                    name='pelk_peripheral_sat', sources=[_SOURCE],
+                    extra_cflags=['-O3', '-march=native', '-fopenmp'],
+                    extra_ldflags=['-fopenmp'], build_directory=path,
+                    verbose=verbose)
         except Exception as error:  # compiler missing, build failed, ...
             _error = (
                 f'the summed-area-table extension of pelk_mm could not be '
