@@ -1,4 +1,6 @@
-"""Loading ImageNet weights through init_cfg, and resuming, on torch >= 2.6."""
+"""Loading checkpoints safely (weights_only with an allow-list), ImageNet
+weights through init_cfg, and resuming, on torch >= 2.6."""
+import os
 import pickle
 
 import numpy as np
@@ -6,8 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModel
-from mmengine.runner import Runner
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import Runner, load_checkpoint
 
+from pelk_mm.engine.safe_loading import TRUST_VARIABLE, load_from_local
 from pelk_mm.models import PeLK
 
 ARCH = dict(depths=[1, 1, 1, 1], channels=[16, 24, 32, 40],
@@ -133,3 +137,79 @@ def test_runner_resumes_on_torch_2_6_and_later(tmp_path):
     assert trained['optimizer']['state'] and final['optimizer']['state']
     step = next(iter(final['optimizer']['state'].values()))['step']
     assert float(step) == 4
+
+
+# ------------------------------------------------- what a checkpoint may hold
+
+class WritesMarker:
+    """Unpickling it runs code: it creates the file ``path``."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.path}', ))
+
+
+class ReachesIntoHistoryBuffer:
+    """``getattr`` on an allowed class, towards a function's globals."""
+
+    def __reduce__(self):
+        return (getattr, (HistoryBuffer, '__init__'))
+
+
+class LegacyMeta:
+    """A harmless object that older tools pickled into a checkpoint."""
+
+
+def test_checkpoint_that_runs_code_is_refused_before_it_runs(tmp_path):
+    marker = tmp_path / 'payload-ran'
+    path = tmp_path / 'crafted.pth'
+    torch.save({'state_dict': PeLK(ARCH).state_dict(),
+                'meta': {'note': WritesMarker(marker)}}, path)
+    model = PeLK(ARCH)
+    with pytest.raises(RuntimeError) as refused:
+        load_checkpoint(model, str(path))  # what tools/test.py calls
+    message = str(refused.value)
+    assert 'crafted.pth' in message and 'posix.system' in message
+    assert f'{TRUST_VARIABLE}=1' in message
+    initialised = PeLK(ARCH, init_cfg=dict(type='Pretrained',
+                                           checkpoint=str(path)))
+    with pytest.raises(RuntimeError, match='refused to load'):
+        initialised.init_weights()
+    assert not marker.exists()
+
+
+def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path):
+    path = tmp_path / 'crafted.pth'
+    torch.save({'x': ReachesIntoHistoryBuffer()}, path)
+    with pytest.raises(RuntimeError, match='HistoryBuffer'):
+        load_from_local(str(path))
+    buffer = HistoryBuffer()
+    buffer.update(2.0)
+    torch.save({'buffer': buffer}, path)
+    loaded = load_from_local(str(path))['buffer']
+    assert loaded.mean() == 2.0 and loaded.statistics('max') == 2.0
+
+
+def test_trusted_legacy_file_needs_the_opt_in(tmp_path, monkeypatch):
+    path = tmp_path / 'legacy.pth'
+    torch.save({'state_dict': {}, 'meta': LegacyMeta()}, path)
+    with pytest.raises(RuntimeError, match='LegacyMeta'):
+        load_from_local(str(path))
+    monkeypatch.setenv(TRUST_VARIABLE, '1')
+    for _ in range(2):  # warns every time, not once per process
+        with pytest.warns(UserWarning, match='weights_only=False'):
+            assert isinstance(load_from_local(str(path))['meta'], LegacyMeta)
+
+
+def test_allow_list_does_not_leak_into_plain_torch_load(tmp_path):
+    path = tmp_path / 'hub.pth'
+    buffer = HistoryBuffer()
+    buffer.update(np.float64(1.5))
+    torch.save({'meta': {'iter': np.int64(2)}, 'hub': buffer}, path)
+    allowed_before = torch.serialization.get_safe_globals()
+    assert load_from_local(str(path))['meta']['iter'] == 2
+    assert torch.serialization.get_safe_globals() == allowed_before
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
