@@ -1,4 +1,5 @@
 # pelk_mm: `make demo` is the quickstart; `make test` is what CI runs.
+# The demos train with --force: running one again starts over in its work dir.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
@@ -18,7 +19,7 @@ DEMO_DIR := work_dirs/demo
 # draw its predictions (about 7 minutes on 2 cores once installed).
 demo: install
 	$(PY) tools/dataset_converters/generate_dataset.py ade20k data/ade_synthetic
-	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR) --force
 	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_300.pth \
 		--work-dir $(DEMO_DIR)/test --show-dir $(DEMO_DIR)/predictions
 	@echo "demo done (mIoU in the last log line above):"
@@ -34,7 +35,7 @@ DET_DIR := work_dirs/demo_det
 # COCO, evaluated with mmdet's CocoMetric, then drawn on one image.
 demo-det: install
 	$(PY) tools/dataset_converters/generate_dataset.py coco data/coco_synthetic
-	$(PY) tools/train.py $(DET_CONFIG) --work-dir $(DET_DIR)
+	$(PY) tools/train.py $(DET_CONFIG) --work-dir $(DET_DIR) --force
 	$(PY) tools/image_demo.py data/coco_synthetic/val2017/000000000001.jpg \
 		$(DET_CONFIG) $(DET_DIR)/epoch_12.pth --out-file $(DET_DIR)/demo.png \
 		--score-thr 0.1
@@ -51,8 +52,8 @@ ERF_SIZE ?= 256
 # effective receptive field of both (about 10 minutes on 2 cores).
 demo-cls: install
 	$(PY) tools/dataset_converters/generate_dataset.py imagenet data/imagenet_synthetic
-	$(PY) tools/train.py configs/pelk_mini_in1k_demo.py --work-dir $(CLS_DIR)/pelk
-	$(PY) tools/train.py configs/convnext_mini_in1k_demo.py --work-dir $(CLS_DIR)/convnext
+	$(PY) tools/train.py configs/pelk_mini_in1k_demo.py --work-dir $(CLS_DIR)/pelk --force
+	$(PY) tools/train.py configs/convnext_mini_in1k_demo.py --work-dir $(CLS_DIR)/convnext --force
 	for model in pelk convnext; do \
 		$(PY) tools/analysis/erf.py configs/$${model}_mini_in1k_demo.py \
 			$(CLS_DIR)/$$model/epoch_20.pth --img-dir data/imagenet_synthetic/val \

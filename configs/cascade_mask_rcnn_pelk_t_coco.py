@@ -6,6 +6,8 @@ _base_ = [
     './_base_/schedules/adamw_layer-decay_3x.py',
     'mmdet::_base_/default_runtime.py',
 ]
+# pelk_mm's own: stop at the first NaN/Inf loss, before it is checkpointed.
+default_hooks = dict(finite_loss=dict(type='pelk_mm.FiniteLossHook'))
 # SLaK's sparse=True backbones: the zeros of the 40%-sparse ImageNet
 # backbone stay zeros while fine-tuning (masks = its non-zero conv and linear
 # weights, fixed), so the model is the sparse one the paper counts. A dense

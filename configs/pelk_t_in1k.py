@@ -52,6 +52,8 @@ param_scheduler = [
          end=max_epochs, convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs)
+# pelk_mm's own: stop at the first NaN/Inf loss, before it is checkpointed.
+default_hooks = dict(finite_loss=dict(type='pelk_mm.FiniteLossHook'))
 custom_hooks = [
     dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
     dict(type='pelk_mm.DynamicSparsityHook', sparsity=0.4,

@@ -253,6 +253,20 @@ def known_detector(tmp_path_factory):
     return path
 
 
+def test_image_demo_names_the_configs_it_takes(tmp_path):
+    import matplotlib.cbook
+    photo = str(matplotlib.cbook.get_sample_data('grace_hopper.jpg',
+                                                 asfileobj=False))
+    checkpoint = tmp_path / 'segmentor.pth'
+    checkpoint.write_bytes(b'')
+    proc = run_tool('tools/image_demo.py', photo,
+                    'configs/upernet_pelk_t_ade20k_demo.py', str(checkpoint),
+                    check=False)
+    assert proc.returncode != 0
+    assert 'config of mmseg, not of mmdet' in proc.stderr
+    assert 'tools/test.py CONFIG CHECKPOINT --show-dir' in proc.stderr
+
+
 @pytest.mark.slow
 def test_image_demo_draws_boxes_and_masks(known_detector, coco, tmp_path):
     from PIL import Image

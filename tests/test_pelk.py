@@ -222,16 +222,29 @@ def test_get_layer_depth():
      r'center_size \(5\) must not exceed kernel_size \(3\)'),
     (dict(arch=SMALL_ARCH, out_indices=(4, )), ValueError, 'out of range'),
     (dict(arch=SMALL_ARCH, frozen_stages=5), ValueError, 'frozen_stages'),
+    (dict(arch=SMALL_ARCH, out_indices=(3, -1)), ValueError,
+     r'\[3, -1\] name a stage twice'),
+    (dict(arch=SMALL_ARCH, drop_path_rate=1.5), ValueError,
+     r'drop_path_rate must be in \[0, 1\), got 1.5'),
+    (dict(arch=SMALL_ARCH, drop_path_rate=-0.5), ValueError,
+     'drop_path_rate must be in'),
+    (dict(arch=dict(SMALL_ARCH, kernel_sizes=[13.0, 11, 9, 7])), ValueError,
+     'kernel_sizes must be positive integers'),
+    (dict(arch=dict(SMALL_ARCH, depths=[1, 0, 1, 1])), ValueError,
+     'depths must be positive integers'),
 ])
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         PeLK(**kwargs)
 
 
-def test_wrong_input_channels():
+def test_wrong_input_channels_and_too_small_inputs():
     model = PeLK(SMALL_ARCH)
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\), got \(1, 1, 64, 64\)'):
         model(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match='at least 32x32.*got 31x64'):
+        model(torch.randn(1, 3, 31, 64))
+    assert model.eval()(torch.randn(1, 3, 32, 32))[-1].shape == (1, 40)
 
 
 # The paper's ImageNet table (params, FLOPs, 1000-class head), and what we

@@ -203,6 +203,26 @@ def test_missing_dataset_names_path_and_generator(tmp_path):
     assert f"'{root / 'annotations' / 'training'}'" in proc.stderr
 
 
+def test_new_run_refuses_a_work_dir_with_checkpoints(tmp_path):
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    earlier = work_dir / 'iter_8000.pth'
+    earlier.write_bytes(b'weights of an earlier run')
+    root = tmp_path / 'nowhere' / 'ADEChallengeData2016'
+    options = ['--cfg-options',
+               *data_options(root, 'train_dataloader', 'val_dataloader')]
+    proc = run_tool('tools/train.py', DEMO, '--work-dir', str(work_dir),
+                    *options, check=False)
+    assert proc.returncode != 0
+    assert 'iter_8000.pth' in proc.stderr
+    assert '--resume' in proc.stderr and '--force' in proc.stderr
+    assert earlier.read_bytes() == b'weights of an earlier run'
+    # --force goes past it (to the next check: the missing dataset).
+    proc = run_tool('tools/train.py', DEMO, '--work-dir', str(work_dir),
+                    '--force', *options, check=False)
+    assert proc.returncode != 0 and f"'{root}'" in proc.stderr
+
+
 def test_amp_without_gpu_is_refused(tmp_path):
     proc = run_tool('tools/train.py', DEMO, '--amp', '--work-dir',
                     str(tmp_path), '--cfg-options', 'model.backbone.arch=t',
@@ -222,6 +242,29 @@ FAST = ['train_dataloader.batch_size=2',
 @pytest.fixture(scope='module')
 def ade(tmp_path_factory):
     return generate_ade20k(str(tmp_path_factory.mktemp('ade')), 64, 16)
+
+
+def test_test_tool_refuses_a_checkpoint_that_does_not_fit(ade, tmp_path):
+    import torch
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules()
+    cfg = config(DEMO)
+    model = MODELS.build(cfg.model)
+    state = model.state_dict()
+    params = len(list(model.named_parameters()))
+    renamed = tmp_path / 'renamed.pth'  # keys of another wrapper
+    torch.save({'state_dict': {f'model.{k}': v for k, v in state.items()}},
+               renamed)
+    proc = run_tool('tools/test.py', DEMO, str(renamed), '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options',
+                    *data_options(ade, 'test_dataloader'), check=False)
+    assert proc.returncode != 0
+    assert f"'{renamed}' leaves {params} of the model's {params} " \
+        'parameters without weights' in proc.stderr
+    assert "keys look like model." in proc.stderr
+    assert '--allow-missing' in proc.stderr
+    assert not re.search(r'mIoU: [\d.]+', proc.stdout + proc.stderr)
 
 
 @pytest.fixture(scope='module')

@@ -5,6 +5,10 @@ Usage:
         [--score-thr 0.3] [--device cpu]
 
 Drawn by mmdet's own DetLocalVisualizer; the detections are also logged.
+CONFIG is a detection config (``configs/cascade_mask_rcnn_pelk_*_coco*.py``);
+for segmentation use ``tools/test.py --show-dir`` (or mmseg's
+MMSegInferencer), for classification mmpretrain's
+ImageClassificationInferencer.
 """
 import argparse
 import copy
@@ -14,6 +18,7 @@ import warnings
 import mmcv
 from mmdet.apis import inference_detector, init_detector
 from mmdet.registry import DATASETS, VISUALIZERS
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 
@@ -29,6 +34,15 @@ def main():
     for path in (args.image, args.config, args.checkpoint):
         if not osp.isfile(path):
             raise SystemExit(f'error: {path!r} not found')
+    scope = Config.fromfile(args.config).get('default_scope')
+    if scope != 'mmdet':
+        raise SystemExit(
+            f'error: {args.config} is a config of {scope or "no codebase"}, '
+            f'not of mmdet: image_demo.py draws detections (configs/'
+            f'cascade_mask_rcnn_pelk_*_coco*.py). For segmentation, use '
+            f'tools/test.py CONFIG CHECKPOINT --show-dir DIR; for '
+            f'classification, '
+            f'mmpretrain\'s ImageClassificationInferencer.')
 
     # init_detector drops the backbone's init_cfg: weights come from CKPT.
     with warnings.catch_warnings(record=True) as caught:

@@ -1,18 +1,24 @@
 """Evaluate a checkpoint with any config in configs/.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
-        [--tta] [--cfg-options KEY=VALUE ...] [--launcher ...]
+        [--tta] [--allow-missing] [--cfg-options KEY=VALUE ...]
+        [--launcher ...]
 
 A thin wrapper over mmengine's Runner; the same configs also run with the
 OpenMMLab codebases' own tools/test.py. ``--show-dir`` writes pictures of the
 predictions (drawn by the codebase's visualizer) beside the inputs;
 ``--tta`` runs the config's test-time augmentation (for ADE20K: multi-scale
-+ flip, the mIoU(ms+flip) column).
++ flip, the mIoU(ms+flip) column). A checkpoint that leaves parameters of
+the model without weights (another architecture, renamed keys, a backbone
+file) is refused instead of evaluated at random init, unless
+``--allow-missing``.
 """
 import argparse
 import os.path as osp
 
 from mmengine.config import Config
+from mmengine.model import BaseModel, is_model_wrapper
+from mmengine.runner import CheckpointLoader
 
 from pelk_mm.utils import check_data_roots
 from pelk_mm.utils.launch import (add_common_args, build_runner, load_config,
@@ -26,6 +32,10 @@ def parse_args():
     parser.add_argument('--show-dir', help='the dir to save drawn predictions')
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation from the config')
+    parser.add_argument(
+        '--allow-missing', action='store_true',
+        help='evaluate even if the checkpoint leaves parameters of the model '
+        'without weights (they keep their initialisation)')
     add_common_args(parser)
     return parser.parse_args()
 
@@ -41,6 +51,28 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
         hook['test_out_dir'] = show_dir  # relative to the run's log dir
     else:
         cfg.visualizer['save_dir'] = show_dir
+
+
+def check_checkpoint_fits(model, path: str) -> None:
+    """Refuse a checkpoint that leaves parameters of ``model`` unloaded."""
+    if is_model_wrapper(model):
+        model = model.module
+    if isinstance(getattr(model, 'module', None), BaseModel):
+        model = model.module  # a test-time augmentation wrapper
+    checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    state = checkpoint.get('state_dict', checkpoint)
+    keys = {key[len('module.'):] if key.startswith('module.') else key
+            for key in state}
+    names = [name for name, _ in model.named_parameters()]
+    missing = [name for name in names if name not in keys]
+    if missing:
+        raise SystemExit(
+            f'error: checkpoint {path!r} leaves {len(missing)} of the '
+            f'model\'s {len(names)} parameters without weights (e.g. '
+            f'{", ".join(missing[:3])}; the file\'s keys look like '
+            f'{", ".join(sorted(keys)[:3])}). It was written for another '
+            f'model or config, or its keys were renamed: pass the config it '
+            f'was trained with, or --allow-missing to evaluate anyway.')
 
 
 def main():
@@ -70,6 +102,8 @@ def main():
     setup_device(cfg)
 
     runner = build_runner(cfg)
+    if not args.allow_missing:
+        check_checkpoint_fits(runner.model, args.checkpoint)
     runner.test()
 
 

@@ -2,17 +2,20 @@
 
 A thin wrapper over mmengine's Runner, with the usual OpenMMLab flags:
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
-        [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--force]
+        [--amp] [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
         [--launcher none|pytorch|slurm|mpi]
 
 It is not required: the same configs train with mmseg's, mmdet's or
 mmpretrain's own tools/train.py, because they import pelk_mm through
 ``custom_imports``. What this wrapper adds: it checks the pretrained
-checkpoint and the dataset folders before anything is built, and it runs
+checkpoint and the dataset folders before anything is built, it refuses
+to start a new run over the checkpoints of an earlier one, and it runs
 on machines without a GPU (SyncBN becomes BN; distributed runs use gloo).
 """
 import argparse
+import glob
+import os.path as osp
 
 from mmengine.logging import print_log
 
@@ -30,6 +33,10 @@ def parse_args():
         help='resume from the given checkpoint, or, without a value, from '
         'the latest checkpoint in the work dir')
     parser.add_argument(
+        '--force', action='store_true',
+        help='start a new run even if the work dir holds checkpoints of an '
+        'earlier one (they are overwritten as the new run saves its own)')
+    parser.add_argument(
         '--amp', action='store_true',
         help='automatic mixed precision (needs a GPU)')
     parser.add_argument(
@@ -38,6 +45,19 @@ def parse_args():
         'auto_scale_lr.base_batch_size to the total batch size of this run')
     add_common_args(parser)
     return parser.parse_args()
+
+
+def check_work_dir(work_dir: str) -> None:
+    """Refuse a new run into a work dir that holds an earlier run's
+    checkpoints: mmengine would overwrite them one by one."""
+    found = sorted(glob.glob(osp.join(work_dir, '*.pth')))
+    if found:
+        raise SystemExit(
+            f'error: the work dir {work_dir} already holds checkpoints of an '
+            f'earlier run ({", ".join(osp.basename(f) for f in found[:3])}'
+            f'{", ..." if len(found) > 3 else ""}). Pass --resume to go on '
+            f'with that run, --work-dir NEW_DIR to start a new one beside it, '
+            f'or --force to start over in this one.')
 
 
 def main():
@@ -59,6 +79,8 @@ def main():
         cfg.resume, cfg.load_from = True, args.resume
 
     # Fail before any model or dataset is built, saying what to do.
+    if not cfg.get('resume', False) and not args.force:
+        check_work_dir(cfg.work_dir)
     setup_device(cfg, amp=args.amp)
     missing = missing_pretrained(cfg.model)
     if missing:

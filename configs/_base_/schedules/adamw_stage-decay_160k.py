@@ -33,4 +33,7 @@ param_scheduler = [
          end=160000),
 ]
 train_cfg = dict(val_interval=4000)
-default_hooks = dict(checkpoint=dict(by_epoch=False, interval=8000))
+# pelk_mm's own: stop at the first NaN/Inf loss, before it is checkpointed.
+default_hooks = dict(
+    checkpoint=dict(by_epoch=False, interval=8000),
+    finite_loss=dict(type='pelk_mm.FiniteLossHook'))

@@ -1,4 +1,5 @@
 from .dynamic_sparsity_hook import DynamicSparsityHook
+from .finite_loss_hook import FiniteLossHook
 from .progress_bar_hook import ProgressBarHook
 
-__all__ = ['DynamicSparsityHook', 'ProgressBarHook']
+__all__ = ['DynamicSparsityHook', 'FiniteLossHook', 'ProgressBarHook']

@@ -4,6 +4,7 @@ One backbone for classification (mmpretrain), segmentation (mmseg) and
 detection (mmdet). The macro design is ConvNeXt's / SLaK's; every block mixes
 tokens with a partial peripheral convolution (:class:`PeripheralMixer`).
 """
+import re
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -344,6 +345,9 @@ class PeLK(BaseModule):
         self.norm_eval = norm_eval
         self.gap_before_final_norm = gap_before_final_norm
 
+        if not 0. <= drop_path_rate < 1.:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got '
+                             f'{drop_path_rate}')
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
         mixer_cfg = dict(
             center_size=self.center_size, base=grid_base,
@@ -406,6 +410,12 @@ class PeLK(BaseModule):
         if len(lengths) != 1:
             raise ValueError('depths, channels and kernel_sizes of a custom '
                              'arch must have the same length')
+        for key in ('depths', 'channels', 'kernel_sizes'):
+            bad = [v for v in arch[key]
+                   if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+            if bad:
+                raise ValueError(f'arch {key} must be positive integers, got '
+                                 f'{list(arch[key])}')
         return arch
 
     def _parse_out_indices(self, out_indices) -> List[int]:
@@ -418,6 +428,11 @@ class PeLK(BaseModule):
                     f'out_indices entry {index} is out of range for '
                     f'{self.num_stages} stages')
             parsed.append(index % self.num_stages)
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(
+                f'out_indices {list(out_indices)} name a stage twice (a '
+                f'negative index counts from the last of {self.num_stages} '
+                f'stages)')
         return parsed
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -425,6 +440,13 @@ class PeLK(BaseModule):
             raise ValueError(
                 f'PeLK expects images of shape (B, {self.in_channels}, H, W), '
                 f'got {tuple(x.shape)}; set in_channels to match the data')
+        stride = self.downsample_layers[0][0].stride[0] * 2**(
+            self.num_stages - 1)
+        if x.shape[-2] < stride or x.shape[-1] < stride:
+            raise ValueError(
+                f'PeLK needs images of at least {stride}x{stride} (its '
+                f'total stride), got {x.shape[-2]}x{x.shape[-1]}; resize '
+                f'or pad the input')
         outs = []
         for i, (downsample, stage) in enumerate(
                 zip(self.downsample_layers, self.stages)):
@@ -456,14 +478,83 @@ class PeLK(BaseModule):
     def init_weights(self) -> None:
         """Initialize, or load the ``Pretrained`` checkpoint of ``init_cfg``.
 
+        Unlike mmengine's ``Pretrained`` init, which only warns, a file that
+        does not fit is refused: it must hold weights under ``prefix`` and
+        leave no parameter of this backbone unloaded, except the output
+        norms of the stages a classifier does not output (``norm0`` to
+        ``norm2``: a classifier checkpoint has only its last stage's).
+
         Raises:
             FileNotFoundError: If that checkpoint is a local file that does
                 not exist, saying how to produce it or train without it.
+            ValueError: If it holds no weights under ``prefix``, or leaves
+                backbone weights unloaded (another arch, renamed keys).
         """
         missing = missing_pretrained(self.init_cfg)
         if missing:
             raise FileNotFoundError(missing_pretrained_message(missing[0]))
-        super().init_weights()
+        init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else \
+            [self.init_cfg] if self.init_cfg else []
+        pretrained = [cfg for cfg in init_cfgs if cfg['type'] == 'Pretrained']
+        if not pretrained:
+            super().init_weights()
+            return
+        # mmengine loads Pretrained after the others and the children's own
+        # init; so do we, with the checks above.
+        init_cfg = self.init_cfg
+        self.init_cfg = [cfg for cfg in init_cfgs
+                         if cfg['type'] != 'Pretrained'] or None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = init_cfg
+        for cfg in pretrained:
+            self._load_pretrained(cfg)
+
+    def _load_pretrained(self, cfg: dict) -> None:
+        from mmengine.runner import CheckpointLoader
+        path, prefix = cfg['checkpoint'], cfg.get('prefix')
+        checkpoint = CheckpointLoader.load_checkpoint(
+            path, map_location=cfg.get('map_location', 'cpu'))
+        state = checkpoint.get('state_dict', checkpoint)
+        if prefix:
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            state = {key[len(prefix):]: value
+                     for key, value in state.items()
+                     if key.startswith(prefix)}
+        if not state:
+            keys = sorted(checkpoint.get('state_dict', checkpoint))[:3]
+            raise ValueError(
+                f'checkpoint {path!r} holds no weights under the prefix '
+                f'{prefix!r} of init_cfg (its keys look like {keys}). For a '
+                f'backbone file or a classifier checkpoint the prefix is '
+                f'"backbone."; for a file of bare backbone keys, no prefix.')
+        try:
+            result = self.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shapes that no re-gridding explains
+            raise ValueError(
+                f'checkpoint {path!r} does not fit this PeLK: '
+                f'{str(err)[:600]}. Is it of another arch?') from err
+        unloaded = [key for key in result.missing_keys
+                    if not re.match(r'norm[0-2]\.', key)]
+        if unloaded:
+            raise ValueError(
+                f'checkpoint {path!r} leaves {len(unloaded)} of this PeLK\'s '
+                f'{len(self.state_dict())} weights unloaded (e.g. '
+                f'{", ".join(unloaded[:3])}; its keys under {prefix!r} look '
+                f'like {", ".join(sorted(state)[:3])}). It is of another '
+                f'arch, or its keys were renamed: check model.backbone.arch '
+                f'and init_cfg.prefix.')
+        logger = MMLogger.get_current_instance()
+        logger.info(f'loaded {len(state) - len(result.unexpected_keys)} '
+                    f'backbone weights from {path}')
+        if result.missing_keys:
+            logger.info(f'output norms not in {path} (a classifier has only '
+                        f'its last stage\'s), initialised: '
+                        f'{result.missing_keys}')
+        if result.unexpected_keys:
+            logger.warning(f'{path} has weights this backbone does not use: '
+                           f'{result.unexpected_keys[:10]}')
 
     def switch_to_deploy(self) -> None:
         """Merge every mixer's branches and BNs for inference (see
