@@ -6,8 +6,11 @@ _base_ = [
     './_base_/schedules/adamw_layer-decay_3x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-# pelk_mm's own: stop at the first NaN/Inf loss, before it is checkpointed.
-default_hooks = dict(finite_loss=dict(type='pelk_mm.FiniteLossHook'))
+# pelk_mm's own: checkpoints written crash-safe (temporary file, rename,
+# then rotation), and a stop at the first NaN/Inf loss before it is saved.
+default_hooks = dict(
+    checkpoint=dict(type='pelk_mm.AtomicCheckpointHook'),
+    finite_loss=dict(type='pelk_mm.FiniteLossHook'))
 # SLaK's sparse=True backbones: the zeros of the 40%-sparse ImageNet
 # backbone stay zeros while fine-tuning (masks = its non-zero conv and linear
 # weights, fixed), so the model is the sparse one the paper counts. A dense

@@ -52,8 +52,11 @@ param_scheduler = [
          end=max_epochs, convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs)
-# pelk_mm's own: stop at the first NaN/Inf loss, before it is checkpointed.
-default_hooks = dict(finite_loss=dict(type='pelk_mm.FiniteLossHook'))
+# pelk_mm's own: checkpoints written crash-safe (temporary file, rename,
+# then rotation), and a stop at the first NaN/Inf loss before it is saved.
+default_hooks = dict(
+    checkpoint=dict(type='pelk_mm.AtomicCheckpointHook'),
+    finite_loss=dict(type='pelk_mm.FiniteLossHook'))
 custom_hooks = [
     dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
     dict(type='pelk_mm.DynamicSparsityHook', sparsity=0.4,

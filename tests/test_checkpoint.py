@@ -125,7 +125,8 @@ class ToyDataset(torch.utils.data.Dataset):
                     labels=torch.tensor(index % 2))
 
 
-def make_runner(work_dir, max_iters, resume=False, **kwargs):
+def make_runner(work_dir, max_iters, resume=False, checkpoint=None,
+                **kwargs):
     return Runner(
         model=ToyClassifier(),
         work_dir=str(work_dir),
@@ -136,8 +137,8 @@ def make_runner(work_dir, max_iters, resume=False, **kwargs):
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=2,
-                            by_epoch=False),
+            checkpoint=checkpoint or dict(type='CheckpointHook', interval=2,
+                                          by_epoch=False),
             logger=dict(type='LoggerHook', interval=1)),
         randomness=dict(seed=0),
         resume=resume,

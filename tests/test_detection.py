@@ -192,19 +192,21 @@ def coco_ap(log, kind, suffix=''):
 @pytest.mark.slow
 def test_demo_learns_boxes_and_masks(trained):
     _, log = trained
-    # 12 epochs from scratch, measured with randomness.seed 0-3 on a 2-core
-    # x86 machine (box AP / AP50, mask AP / AP50):
-    #   seed 0: 0.065 / 0.237, 0.046 / 0.202
-    #   seed 1: 0.029 / 0.122, 0.029 / 0.109
-    #   seed 2: 0.057 / 0.205, 0.046 / 0.161
-    #   seed 3: 0.044 / 0.167, 0.038 / 0.157
-    # The untrained detector scores 0.000 on all four. The bounds are about
-    # a third of the worst seed (the seed stands in for other machines'
-    # rounding), and still far from 0.
-    assert coco_ap(log, 'bbox') > 0.01
-    assert coco_ap(log, 'bbox', '_50') > 0.04
-    assert coco_ap(log, 'segm') > 0.01
-    assert coco_ap(log, 'segm', '_50') > 0.04
+    # 12 epochs from scratch on a 2-core x86 machine (box AP / AP50, mask
+    # AP / AP50). The recipe as it is now (no weight decay on norms,
+    # biases and the positional embedding; trunc-normal peripheral init),
+    # randomness.seed 0, twice (runs are deterministic on one machine):
+    #   0.023 / 0.117, 0.020 / 0.090
+    # An earlier recipe over seeds 0-3 spread by 2.2x at most:
+    #   0.065 / 0.237, 0.046 / 0.202;  0.029 / 0.122, 0.029 / 0.109;
+    #   0.057 / 0.205, 0.046 / 0.161;  0.044 / 0.167, 0.038 / 0.157
+    # The untrained detector scores 0.000. The bounds are a quarter to a
+    # third of seed 0 (room for twice the spread seen across seeds, which
+    # stand in for other machines' rounding), and still far from 0.
+    assert coco_ap(log, 'bbox') > 0.005
+    assert coco_ap(log, 'bbox', '_50') > 0.03
+    assert coco_ap(log, 'segm') > 0.005
+    assert coco_ap(log, 'segm', '_50') > 0.03
 
 
 @pytest.mark.slow

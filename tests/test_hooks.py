@@ -4,8 +4,11 @@ import re
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
 from test_checkpoint import make_runner
+
+from pelk_mm.engine import find_resumable_checkpoint, load_from_local
 
 CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                    'configs')
@@ -59,6 +62,69 @@ def test_finite_loss_hook_stops_before_a_nan_checkpoint(tmp_path):
     'pelk_t_in1k.py', 'pelk_b_in1k-384.py', 'pelk_mini_in1k_demo.py',
     'upernet_pelk_t_ade20k_demo.py'
 ])
-def test_every_recipe_stops_on_non_finite_loss(config):
+def test_every_recipe_uses_the_safety_hooks(config):
     cfg = Config.fromfile(osp.join(CONFIGS, config))
     assert cfg.default_hooks.finite_loss.type == 'pelk_mm.FiniteLossHook'
+    assert cfg.default_hooks.checkpoint.type == \
+        'pelk_mm.AtomicCheckpointHook'
+    assert cfg.default_hooks.checkpoint.interval > 0
+
+
+def test_atomic_checkpoint_hook_survives_a_write_that_dies(
+        tmp_path, monkeypatch):
+    """A write killed half-way (here: the disk fills up) at iteration 4,
+    keeping one checkpoint: the run can still resume from iteration 2."""
+    put = LocalBackend.put
+
+    def dies_half_way(self, obj, filepath):
+        if 'iter_4' in str(filepath):
+            put(self, obj[:len(obj) // 2], filepath)
+            raise OSError(28, 'No space left on device')
+        put(self, obj, filepath)
+
+    def train_until_the_disk_fills(work_dir, hook_type):
+        hook = dict(type=hook_type, interval=2, by_epoch=False,
+                    max_keep_ckpts=1)
+        make_runner(work_dir, max_iters=2, checkpoint=hook).train()
+        with monkeypatch.context() as patch:
+            patch.setattr(LocalBackend, 'put', dies_half_way)
+            with pytest.raises(OSError, match='No space left'):
+                make_runner(work_dir, max_iters=4, resume=True,
+                            checkpoint=hook).train()
+        return hook
+
+    # mmengine's hook (the premise): iteration 2's checkpoint was deleted
+    # first, last_checkpoint still names it, and iteration 4's is partial.
+    theirs = tmp_path / 'theirs'
+    train_until_the_disk_fills(theirs, 'CheckpointHook')
+    assert not (theirs / 'iter_2.pth').exists()
+    assert (theirs / 'last_checkpoint').read_text().endswith('iter_2.pth')
+    with pytest.raises(RuntimeError, match='truncated, corrupt'):
+        load_from_local(str(theirs / 'iter_4.pth'))
+
+    ours = tmp_path / 'ours'
+    hook = train_until_the_disk_fills(ours, 'pelk_mm.AtomicCheckpointHook')
+    assert sorted(p.name for p in ours.glob('*.pth')) == ['iter_2.pth']
+    assert (ours / 'last_checkpoint').read_text() == str(ours / 'iter_2.pth')
+    assert load_from_local(str(ours / 'iter_2.pth'))['meta']['iter'] == 2
+    resumed = make_runner(ours, max_iters=4, resume=True, checkpoint=hook)
+    resumed.train()
+    assert resumed.iter == 4
+    assert sorted(p.name for p in ours.glob('*.pth')) == ['iter_4.pth']
+    assert not list(ours.glob('.*.partial'))
+
+
+def test_resume_skips_an_unreadable_newest_checkpoint(tmp_path):
+    make_runner(tmp_path, max_iters=4).train()  # iter_2.pth, iter_4.pth
+    assert find_resumable_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'iter_4.pth')
+    newest = tmp_path / 'iter_4.pth'
+    newest.write_bytes(newest.read_bytes()[:1000])  # a write that died
+    with pytest.warns(UserWarning, match='cannot resume from .*iter_4.pth'):
+        found = find_resumable_checkpoint(str(tmp_path))
+    assert found == str(tmp_path / 'iter_2.pth')
+    resumed = make_runner(tmp_path, max_iters=6, resume=True,
+                          load_from=found)
+    resumed.train()
+    assert resumed.iter == 6
+    assert find_resumable_checkpoint(str(tmp_path / 'empty')) is None

@@ -19,6 +19,7 @@ import os.path as osp
 
 from mmengine.logging import print_log
 
+from pelk_mm.engine import find_resumable_checkpoint
 from pelk_mm.utils import (check_data_roots, missing_pretrained,
                            missing_pretrained_message)
 from pelk_mm.utils.launch import (add_common_args, build_runner, load_config,
@@ -74,7 +75,10 @@ def main():
                 'learning rate is for.')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        # The newest readable checkpoint (skipping, with a warning, one that
+        # a killed write left unreadable); none: a new run.
+        cfg.resume = True
+        cfg.load_from = find_resumable_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
 

@@ -1,11 +1,14 @@
 """Engine parts of the plugin: checkpoint loading, optimisers, hooks."""
 from .checkpoint import extract_backbone
-from .hooks import DynamicSparsityHook, FiniteLossHook, ProgressBarHook
+from .hooks import (AtomicCheckpointHook, DynamicSparsityHook, FiniteLossHook,
+                    ProgressBarHook)
 from .optimizers import LayerDecayOptimWrapperConstructor
+from .resume import find_resumable_checkpoint
 from .safe_loading import load_from_local
 
 __all__ = [
-    'extract_backbone', 'load_from_local',
+    'extract_backbone', 'load_from_local', 'find_resumable_checkpoint',
+    'AtomicCheckpointHook',
     'LayerDecayOptimWrapperConstructor', 'DynamicSparsityHook',
     'FiniteLossHook', 'ProgressBarHook'
 ]

@@ -33,7 +33,9 @@ param_scheduler = [
          end=160000),
 ]
 train_cfg = dict(val_interval=4000)
-# pelk_mm's own: stop at the first NaN/Inf loss, before it is checkpointed.
+# pelk_mm's own: checkpoints written crash-safe (temporary file, rename,
+# then rotation), and a stop at the first NaN/Inf loss before it is saved.
 default_hooks = dict(
-    checkpoint=dict(by_epoch=False, interval=8000),
+    checkpoint=dict(
+        type='pelk_mm.AtomicCheckpointHook', by_epoch=False, interval=8000),
     finite_loss=dict(type='pelk_mm.FiniteLossHook'))

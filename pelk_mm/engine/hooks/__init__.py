@@ -1,5 +1,9 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .dynamic_sparsity_hook import DynamicSparsityHook
 from .finite_loss_hook import FiniteLossHook
 from .progress_bar_hook import ProgressBarHook
 
-__all__ = ['DynamicSparsityHook', 'FiniteLossHook', 'ProgressBarHook']
+__all__ = [
+    'AtomicCheckpointHook', 'DynamicSparsityHook', 'FiniteLossHook',
+    'ProgressBarHook'
+]
