@@ -155,6 +155,7 @@ def test_mmdet_reads_the_generated_dataset(tmp_path):
 def test_missing_annotations_name_path_and_generator(tmp_path):
     root = tmp_path / 'coco'
     (root / 'train2017').mkdir(parents=True)
+    (root / 'train2017' / '000000000001.jpg').write_bytes(b'')
     proc = run_tool('tools/train.py', DEMO, '--work-dir',
                     str(tmp_path / 'work'), '--cfg-options',
                     *data_options(root, 'train_dataloader', 'val_dataloader'),

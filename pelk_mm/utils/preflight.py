@@ -1,5 +1,6 @@
 """Checks a run's inputs before anything is built, with errors that say
 what is missing and how to get it."""
+import os
 import os.path as osp
 from typing import Iterator, List
 
@@ -63,7 +64,7 @@ def _dataset_cfgs(cfg: Config, loaders) -> Iterator[tuple]:
 def check_data_roots(cfg: Config, loaders=('train_dataloader',
                                            'val_dataloader',
                                            'test_dataloader')) -> None:
-    """Raise if a dataset's root or one of its folders is missing.
+    """Raise if a dataset's root or one of its folders is missing or empty.
 
     Raises:
         FileNotFoundError: naming the path expected and, for the datasets
@@ -81,17 +82,30 @@ def check_data_roots(cfg: Config, loaders=('train_dataloader',
         if dataset.get('ann_file'):
             paths.append(osp.join(root, dataset['ann_file']))
         for path in paths:
-            if not osp.exists(path):
+            missing = not osp.exists(path)
+            empty = not missing and path != root and osp.isdir(path) and \
+                not _holds_files(path)
+            if missing or empty:
                 hint = DATASET_GENERATORS.get(str(dataset.get('type', '')))
                 parent = osp.dirname(root.rstrip('/')) or '.'
                 generate = (' Generate the small synthetic version with `' +
                             hint.format(parent=parent, data_root=root) +
                             '`,') if hint else ''
+                problem = 'which does not exist' if missing else \
+                    'which is empty'
                 raise FileNotFoundError(
                     f'{dataset.get("type", "dataset")} expects {path!r}, '
-                    f'which does not exist (data_root={root!r}).{generate} '
+                    f'{problem} (data_root={root!r}).{generate} '
                     f'or point the config at your copy with `--cfg-options '
                     f'{option}=PATH`.')
+
+
+def _holds_files(path: str) -> bool:
+    """Whether a folder holds a file, at any depth (stops at the first)."""
+    for _, _, files in os.walk(path):
+        if files:
+            return True
+    return False
 
 
 def sync_bn_to_bn(node) -> int:
