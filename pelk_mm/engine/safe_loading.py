@@ -39,15 +39,13 @@ from mmengine.runner import CheckpointLoader
 TRUST_VARIABLE = 'PELK_MM_TRUST_CHECKPOINTS'
 
 
-# HistoryBuffer's own statistics (registered with each instance, so not yet
-# in ``_statistics_methods`` in a fresh process).
+# HistoryBuffer's own statistics methods, which its pickled state holds.
 _STATISTICS = ('min', 'max', 'current', 'mean')
 
 
 def _history_buffer_method(owner: Any, name: str) -> Any:
     """``getattr`` as allowed while unpickling: HistoryBuffer's statistics."""
-    if owner is HistoryBuffer and (
-            name in _STATISTICS or name in HistoryBuffer._statistics_methods):
+    if owner is HistoryBuffer and name in _STATISTICS:
         return getattr(owner, name)
     raise pickle.UnpicklingError(
         f'getattr({owner!r}, {name!r}) is not allowed in a checkpoint: only '
