@@ -16,7 +16,7 @@ DEMO_CONFIG := configs/upernet_pelk_t_ade20k_demo.py
 DEMO_DIR := work_dirs/demo
 
 # Train UperNet-PeLK-T on a generated small ADE20K, evaluate its mIoU and
-# draw its predictions (about 7 minutes on 2 cores once installed).
+# draw its predictions (about 9 minutes on 2 cores once installed).
 demo: install
 	$(PY) tools/dataset_converters/generate_dataset.py ade20k data/ade_synthetic
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR) --force
