@@ -17,8 +17,8 @@ import argparse
 import os.path as osp
 
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
-from mmengine.runner import CheckpointLoader
 
 from pelk_mm.utils import check_data_roots
 from pelk_mm.utils.launch import (add_common_args, build_runner, load_config,
@@ -53,26 +53,36 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
         cfg.visualizer['save_dir'] = show_dir
 
 
-def check_checkpoint_fits(model, path: str) -> None:
-    """Refuse a checkpoint that leaves parameters of ``model`` unloaded."""
-    if is_model_wrapper(model):
-        model = model.module
-    if isinstance(getattr(model, 'module', None), BaseModel):
-        model = model.module  # a test-time augmentation wrapper
-    checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-    state = checkpoint.get('state_dict', checkpoint)
-    keys = {key[len('module.'):] if key.startswith('module.') else key
-            for key in state}
-    names = [name for name, _ in model.named_parameters()]
-    missing = [name for name in names if name not in keys]
-    if missing:
-        raise SystemExit(
-            f'error: checkpoint {path!r} leaves {len(missing)} of the '
-            f'model\'s {len(names)} parameters without weights (e.g. '
-            f'{", ".join(missing[:3])}; the file\'s keys look like '
-            f'{", ".join(sorted(keys)[:3])}). It was written for another '
-            f'model or config, or its keys were renamed: pass the config it '
-            f'was trained with, or --allow-missing to evaluate anyway.')
+class CheckpointFitsHook(Hook):
+    """Refuse a checkpoint that leaves parameters of the model unloaded.
+
+    Checked on the checkpoint the runner has just read (before its weights
+    go into the model), so the file is read once.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.model
+        if is_model_wrapper(model):
+            model = model.module
+        if isinstance(getattr(model, 'module', None), BaseModel):
+            model = model.module  # a test-time augmentation wrapper
+        state = checkpoint.get('state_dict', checkpoint)
+        keys = {key[len('module.'):] if key.startswith('module.') else key
+                for key in state}
+        names = [name for name, _ in model.named_parameters()]
+        missing = [name for name in names if name not in keys]
+        if missing:
+            raise SystemExit(
+                f'error: checkpoint {self.path!r} leaves {len(missing)} of '
+                f'the model\'s {len(names)} parameters without weights (e.g. '
+                f'{", ".join(missing[:3])}; the file\'s keys look like '
+                f'{", ".join(sorted(keys)[:3])}). It was written for another '
+                f'model or config, or its keys were renamed: pass the config '
+                f'it was trained with, or --allow-missing to evaluate '
+                f'anyway.')
 
 
 def main():
@@ -103,7 +113,7 @@ def main():
 
     runner = build_runner(cfg)
     if not args.allow_missing:
-        check_checkpoint_fits(runner.model, args.checkpoint)
+        runner.register_hook(CheckpointFitsHook(args.checkpoint))
     runner.test()
 
 
