@@ -7,9 +7,12 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 # pelk_mm's own: checkpoints written crash-safe (temporary file, rename,
-# then rotation), and a stop at the first NaN/Inf loss before it is saved.
+# then rotation) with the random generators' states, so that a resumed run
+# goes on as the uninterrupted one, and a stop at the first NaN/Inf loss
+# before it is saved.
 default_hooks = dict(
     checkpoint=dict(type='pelk_mm.AtomicCheckpointHook'),
+    random_state=dict(type='pelk_mm.RandomStateHook'),
     finite_loss=dict(type='pelk_mm.FiniteLossHook'))
 # SLaK's sparse=True backbones: the zeros of the 40%-sparse ImageNet
 # backbone stay zeros while fine-tuning (masks = its non-zero conv and linear

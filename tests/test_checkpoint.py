@@ -101,9 +101,9 @@ def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path):
 
 class ToyClassifier(BaseModel):
 
-    def __init__(self):
+    def __init__(self, drop_path_rate=0.):
         super().__init__()
-        self.backbone = PeLK(ARCH)
+        self.backbone = PeLK(ARCH, drop_path_rate=drop_path_rate)
         self.head = nn.Linear(40, 2)
 
     def forward(self, inputs, labels, mode='tensor'):
@@ -126,9 +126,9 @@ class ToyDataset(torch.utils.data.Dataset):
 
 
 def make_runner(work_dir, max_iters, resume=False, checkpoint=None,
-                **kwargs):
+                model=None, **kwargs):
     return Runner(
-        model=ToyClassifier(),
+        model=model or ToyClassifier(),
         work_dir=str(work_dir),
         train_dataloader=dict(
             dataset=ToyDataset(), batch_size=4, num_workers=0,

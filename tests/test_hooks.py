@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
-from test_checkpoint import make_runner
+from test_checkpoint import ToyClassifier, make_runner
 
 from pelk_mm.engine import find_resumable_checkpoint, load_from_local
 
@@ -65,6 +65,7 @@ def test_finite_loss_hook_stops_before_a_nan_checkpoint(tmp_path):
 def test_every_recipe_uses_the_safety_hooks(config):
     cfg = Config.fromfile(osp.join(CONFIGS, config))
     assert cfg.default_hooks.finite_loss.type == 'pelk_mm.FiniteLossHook'
+    assert cfg.default_hooks.random_state.type == 'pelk_mm.RandomStateHook'
     assert cfg.default_hooks.checkpoint.type == \
         'pelk_mm.AtomicCheckpointHook'
     assert cfg.default_hooks.checkpoint.interval > 0
@@ -128,3 +129,53 @@ def test_resume_skips_an_unreadable_newest_checkpoint(tmp_path):
     resumed.train()
     assert resumed.iter == 6
     assert find_resumable_checkpoint(str(tmp_path / 'empty')) is None
+
+
+class RecordLosses(Hook):
+
+    def __init__(self):
+        self.losses = {}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.losses[runner.iter + 1] = float(outputs['loss'])
+
+
+@pytest.mark.parametrize('restores', [False, True])
+def test_resumed_run_draws_what_the_uninterrupted_one_draws(
+        tmp_path, restores):
+    """Drop path draws from torch's generator: the losses after a resume
+    equal the uninterrupted run's only if its state was saved."""
+    hooks = [dict(type='pelk_mm.RandomStateHook')] if restores else []
+
+    def train(work_dir, max_iters, resume=False):
+        record = RecordLosses()
+        torch.manual_seed(0)  # the same initial weights
+        make_runner(work_dir, max_iters, resume=resume,
+                    model=ToyClassifier(drop_path_rate=0.5),
+                    custom_hooks=[*hooks, record]).train()
+        return record.losses
+
+    uninterrupted = train(tmp_path / 'uninterrupted', 6)
+    train(tmp_path / 'interrupted', 2)
+    resumed = train(tmp_path / 'interrupted', 6, resume=True)
+    assert sorted(resumed) == [3, 4, 5, 6]
+    same = [resumed[i] == uninterrupted[i] for i in resumed]
+    assert all(same) if restores else not any(same)
+    if restores:
+        state = load_from_local(str(tmp_path / 'interrupted' / 'iter_2.pth'))
+        assert len(state['rng_states']) == 1
+        assert set(state['rng_states'][0]) >= {'torch', 'numpy', 'random'}
+
+
+def test_random_states_are_left_alone_by_load_from(tmp_path):
+    """Fine-tuning from a checkpoint (load_from, no resume) starts with the
+    run's own seed, not the states saved in the file."""
+    hooks = [dict(type='pelk_mm.RandomStateHook')]
+    make_runner(tmp_path / 'first', 2, custom_hooks=hooks).train()
+    runner = make_runner(tmp_path / 'second', 0, custom_hooks=hooks,
+                         load_from=str(tmp_path / 'first' / 'iter_2.pth'))
+    runner.train()
+    seeded = torch.get_rng_state()
+    make_runner(tmp_path / 'third', 0, custom_hooks=hooks).train()
+    assert torch.equal(seeded, torch.get_rng_state())

@@ -384,10 +384,23 @@ def test_interrupted_training_resumes(ade, tmp_path):
     resumed = run_tool(*args[1:], '--resume')
     log = resumed.stdout + resumed.stderr
     assert 'resumed' in log.lower() and 'iter_2.pth' in log
-    trained_iters = [int(i) for i in re.findall(r'Iter\(train\) \[(\d+)/6\]',
-                                                log)]
-    assert trained_iters == [3, 4, 5, 6]
+    assert list(losses(log)) == [3, 4, 5, 6]
     assert (work_dir / 'iter_6.pth').is_file()
+
+    # Seeded and deterministic, the resumed run draws the same random numbers
+    # (drop path, data augmentation) as a run that was not interrupted.
+    args[args.index(str(work_dir))] = str(tmp_path / 'uninterrupted')
+    uninterrupted = run_tool(*args[1:])
+    expected = losses(uninterrupted.stdout + uninterrupted.stderr)
+    assert losses(log) == {i: expected[i] for i in (3, 4, 5, 6)}
+
+
+def losses(log):
+    """{iteration: every logged loss term, as printed} of a training log."""
+    return {
+        int(i): re.findall(r'loss\w*: ([\d.]+)', rest)
+        for i, rest in re.findall(r'Iter\(train\) \[\s*(\d+)/\d+\](.*)', log)
+    }
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Engine parts of the plugin: checkpoint loading, optimisers, hooks."""
 from .checkpoint import extract_backbone
 from .hooks import (AtomicCheckpointHook, DynamicSparsityHook, FiniteLossHook,
-                    ProgressBarHook)
+                    ProgressBarHook, RandomStateHook)
 from .optimizers import LayerDecayOptimWrapperConstructor
 from .resume import find_resumable_checkpoint
 from .safe_loading import load_from_local
@@ -10,5 +10,5 @@ __all__ = [
     'extract_backbone', 'load_from_local', 'find_resumable_checkpoint',
     'AtomicCheckpointHook',
     'LayerDecayOptimWrapperConstructor', 'DynamicSparsityHook',
-    'FiniteLossHook', 'ProgressBarHook'
+    'FiniteLossHook', 'ProgressBarHook', 'RandomStateHook'
 ]
