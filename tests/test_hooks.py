@@ -66,6 +66,9 @@ def test_every_recipe_uses_the_safety_hooks(config):
     cfg = Config.fromfile(osp.join(CONFIGS, config))
     assert cfg.default_hooks.finite_loss.type == 'pelk_mm.FiniteLossHook'
     assert cfg.default_hooks.random_state.type == 'pelk_mm.RandomStateHook'
+    if config.startswith('upernet'):
+        assert cfg.default_hooks.seg_labels.type == \
+            'pelk_mm.SegLabelCheckHook'
     assert cfg.default_hooks.checkpoint.type == \
         'pelk_mm.AtomicCheckpointHook'
     assert cfg.default_hooks.checkpoint.interval > 0
@@ -179,3 +182,35 @@ def test_random_states_are_left_alone_by_load_from(tmp_path):
     seeded = torch.get_rng_state()
     make_runner(tmp_path / 'third', 0, custom_hooks=hooks).train()
     assert torch.equal(seeded, torch.get_rng_state())
+
+
+def test_seg_label_check_hook_names_the_file_and_values_as_stored():
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from pelk_mm.engine import SegLabelCheckHook
+
+    class Dataset:
+        metainfo = dict(classes=('sky', 'tree', 'road'))
+        ignore_index = 255
+
+    def batch(labels, reduce_zero_label):
+        sample = SegDataSample(metainfo=dict(
+            seg_map_path='a.png', reduce_zero_label=reduce_zero_label))
+        sample.gt_sem_seg = PixelData(data=torch.tensor([[labels]]))
+        return dict(inputs=[], data_samples=[sample])
+
+    check = SegLabelCheckHook._check
+    check(Dataset, batch([0, 1, 2, 255], False))  # classes and ignored
+    with pytest.raises(ValueError, match=r'annotation a.png holds label '
+                       r'values \[3, 7\] outside the dataset\'s 3 classes '
+                       r'\(valid values in the file: 0..2, and 255 ignored'):
+        check(Dataset, batch([0, 7, 3, 3, 255], False))
+    # After reduce_zero_label, file value v is read as v - 1.
+    with pytest.raises(ValueError, match=r'values \[4\] .* 1..3, and 0 and '
+                       r'255 ignored \(reduce_zero_label\)'):
+        check(Dataset, batch([0, 3], True))
+    tta = batch([9], False)
+    tta['data_samples'] = [tta['data_samples']]  # views of one image
+    with pytest.raises(ValueError, match=r'values \[9\]'):
+        check(Dataset, tta)

@@ -278,6 +278,63 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(ade, tmp_path):
     assert '--allow-missing' in proc.stderr
     assert not re.search(r'mIoU: [\d.]+', proc.stdout + proc.stderr)
 
+    # Fine-tuning from it (load_from) is refused the same way.
+    proc = run_tool('tools/train.py', DEMO, '--work-dir',
+                    str(tmp_path / 'train'), '--cfg-options',
+                    f'load_from={renamed}', 'train_cfg.max_iters=1', *FAST,
+                    *data_options(ade, 'train_dataloader', 'val_dataloader'),
+                    check=False)
+    assert proc.returncode != 0
+    assert f"'{renamed}' leaves {params} of the model's {params} " \
+        'parameters without weights' in proc.stderr
+    assert 'pass --allow-missing to fine-tune' in proc.stderr
+    assert 'Iter(train)' not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_labels_outside_the_classes_are_refused_naming_the_file(
+        ade, tmp_path):
+    """The first row of one validation annotation and every other row of each
+    training one hold 200 (of 150 classes; in every random crop): evaluation
+    and training stop naming the file and the value."""
+    import shutil
+
+    import torch
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    data = tmp_path / 'ade'
+    shutil.copytree(ade, data)
+    annotations = data / 'annotations'
+    bad_val = sorted((annotations / 'validation').glob('*.png'))[3]
+    for path, rows in [(bad_val, slice(0, 1)), *(
+            (path, slice(None, None, 2))
+            for path in (annotations / 'training').glob('*.png'))]:
+        labels = np.array(Image.open(path))
+        labels[rows] = 200
+        Image.fromarray(labels).save(path)
+
+    register_all_modules()
+    checkpoint = tmp_path / 'model.pth'
+    torch.save({'state_dict': MODELS.build(config(DEMO).model).state_dict()},
+               checkpoint)
+    proc = run_tool('tools/test.py', DEMO, str(checkpoint), '--work-dir',
+                    str(tmp_path / 'test'), '--cfg-options',
+                    *data_options(data, 'test_dataloader'), check=False)
+    assert proc.returncode != 0
+    assert f'annotation {bad_val} holds label values [200] outside the ' \
+        "dataset's 150 classes (valid values in the file: 1..150" \
+        in proc.stderr
+    assert not re.search(r'mIoU: [\d.]+', proc.stdout + proc.stderr)
+
+    proc = run_tool('tools/train.py', DEMO, '--work-dir',
+                    str(tmp_path / 'train'), '--cfg-options',
+                    'train_cfg.max_iters=1', *FAST,
+                    *data_options(data, 'train_dataloader', 'val_dataloader'),
+                    check=False)
+    assert proc.returncode != 0
+    assert re.search(r'annotation \S+/training/\S+\.png holds label values '
+                     r'\[200\]', proc.stderr)
+
 
 @pytest.fixture(scope='module')
 def trained(ade, tmp_path_factory):

@@ -17,9 +17,8 @@ import argparse
 import os.path as osp
 
 from mmengine.config import Config
-from mmengine.hooks import Hook
-from mmengine.model import BaseModel, is_model_wrapper
 
+from pelk_mm.engine import CheckpointFitsHook, CheckpointMismatchError
 from pelk_mm.utils import check_data_roots
 from pelk_mm.utils.launch import (add_common_args, build_runner, load_config,
                                   setup_device)
@@ -53,38 +52,6 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
         cfg.visualizer['save_dir'] = show_dir
 
 
-class CheckpointFitsHook(Hook):
-    """Refuse a checkpoint that leaves parameters of the model unloaded.
-
-    Checked on the checkpoint the runner has just read (before its weights
-    go into the model), so the file is read once.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model
-        if is_model_wrapper(model):
-            model = model.module
-        if isinstance(getattr(model, 'module', None), BaseModel):
-            model = model.module  # a test-time augmentation wrapper
-        state = checkpoint.get('state_dict', checkpoint)
-        keys = {key[len('module.'):] if key.startswith('module.') else key
-                for key in state}
-        names = [name for name, _ in model.named_parameters()]
-        missing = [name for name in names if name not in keys]
-        if missing:
-            raise SystemExit(
-                f'error: checkpoint {self.path!r} leaves {len(missing)} of '
-                f'the model\'s {len(names)} parameters without weights (e.g. '
-                f'{", ".join(missing[:3])}; the file\'s keys look like '
-                f'{", ".join(sorted(keys)[:3])}). It was written for another '
-                f'model or config, or its keys were renamed: pass the config '
-                f'it was trained with, or --allow-missing to evaluate '
-                f'anyway.')
-
-
 def main():
     args = parse_args()
     cfg = load_config(args)
@@ -113,8 +80,13 @@ def main():
 
     runner = build_runner(cfg)
     if not args.allow_missing:
-        runner.register_hook(CheckpointFitsHook(args.checkpoint))
-    runner.test()
+        runner.register_hook(CheckpointFitsHook(
+            args.checkpoint, hint='Pass the config it was trained with, or '
+            '--allow-missing to evaluate anyway.'))
+    try:
+        runner.test()
+    except CheckpointMismatchError as err:
+        raise SystemExit(f'error: {err}')
 
 
 if __name__ == '__main__':

@@ -3,14 +3,16 @@
 A thin wrapper over mmengine's Runner, with the usual OpenMMLab flags:
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--force]
-        [--amp] [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+        [--amp] [--auto-scale-lr] [--allow-missing]
+        [--cfg-options KEY=VALUE ...]
         [--launcher none|pytorch|slurm|mpi]
 
 It is not required: the same configs train with mmseg's, mmdet's or
 mmpretrain's own tools/train.py, because they import pelk_mm through
 ``custom_imports``. What this wrapper adds: it checks the pretrained
 checkpoint and the dataset folders before anything is built, it refuses
-to start a new run over the checkpoints of an earlier one, and it runs
+to start a new run over the checkpoints of an earlier one or from a
+``load_from`` checkpoint that does not fit the model, and it runs
 on machines without a GPU (SyncBN becomes BN; distributed runs use gloo).
 """
 import argparse
@@ -19,7 +21,8 @@ import os.path as osp
 
 from mmengine.logging import print_log
 
-from pelk_mm.engine import find_resumable_checkpoint
+from pelk_mm.engine import (CheckpointFitsHook, CheckpointMismatchError,
+                            find_resumable_checkpoint)
 from pelk_mm.utils import (check_data_roots, missing_pretrained,
                            missing_pretrained_message)
 from pelk_mm.utils.launch import (add_common_args, build_runner, load_config,
@@ -40,6 +43,10 @@ def parse_args():
     parser.add_argument(
         '--amp', action='store_true',
         help='automatic mixed precision (needs a GPU)')
+    parser.add_argument(
+        '--allow-missing', action='store_true',
+        help='fine-tune even if the `load_from` checkpoint leaves '
+        'parameters of the model without weights')
     parser.add_argument(
         '--auto-scale-lr', action='store_true',
         help='scale the learning rate linearly from the config\'s '
@@ -95,8 +102,16 @@ def main():
         raise SystemExit(f'error: {err}')
 
     runner = build_runner(cfg)
+    if cfg.get('load_from') and not cfg.get('resume') and \
+            not args.allow_missing:
+        runner.register_hook(CheckpointFitsHook(
+            cfg.load_from, hint='Check `load_from`, or pass --allow-missing '
+            'to fine-tune from it anyway.'))
     print_log(f'work dir: {cfg.work_dir}', logger='current')
-    runner.train()
+    try:
+        runner.train()
+    except CheckpointMismatchError as err:
+        raise SystemExit(f'error: {err}')
 
 
 if __name__ == '__main__':
