@@ -19,6 +19,9 @@ default_hooks = dict(
 # weights, fixed), so the model is the sparse one the paper counts. A dense
 # backbone file is fine-tuned dense, with a warning.
 custom_hooks = [
-    dict(type='pelk_mm.DynamicSparsityHook', sparse_init='nonzero',
-         prune_rate=0., prefix='backbone.'),
+    dict(
+        type='pelk_mm.DynamicSparsityHook',
+        sparse_init='nonzero',
+        prune_rate=0.,
+        prefix='backbone.'),
 ]

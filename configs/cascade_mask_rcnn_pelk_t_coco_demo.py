@@ -34,7 +34,8 @@ model = dict(
                 reg_decoded_bbox=True,
                 norm_cfg=norm_cfg,
                 loss_cls=dict(
-                    type='CrossEntropyLoss', use_sigmoid=False,
+                    type='CrossEntropyLoss',
+                    use_sigmoid=False,
                     loss_weight=1.0),
                 loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
             for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
@@ -46,12 +47,18 @@ model = dict(
         rcnn=[
             dict(
                 assigner=dict(
-                    type='MaxIoUAssigner', pos_iou_thr=iou, neg_iou_thr=iou,
-                    min_pos_iou=iou, match_low_quality=False,
+                    type='MaxIoUAssigner',
+                    pos_iou_thr=iou,
+                    neg_iou_thr=iou,
+                    min_pos_iou=iou,
+                    match_low_quality=False,
                     ignore_iof_thr=-1),
                 sampler=dict(
-                    type='RandomSampler', num=64, pos_fraction=0.5,
-                    neg_pos_ub=-1, add_gt_as_proposals=True),
+                    type='RandomSampler',
+                    num=64,
+                    pos_fraction=0.5,
+                    neg_pos_ub=-1,
+                    add_gt_as_proposals=True),
                 mask_size=28,
                 pos_weight=-1,
                 debug=False) for iou in (0.5, 0.6, 0.7)
@@ -68,19 +75,25 @@ train_pipeline = pipeline + [
     dict(type='PackDetInputs'),
 ]
 test_pipeline = pipeline + [
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                    'scale_factor')),
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                   'scale_factor')),
 ]
 train_dataloader = dict(
-    batch_size=4, num_workers=2, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 filter_cfg=dict(filter_empty_gt=True, min_size=8),
-                 pipeline=train_pipeline))
+    batch_size=4,
+    num_workers=2,
+    persistent_workers=False,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        filter_cfg=dict(filter_empty_gt=True, min_size=8),
+        pipeline=train_pipeline))
 val_dataloader = dict(
-    num_workers=2, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 pipeline=test_pipeline))
+    num_workers=2,
+    persistent_workers=False,
+    dataset=dict(
+        data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
@@ -91,14 +104,19 @@ optim_wrapper = dict(
     optimizer=dict(lr=1e-3), paramwise_cfg=dict(decay_rate=1.0))
 auto_scale_lr = dict(enable=False)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=50),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[10], gamma=0.1),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
+    dict(
+        type='MultiStepLR',
+        begin=0,
+        end=max_epochs,
+        by_epoch=True,
+        milestones=[10],
+        gamma=0.1),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-default_hooks = dict(logger=dict(interval=10),
-                     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 # From scratch there are no ImageNet zeros to keep: no sparsity hook.
 custom_hooks = [dict(type='pelk_mm.ProgressBarHook')]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

@@ -4,10 +4,12 @@
 # receptive fields (tools/analysis/erf.py, README).
 _base_ = './pelk_mini_in1k_demo.py'
 
-model = dict(backbone=dict(
-    _delete_=True, type='ConvNeXt',
-    arch=dict(depths=[2, 2, 4, 2], channels=[64, 128, 256, 512]),
-    drop_path_rate=0.1))
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='ConvNeXt',
+        arch=dict(depths=[2, 2, 4, 2], channels=[64, 128, 256, 512]),
+        drop_path_rate=0.1))
 custom_hooks = [
     dict(type='EMAHook', momentum=0.02, priority='ABOVE_NORMAL'),
     dict(type='pelk_mm.ProgressBarHook'),

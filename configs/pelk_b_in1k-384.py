@@ -18,16 +18,29 @@ bgr_mean = [103.53, 116.28, 123.675]
 bgr_std = [57.375, 57.12, 58.395]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=384, backend='pillow',
-         interpolation='bicubic'),
+    dict(
+        type='RandomResizedCrop',
+        scale=384,
+        backend='pillow',
+        interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', policies='timm_increasing', num_policies=2,
-         total_level=10, magnitude_level=9, magnitude_std=0.5,
-         hparams=dict(pad_val=[round(x) for x in bgr_mean],
-                      interpolation='bicubic')),
-    dict(type='RandomErasing', erase_prob=0.25, mode='rand',
-         min_area_ratio=0.02, max_area_ratio=1 / 3, fill_color=bgr_mean,
-         fill_std=bgr_std),
+    dict(
+        type='RandAugment',
+        policies='timm_increasing',
+        num_policies=2,
+        total_level=10,
+        magnitude_level=9,
+        magnitude_std=0.5,
+        hparams=dict(
+            pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
+    dict(
+        type='RandomErasing',
+        erase_prob=0.25,
+        mode='rand',
+        min_area_ratio=0.02,
+        max_area_ratio=1 / 3,
+        fill_color=bgr_mean,
+        fill_std=bgr_std),
     dict(type='PackInputs'),
 ]
 # ConvNeXt evaluates 384 models on the whole resized image (crop ratio 1).
@@ -42,12 +55,20 @@ test_dataloader = val_dataloader
 
 optim_wrapper = dict(optimizer=dict(lr=5e-5, weight_decay=1e-8))
 param_scheduler = [
-    dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=True, begin=0,
-         end=30, convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-6,
+        by_epoch=True,
+        begin=0,
+        end=30,
+        convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=30)
 custom_hooks = [
-    dict(type='pelk_mm.DynamicSparsityHook', sparsity=0.4,
-         sparse_init='nonzero', prune_rate=0.0),
+    dict(
+        type='pelk_mm.DynamicSparsityHook',
+        sparsity=0.4,
+        sparse_init='nonzero',
+        prune_rate=0.0),
 ]
 auto_scale_lr = dict(base_batch_size=512)

@@ -12,21 +12,27 @@
 # few happen without undoing what the model learns between them.
 _base_ = './pelk_t_in1k.py'
 
-demo_arch = dict(depths=[2, 2, 4, 2], channels=[64, 128, 256, 512],
-                 kernel_sizes=[51, 49, 47, 13])
+demo_arch = dict(
+    depths=[2, 2, 4, 2],
+    channels=[64, 128, 256, 512],
+    kernel_sizes=[51, 49, 47, 13])
 data_root = 'data/imagenet_synthetic'
 max_epochs = 20
 data_preprocessor = dict(num_classes=6)
 model = dict(
-    backbone=dict(_delete_=True, type='pelk_mm.PeLK', arch=demo_arch,
-                  drop_path_rate=0.1),
+    backbone=dict(
+        _delete_=True, type='pelk_mm.PeLK', arch=demo_arch,
+        drop_path_rate=0.1),
     head=dict(num_classes=6, in_channels=512),
     train_cfg=dict(augments=None))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=64, crop_ratio_range=(0.5, 1.0),
-         backend='pillow'),
+    dict(
+        type='RandomResizedCrop',
+        scale=64,
+        crop_ratio_range=(0.5, 1.0),
+        backend='pillow'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
@@ -37,10 +43,14 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
-    batch_size=32, num_workers=2, persistent_workers=False,
+    batch_size=32,
+    num_workers=2,
+    persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=32, num_workers=2, persistent_workers=False,
+    batch_size=32,
+    num_workers=2,
+    persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
@@ -48,20 +58,34 @@ test_evaluator = val_evaluator
 
 optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=1,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=True, begin=1,
-         end=max_epochs, convert_to_iter_based=True),
+    dict(
+        type='LinearLR',
+        start_factor=1e-3,
+        by_epoch=True,
+        end=1,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-6,
+        by_epoch=True,
+        begin=1,
+        end=max_epochs,
+        convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 custom_hooks = [
     dict(type='EMAHook', momentum=0.02, priority='ABOVE_NORMAL'),
-    dict(type='pelk_mm.DynamicSparsityHook', sparsity=0.4,
-         sparse_init='snip', growth='random', prune_rate=0.2,
-         update_interval=50),
+    dict(
+        type='pelk_mm.DynamicSparsityHook',
+        sparsity=0.4,
+        sparse_init='snip',
+        growth='random',
+        prune_rate=0.2,
+        update_interval=50),
     dict(type='pelk_mm.ProgressBarHook'),
 ]
-default_hooks = dict(logger=dict(interval=10),
-                     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 auto_scale_lr = dict(enable=False)
 randomness = dict(seed=0)

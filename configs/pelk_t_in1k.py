@@ -46,10 +46,19 @@ optim_wrapper = dict(
     paramwise_cfg=dict(custom_keys={'pos_embed': dict(decay_mult=0.)}),
     clip_grad=None)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=20,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=True, begin=20,
-         end=max_epochs, convert_to_iter_based=True),
+    dict(
+        type='LinearLR',
+        start_factor=1e-3,
+        by_epoch=True,
+        end=20,
+        convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-6,
+        by_epoch=True,
+        begin=20,
+        end=max_epochs,
+        convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs)
 # pelk_mm's own: checkpoints written crash-safe (temporary file, rename,
@@ -62,8 +71,12 @@ default_hooks = dict(
     finite_loss=dict(type='pelk_mm.FiniteLossHook'))
 custom_hooks = [
     dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'),
-    dict(type='pelk_mm.DynamicSparsityHook', sparsity=0.4,
-         sparse_init='snip', growth='random', prune_rate=0.5,
-         update_interval=2000),
+    dict(
+        type='pelk_mm.DynamicSparsityHook',
+        sparsity=0.4,
+        sparse_init='snip',
+        growth='random',
+        prune_rate=0.5,
+        update_interval=2000),
 ]
 auto_scale_lr = dict(base_batch_size=4096)

@@ -23,6 +23,9 @@ default_hooks = dict(seg_labels=dict(type='pelk_mm.SegLabelCheckHook'))
 # weights, fixed), so the model is the sparse one the paper counts. A dense
 # backbone file is fine-tuned dense, with a warning.
 custom_hooks = [
-    dict(type='pelk_mm.DynamicSparsityHook', sparse_init='nonzero',
-         prune_rate=0., prefix='backbone.'),
+    dict(
+        type='pelk_mm.DynamicSparsityHook',
+        sparse_init='nonzero',
+        prune_rate=0.,
+        prefix='backbone.'),
 ]

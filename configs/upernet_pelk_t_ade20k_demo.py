@@ -20,8 +20,11 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(320, 128), ratio_range=(0.75, 1.5),
-         keep_ratio=True),
+    dict(
+        type='RandomResize',
+        scale=(320, 128),
+        ratio_range=(0.75, 1.5),
+        keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),
@@ -33,24 +36,31 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(
-    batch_size=4, num_workers=2, persistent_workers=False,
+    batch_size=4,
+    num_workers=2,
+    persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=1, num_workers=2, persistent_workers=False,
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
-         end=50),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=50,
-         end=max_iters),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=50),
+    dict(
+        type='PolyLR',
+        power=1.0,
+        eta_min=0.0,
+        by_epoch=False,
+        begin=50,
+        end=max_iters),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
-    logger=dict(interval=20),
-    checkpoint=dict(interval=100, max_keep_ckpts=2))
+    logger=dict(interval=20), checkpoint=dict(interval=100, max_keep_ckpts=2))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
 # From scratch there are no ImageNet zeros to keep: no sparsity hook.

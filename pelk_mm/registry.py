@@ -11,12 +11,17 @@ from mmengine.registry import \
 from mmengine.registry import Registry
 
 MODELS = Registry(
-    'model', parent=MMENGINE_MODELS, scope='pelk_mm',
+    'model',
+    parent=MMENGINE_MODELS,
+    scope='pelk_mm',
     locations=['pelk_mm.models'])
 HOOKS = Registry(
-    'hook', parent=MMENGINE_HOOKS, scope='pelk_mm',
+    'hook',
+    parent=MMENGINE_HOOKS,
+    scope='pelk_mm',
     locations=['pelk_mm.engine'])
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor',
-    parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, scope='pelk_mm',
+    parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
+    scope='pelk_mm',
     locations=['pelk_mm.engine'])

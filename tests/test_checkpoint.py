@@ -7,24 +7,34 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModel
 from mmengine.logging import HistoryBuffer
+from mmengine.model import BaseModel
 from mmengine.runner import Runner, load_checkpoint
 
 from pelk_mm.engine.safe_loading import TRUST_VARIABLE, load_from_local
 from pelk_mm.models import PeLK
 
-ARCH = dict(depths=[1, 1, 1, 1], channels=[16, 24, 32, 40],
-            kernel_sizes=[13, 11, 9, 7])
+ARCH = dict(
+    depths=[1, 1, 1, 1],
+    channels=[16, 24, 32, 40],
+    kernel_sizes=[13, 11, 9, 7])
 
 
 def save_classifier_checkpoint(path, backbone):
     """A checkpoint as mmpretrain writes it, numpy scalars in its meta."""
     state = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
     state['head.fc.weight'] = torch.zeros(10, 40)
-    torch.save({'state_dict': state,
-                'meta': {'epoch': np.int64(300), 'best_acc': np.float64(0.8),
-                         'dataset_meta': {'classes': ('a', 'b')}}}, path)
+    torch.save(
+        {
+            'state_dict': state,
+            'meta': {
+                'epoch': np.int64(300),
+                'best_acc': np.float64(0.8),
+                'dataset_meta': {
+                    'classes': ('a', 'b')
+                }
+            }
+        }, path)
 
 
 def test_plain_torch_load_refuses_numpy_meta(tmp_path):
@@ -40,8 +50,10 @@ def test_pretrained_init_cfg_loads_numpy_meta_checkpoint(tmp_path):
     source = PeLK(ARCH)
     path = tmp_path / 'cls.pth'
     save_classifier_checkpoint(path, source)
-    model = PeLK(ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path),
-                                     prefix='backbone.'))
+    model = PeLK(
+        ARCH,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     model.init_weights()
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
@@ -50,22 +62,32 @@ def test_pretrained_init_cfg_loads_numpy_meta_checkpoint(tmp_path):
 def test_pretrained_file_that_does_not_fit_is_refused(tmp_path):
     path = tmp_path / 'other.pth'
     torch.save({'state_dict': {'backbone.foo.weight': torch.zeros(3)}}, path)
-    model = PeLK(ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path),
-                                     prefix='backbone.'))
-    with pytest.raises(ValueError, match=r'other.pth.* leaves \d+ of this '
-                       r"PeLK's \d+ weights unloaded.*look like foo.weight"):
+    model = PeLK(
+        ARCH,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(path), prefix='backbone.'))
+    with pytest.raises(
+            ValueError,
+            match=r'other.pth.* leaves \d+ of this '
+            r"PeLK's \d+ weights unloaded.*look like foo.weight"):
         model.init_weights()
     # Another prefix: nothing under it.
-    model = PeLK(ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path),
-                                     prefix='encoder.'))
-    with pytest.raises(ValueError, match="no weights under the prefix "
-                       "'encoder.'.*backbone.foo.weight"):
+    model = PeLK(
+        ARCH,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(path), prefix='encoder.'))
+    with pytest.raises(
+            ValueError,
+            match="no weights under the prefix "
+            "'encoder.'.*backbone.foo.weight"):
         model.init_weights()
     # Another arch: shapes no re-gridding explains.
     wider = dict(ARCH, channels=[8, 16, 24, 32])
     save_classifier_checkpoint(path, PeLK(wider))
-    model = PeLK(ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path),
-                                     prefix='backbone.'))
+    model = PeLK(
+        ARCH,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     with pytest.raises(ValueError, match='does not fit this PeLK'):
         model.init_weights()
 
@@ -75,8 +97,11 @@ def test_classifier_file_may_lack_only_the_dense_output_norms(
     source = PeLK(ARCH)  # a classifier's backbone: norm3 only
     path = tmp_path / 'cls.pth'
     save_classifier_checkpoint(path, source)
-    dense = PeLK(ARCH, out_indices=(0, 1, 2, 3), init_cfg=dict(
-        type='Pretrained', checkpoint=str(path), prefix='backbone.'))
+    dense = PeLK(
+        ARCH,
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     dense.init_weights()
     text = '\n'.join(r.getMessage() for r in mmlogger_records)
     assert 'output norms not in' in text and 'norm0.weight' in text
@@ -86,15 +111,15 @@ def test_classifier_file_may_lack_only_the_dense_output_norms(
 
 def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path):
     missing = tmp_path / 'nowhere.pth'
-    model = PeLK(ARCH, init_cfg=dict(type='Pretrained',
-                                     checkpoint=str(missing)))
+    model = PeLK(
+        ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(missing)))
     with pytest.raises(FileNotFoundError, match='nowhere.pth'):
         model.init_weights()
     corrupt = tmp_path / 'corrupt.pth'
     save_classifier_checkpoint(corrupt, PeLK(ARCH))
     corrupt.write_bytes(corrupt.read_bytes()[:200])
-    model = PeLK(ARCH, init_cfg=dict(type='Pretrained',
-                                     checkpoint=str(corrupt)))
+    model = PeLK(
+        ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(corrupt)))
     with pytest.raises(RuntimeError, match='corrupt.pth.*truncated, corrupt'):
         model.init_weights()
 
@@ -109,8 +134,7 @@ class ToyClassifier(BaseModel):
     def forward(self, inputs, labels, mode='tensor'):
         logits = self.head(self.backbone(inputs)[-1])
         if mode == 'loss':
-            return {'loss': nn.functional.cross_entropy(
-                logits, labels)}
+            return {'loss': nn.functional.cross_entropy(logits, labels)}
         return logits
 
 
@@ -121,24 +145,31 @@ class ToyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         generator = torch.Generator().manual_seed(index)
-        return dict(inputs=torch.randn(3, 32, 32, generator=generator),
-                    labels=torch.tensor(index % 2))
+        return dict(
+            inputs=torch.randn(3, 32, 32, generator=generator),
+            labels=torch.tensor(index % 2))
 
 
-def make_runner(work_dir, max_iters, resume=False, checkpoint=None,
-                model=None, **kwargs):
+def make_runner(work_dir,
+                max_iters,
+                resume=False,
+                checkpoint=None,
+                model=None,
+                **kwargs):
     return Runner(
         model=model or ToyClassifier(),
         work_dir=str(work_dir),
         train_dataloader=dict(
-            dataset=ToyDataset(), batch_size=4, num_workers=0,
+            dataset=ToyDataset(),
+            batch_size=4,
+            num_workers=0,
             sampler=dict(type='DefaultSampler', shuffle=True),
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(
-            checkpoint=checkpoint or dict(type='CheckpointHook', interval=2,
-                                          by_epoch=False),
+            checkpoint=checkpoint
+            or dict(type='CheckpointHook', interval=2, by_epoch=False),
             logger=dict(type='LoggerHook', interval=1)),
         randomness=dict(seed=0),
         resume=resume,
@@ -167,6 +198,7 @@ def test_runner_resumes_on_torch_2_6_and_later(tmp_path):
 
 # ------------------------------------------------- what a checkpoint may hold
 
+
 class WritesMarker:
     """Unpickling it runs code: it creates the file ``path``."""
 
@@ -191,16 +223,21 @@ class LegacyMeta:
 def test_checkpoint_that_runs_code_is_refused_before_it_runs(tmp_path):
     marker = tmp_path / 'payload-ran'
     path = tmp_path / 'crafted.pth'
-    torch.save({'state_dict': PeLK(ARCH).state_dict(),
-                'meta': {'note': WritesMarker(marker)}}, path)
+    torch.save(
+        {
+            'state_dict': PeLK(ARCH).state_dict(),
+            'meta': {
+                'note': WritesMarker(marker)
+            }
+        }, path)
     model = PeLK(ARCH)
     with pytest.raises(RuntimeError) as refused:
         load_checkpoint(model, str(path))  # what tools/test.py calls
     message = str(refused.value)
     assert 'crafted.pth' in message and 'posix.system' in message
     assert f'{TRUST_VARIABLE}=1' in message
-    initialised = PeLK(ARCH, init_cfg=dict(type='Pretrained',
-                                           checkpoint=str(path)))
+    initialised = PeLK(
+        ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     with pytest.raises(RuntimeError, match='refused to load'):
         initialised.init_weights()
     assert not marker.exists()

@@ -6,7 +6,6 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-
 from test_segmentation import ROOT
 
 
@@ -26,12 +25,12 @@ def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
     assert backbone.drop_path_rate == drop_path
     assert cfg.model.head.in_channels == channels
     assert cfg.model.head.loss.label_smooth_val == 0.1
-    assert [a.type for a in cfg.model.train_cfg.augments] == ['Mixup',
-                                                              'CutMix']
+    assert [a.type
+            for a in cfg.model.train_cfg.augments] == ['Mixup', 'CutMix']
     assert [a.alpha for a in cfg.model.train_cfg.augments] == [0.8, 1.0]
     optimizer = cfg.optim_wrapper.optimizer
-    assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == (
-        'AdamW', 4e-3, 0.05)
+    assert (optimizer.type, optimizer.lr,
+            optimizer.weight_decay) == ('AdamW', 4e-3, 0.05)
     assert cfg.auto_scale_lr.base_batch_size == 4096
     assert cfg.train_dataloader.batch_size * 32 == 4096
     assert cfg.train_cfg.max_epochs == 300
@@ -50,10 +49,9 @@ def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
     hooks = {h.type: h for h in cfg.custom_hooks}
     assert 'EMAHook' in hooks
     sparsity = hooks['pelk_mm.DynamicSparsityHook']
-    assert (sparsity.sparsity, sparsity.sparse_init, sparsity.growth) == (
-        0.4, 'snip', 'random')
-    assert (sparsity.prune_rate, sparsity.update_interval) == (prune,
-                                                               interval)
+    assert (sparsity.sparsity, sparsity.sparse_init,
+            sparsity.growth) == (0.4, 'snip', 'random')
+    assert (sparsity.prune_rate, sparsity.update_interval) == (prune, interval)
     assert sparsity.get('prefix', '') == ''  # the head is masked too
 
 
@@ -64,8 +62,8 @@ def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
 def test_384_configs_fine_tune_the_224_classifier(name, arch, start):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
     assert cfg.load_from == f'work_dirs/{start}/epoch_300.pth'
-    assert (cfg.model.backbone.arch, cfg.model.backbone.drop_path_rate) == (
-        arch, 0.8)
+    assert (cfg.model.backbone.arch,
+            cfg.model.backbone.drop_path_rate) == (arch, 0.8)
     assert cfg.model.backbone.get('kernel_resize', 'pad') == 'pad'
     assert cfg.model.train_cfg.augments is None
     optimizer = cfg.optim_wrapper.optimizer
@@ -73,13 +71,16 @@ def test_384_configs_fine_tune_the_224_classifier(name, arch, start):
     assert cfg.auto_scale_lr.base_batch_size == 512
     assert cfg.train_cfg.max_epochs == 30
     (cosine, ) = cfg.param_scheduler
-    assert (cosine.type, cosine.begin, cosine.end) == ('CosineAnnealingLR',
-                                                       0, 30)
-    crops = [t for t in cfg.train_dataloader.dataset.pipeline
-             if t.type == 'RandomResizedCrop']
+    assert (cosine.type, cosine.begin, cosine.end) == ('CosineAnnealingLR', 0,
+                                                       30)
+    crops = [
+        t for t in cfg.train_dataloader.dataset.pipeline
+        if t.type == 'RandomResizedCrop'
+    ]
     assert crops[0].scale == 384
-    resize = [t for t in cfg.test_dataloader.dataset.pipeline
-              if t.type == 'Resize']
+    resize = [
+        t for t in cfg.test_dataloader.dataset.pipeline if t.type == 'Resize'
+    ]
     assert resize[0].scale == 384
     (sparsity, ) = cfg.custom_hooks
     assert (sparsity.sparse_init, sparsity.prune_rate) == ('nonzero', 0.0)
@@ -100,10 +101,17 @@ def test_classifier_builds_and_predicts():
 # Reduced archs standing in for the real ones in the recipe tests: the same
 # kernels, grids and code paths, a fraction of the blocks and channels.
 SMALL_ARCHS = {
-    'base-101': dict(depths=[1, 1, 2, 1], channels=[16, 24, 32, 40],
-                     kernel_sizes=[101, 69, 67, 13], center_size=7),
-    'other': dict(depths=[1, 1, 2, 1], channels=[16, 24, 32, 40],
-                  kernel_sizes=[51, 49, 47, 13]),
+    'base-101':
+    dict(
+        depths=[1, 1, 2, 1],
+        channels=[16, 24, 32, 40],
+        kernel_sizes=[101, 69, 67, 13],
+        center_size=7),
+    'other':
+    dict(
+        depths=[1, 1, 2, 1],
+        channels=[16, 24, 32, 40],
+        kernel_sizes=[51, 49, 47, 13]),
 }
 
 CLS_DEMO = osp.join(ROOT, 'configs', 'pelk_mini_in1k_demo.py')
@@ -147,21 +155,24 @@ def test_demo_classifier_learns(classifier):
 @pytest.mark.parametrize('raw', [False, True])
 def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw):
     from mmengine.registry import MODELS
-
     from test_segmentation import run_tool
     work_dir, _ = classifier
     checkpoint = torch.load(work_dir / 'epoch_20.pth', weights_only=False)
     masks = checkpoint['sparsity']['masks']
     # EMAHook leaves the EMA weights in state_dict, the raw ones beside.
     if raw:
-        source = {k[len('module.'):]: v
-                  for k, v in checkpoint['ema_state_dict'].items()
-                  if k.startswith('module.backbone.')}
+        source = {
+            k[len('module.'):]: v
+            for k, v in checkpoint['ema_state_dict'].items()
+            if k.startswith('module.backbone.')
+        }
     else:
-        source = {k: v for k, v in checkpoint['state_dict'].items()
-                  if k.startswith('backbone.')}
-    source = {k: v * masks[k] if k in masks else v
-              for k, v in source.items()}
+        source = {
+            k: v
+            for k, v in checkpoint['state_dict'].items()
+            if k.startswith('backbone.')
+        }
+    source = {k: v * masks[k] if k in masks else v for k, v in source.items()}
     out = tmp_path / 'backbone.pth'
     run_tool('tools/model_converters/cls_to_backbone.py',
              str(work_dir / 'epoch_20.pth'), str(out),
@@ -184,14 +195,18 @@ def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw):
         init_default_scope(scope)
         model = MODELS.build(cfg.model)
         model.init_weights()
-        loaded = {f'backbone.{k}': v
-                  for k, v in model.backbone.state_dict().items()}
+        loaded = {
+            f'backbone.{k}': v
+            for k, v in model.backbone.state_dict().items()
+        }
         # Every classifier weight is used; only the norms of the extra
         # outputs (stages 0-2) are new, as for mmpretrain's ConvNeXt.
         assert set(source) <= set(loaded)
         assert set(loaded) - set(source) == {
-            f'backbone.norm{i}.{p}' for i in range(3)
-            for p in ('weight', 'bias')}
+            f'backbone.norm{i}.{p}'
+            for i in range(3)
+            for p in ('weight', 'bias')
+        }
         for key, value in source.items():
             assert torch.equal(loaded[key], value), key
 
@@ -231,15 +246,17 @@ def recipe_run(imagenet, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['pelk_t_in1k.py', 'pelk_s_in1k.py',
-                                  'pelk_b_in1k.py', 'pelk_b101_in1k.py'])
+@pytest.mark.parametrize('name', [
+    'pelk_t_in1k.py', 'pelk_s_in1k.py', 'pelk_b_in1k.py', 'pelk_b101_in1k.py'
+])
 def test_224_recipes_train_sparse_from_scratch(recipe_run, name):
     work_dir, log = recipe_run(name)
     assert 'Epoch(train) [1][2/2]' in log, log[-3000:]
     checkpoint = torch.load(work_dir / 'epoch_1.pth', weights_only=False)
     masks = checkpoint['sparsity']['masks']
-    assert re.search(r'dynamic sparsity: \d+ of \d+ weights masked, '
-                     r'4\d\.\d% sparse \(snip init\)', log), log[-3000:]
+    assert re.search(
+        r'dynamic sparsity: \d+ of \d+ weights masked, '
+        r'4\d\.\d% sparse \(snip init\)', log), log[-3000:]
     state = checkpoint['state_dict']
     kept = sum(int(m.sum()) for m in masks.values())
     assert kept / sum(m.numel() for m in masks.values()) < 0.65

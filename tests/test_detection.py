@@ -10,10 +10,10 @@ import time
 
 import numpy as np
 import pytest
+from test_segmentation import ROOT, config, run_tool
 
 from pelk_mm.datasets import SHAPE_CLASSES, generate_coco
 from pelk_mm.utils.complexity import config_complexity
-from test_segmentation import ROOT, config, run_tool
 
 DEMO = osp.join(ROOT, 'configs', 'cascade_mask_rcnn_pelk_t_coco_demo.py')
 MMDET_TOOLS = osp.join(
@@ -26,8 +26,9 @@ def data_options(root, *loaders):
         options.append(f'{loader}.dataset.data_root={root}/')
     if 'val_dataloader' in loaders or 'test_dataloader' in loaders:
         ann = f'{root}/annotations/instances_val2017.json'
-        options += [f'val_evaluator.ann_file={ann}',
-                    f'test_evaluator.ann_file={ann}']
+        options += [
+            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}'
+        ]
     return options
 
 
@@ -69,20 +70,23 @@ def test_configs_follow_the_paper_recipe(name, arch, drop_path, decay,
     assert steps.type == 'MultiStepLR' and steps.milestones == [27, 33]
     assert cfg.train_dataloader.batch_size * 8 == 16
     optim = cfg.optim_wrapper
-    assert optim.optimizer == dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999),
-                                   weight_decay=0.05)
+    assert optim.optimizer == dict(
+        type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05)
     assert optim.constructor == 'pelk_mm.LayerDecayOptimWrapperConstructor'
     assert optim.paramwise_cfg == dict(
-        decay_rate=decay, decay_type='layer_wise', norm_decay_mult=0.,
-        bias_decay_mult=0., flat_decay_mult=0.,
+        decay_rate=decay,
+        decay_type='layer_wise',
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        flat_decay_mult=0.,
         custom_keys={'pos_embed': dict(decay_mult=0.)})
     assert (warmup.start_factor, warmup.end) == (0.001, 500)
     assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
     assert backbone.mixer_norm_cfg.type == 'SyncBN'
     (sparsity, ) = cfg.custom_hooks
     assert (sparsity.type, sparsity.sparse_init, sparsity.prune_rate,
-            sparsity.prefix) == ('pelk_mm.DynamicSparsityHook', 'nonzero',
-                                 0., 'backbone.')
+            sparsity.prefix) == ('pelk_mm.DynamicSparsityHook', 'nonzero', 0.,
+                                 'backbone.')
     choice = [t for t in cfg.train_pipeline if t.type == 'RandomChoice'][0]
     multi_scale, crop = choice.transforms
     assert [s[0] for s in multi_scale[0].scales] == list(range(480, 801, 32))
@@ -140,12 +144,14 @@ def test_mmdet_reads_the_generated_dataset(tmp_path):
     init_default_scope('mmdet')
     root = generate_coco(str(tmp_path), 4, 2)
     dataset = CocoDataset(
-        data_root=root, ann_file='annotations/instances_train2017.json',
+        data_root=root,
+        ann_file='annotations/instances_train2017.json',
         data_prefix=dict(img='train2017/'),
         metainfo=dict(classes=('disc', 'square', 'triangle')),
-        pipeline=[dict(type='LoadImageFromFile'),
-                  dict(type='LoadAnnotations', with_bbox=True,
-                       with_mask=True)])
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations', with_bbox=True, with_mask=True)
+        ])
     assert len(dataset) == 4
     sample = dataset[0]
     assert sample['img'].shape == (120, 150, 3)  # not multiples of 32
@@ -156,16 +162,21 @@ def test_missing_annotations_name_path_and_generator(tmp_path):
     root = tmp_path / 'coco'
     (root / 'train2017').mkdir(parents=True)
     (root / 'train2017' / '000000000001.jpg').write_bytes(b'')
-    proc = run_tool('tools/train.py', DEMO, '--work-dir',
-                    str(tmp_path / 'work'), '--cfg-options',
-                    *data_options(root, 'train_dataloader', 'val_dataloader'),
-                    check=False)
+    proc = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--work-dir',
+        str(tmp_path / 'work'),
+        '--cfg-options',
+        *data_options(root, 'train_dataloader', 'val_dataloader'),
+        check=False)
     assert proc.returncode != 0
     assert f"'{root}/annotations/instances_train2017.json'" in proc.stderr
     assert f'generate_dataset.py coco {root}/' in proc.stderr
 
 
 # ---------------------------------------------------------------- end to end
+
 
 @pytest.fixture(scope='module')
 def coco(tmp_path_factory):
@@ -175,12 +186,16 @@ def coco(tmp_path_factory):
 @pytest.fixture(scope='module')
 def trained(coco, tmp_path_factory):
     work_dir = tmp_path_factory.mktemp('det_demo')
-    proc = run_tool('tools/train.py', DEMO, '--work-dir', str(work_dir),
-                    '--cfg-options', *data_options(
-                        coco, 'train_dataloader', 'val_dataloader'),
-                    # 1230-1390 s measured on 2 cores; twice that, so a
-                    # slower or busier CI machine still finishes
-                    timeout=3600)
+    proc = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--work-dir',
+        str(work_dir),
+        '--cfg-options',
+        *data_options(coco, 'train_dataloader', 'val_dataloader'),
+        # 1230-1390 s measured on 2 cores; twice that, so a
+        # slower or busier CI machine still finishes
+        timeout=3600)
     return work_dir, proc.stdout + proc.stderr
 
 
@@ -219,9 +234,10 @@ def test_test_tools_evaluate_the_checkpoint(trained, coco, tmp_path):
                     *data_options(coco, 'test_dataloader'))
     assert coco_ap(ours.stdout + ours.stderr, 'bbox') == pytest.approx(
         coco_ap(log, 'bbox'), abs=1e-3)
-    theirs = run_tool(osp.join(MMDET_TOOLS, 'test.py'), DEMO, checkpoint,
-                      '--work-dir', str(tmp_path / 'theirs'),
-                      '--cfg-options', *data_options(coco, 'test_dataloader'))
+    theirs = run_tool(
+        osp.join(MMDET_TOOLS, 'test.py'), DEMO, checkpoint, '--work-dir',
+        str(tmp_path / 'theirs'), '--cfg-options',
+        *data_options(coco, 'test_dataloader'))
     assert coco_ap(theirs.stdout + theirs.stderr, 'segm') == pytest.approx(
         coco_ap(log, 'segm'), abs=1e-3)
 
@@ -258,13 +274,16 @@ def known_detector(tmp_path_factory):
 
 def test_image_demo_names_the_configs_it_takes(tmp_path):
     import matplotlib.cbook
-    photo = str(matplotlib.cbook.get_sample_data('grace_hopper.jpg',
-                                                 asfileobj=False))
+    photo = str(
+        matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
     checkpoint = tmp_path / 'segmentor.pth'
     checkpoint.write_bytes(b'')
-    proc = run_tool('tools/image_demo.py', photo,
-                    'configs/upernet_pelk_t_ade20k_demo.py', str(checkpoint),
-                    check=False)
+    proc = run_tool(
+        'tools/image_demo.py',
+        photo,
+        'configs/upernet_pelk_t_ade20k_demo.py',
+        str(checkpoint),
+        check=False)
     assert proc.returncode != 0
     assert 'config of mmseg, not of mmdet' in proc.stderr
     assert 'tools/test.py CONFIG CHECKPOINT --show-dir' in proc.stderr
@@ -280,11 +299,11 @@ def test_image_demo_draws_boxes_and_masks(known_detector, coco, tmp_path):
     log = proc.stdout + proc.stderr
     found = re.search(r'(\d+) detections with score >= 0.5: (.*); drawn', log)
     assert found and int(found[1]) >= 1, log
-    detections = re.findall(r'(\w+) ([\d.]+) at \[(\d+), (\d+), (\d+), (\d+)\]',
-                            found[2])
+    detections = re.findall(
+        r'(\w+) ([\d.]+) at \[(\d+), (\d+), (\d+), (\d+)\]', found[2])
     assert len(detections) == int(found[1])
-    assert {(name, score) for name, score, *_ in detections} == {
-        ('square', '1.00')}
+    assert {(name, score)
+            for name, score, *_ in detections} == {('square', '1.00')}
     drawn = np.asarray(Image.open(out).convert('RGB')).astype(int)
     source = np.asarray(Image.open(image).convert('RGB')).astype(int)
     assert drawn.shape == source.shape
@@ -299,23 +318,30 @@ def test_image_demo_draws_boxes_and_masks(known_detector, coco, tmp_path):
 def test_mmdet_train_tool_and_resume(coco, tmp_path):
     """mmdet's own train.py runs the demo config; an interrupted run of
     ours resumes at the next epoch."""
-    small = ['train_dataloader.dataset.indices=4',
-             'train_dataloader.batch_size=2', 'train_cfg.val_interval=10',
-             'default_hooks.checkpoint.interval=1',
-             'default_hooks.checkpoint.max_keep_ckpts=5',
-             'default_hooks.logger.interval=1',
-             *data_options(coco, 'train_dataloader', 'val_dataloader')]
-    run_tool(osp.join(MMDET_TOOLS, 'train.py'), DEMO, '--work-dir',
-             str(tmp_path / 'theirs'), '--cfg-options', 'train_cfg.max_epochs=1',
-             *small)
+    small = [
+        'train_dataloader.dataset.indices=4', 'train_dataloader.batch_size=2',
+        'train_cfg.val_interval=10', 'default_hooks.checkpoint.interval=1',
+        'default_hooks.checkpoint.max_keep_ckpts=5',
+        'default_hooks.logger.interval=1',
+        *data_options(coco, 'train_dataloader', 'val_dataloader')
+    ]
+    run_tool(
+        osp.join(MMDET_TOOLS, 'train.py'), DEMO, '--work-dir',
+        str(tmp_path / 'theirs'), '--cfg-options', 'train_cfg.max_epochs=1',
+        *small)
     assert (tmp_path / 'theirs' / 'epoch_1.pth').is_file()
 
     work_dir = tmp_path / 'ours'
-    args = [sys.executable, 'tools/train.py', DEMO, '--work-dir',
-            str(work_dir), '--cfg-options', 'train_cfg.max_epochs=3', *small]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, PYTHONPATH=ROOT))
+    args = [
+        sys.executable, 'tools/train.py', DEMO, '--work-dir',
+        str(work_dir), '--cfg-options', 'train_cfg.max_epochs=3', *small
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=ROOT))
     last = work_dir / 'last_checkpoint'
     deadline = time.time() + 600
     while not (last.is_file() and 'epoch_1' in last.read_text()):

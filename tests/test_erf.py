@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from test_segmentation import run_tool
 
 from pelk_mm.models import PeLK
 from pelk_mm.utils.erf import (area_ratio, area_ratios,
                                effective_receptive_field, erf_of_batch,
                                log_scaled)
-from test_segmentation import run_tool
 
 
 def test_erf_of_a_conv_is_its_kernel_footprint():
@@ -45,10 +45,13 @@ def test_a_larger_kernel_has_a_larger_erf():
     images = torch.randn(2, 3, 96, 96)
 
     def ratios(kernel_sizes):
-        model = PeLK(dict(depths=[1, 1, 1, 1], channels=[16, 24, 32, 40],
-                          kernel_sizes=kernel_sizes),
-                     layer_scale_init_value=1.0,
-                     gap_before_final_norm=False).eval()
+        model = PeLK(
+            dict(
+                depths=[1, 1, 1, 1],
+                channels=[16, 24, 32, 40],
+                kernel_sizes=kernel_sizes),
+            layer_scale_init_value=1.0,
+            gap_before_final_norm=False).eval()
         with torch.no_grad():
             for stage in model.stages:
                 nn.init.constant_(stage.blocks[0].mixer.large.weight, 0.05)
@@ -75,7 +78,11 @@ def test_erf_tool_writes_heatmap_and_ratios(tmp_path):
 
 
 def test_erf_tool_names_a_missing_image_folder(tmp_path):
-    proc = run_tool('tools/analysis/erf.py', 'configs/pelk_mini_in1k_demo.py',
-                    '--img-dir', str(tmp_path / 'nowhere'), check=False)
+    proc = run_tool(
+        'tools/analysis/erf.py',
+        'configs/pelk_mini_in1k_demo.py',
+        '--img-dir',
+        str(tmp_path / 'nowhere'),
+        check=False)
     assert proc.returncode != 0
     assert 'is not a folder' in proc.stderr + proc.stdout

@@ -40,11 +40,11 @@ def test_documented_choices_for_ambiguous_sizes():
     assert sharing_grid(1, 1) == [1]
 
 
-@pytest.mark.parametrize('kernel_size, center_size', [
-    (kernel_size, center_size)
-    for kernel_size in (3, 7, 13, 21, 31, 47, 51, 63, 101, 151)
-    for center_size in (1, 3, 5, 7) if center_size <= kernel_size
-])
+@pytest.mark.parametrize(
+    'kernel_size, center_size',
+    [(kernel_size, center_size)
+     for kernel_size in (3, 7, 13, 21, 31, 47, 51, 63, 101, 151)
+     for center_size in (1, 3, 5, 7) if center_size <= kernel_size])
 @pytest.mark.parametrize('base', [2, 3])
 def test_grid_invariants(kernel_size, center_size, base):
     grid = sharing_grid(kernel_size, center_size, base)
@@ -58,7 +58,8 @@ def test_grid_invariants(kernel_size, center_size, base):
 @pytest.mark.parametrize('kwargs, match', [
     (dict(kernel_size=50), 'odd'),
     (dict(kernel_size=0), 'odd'),
-    (dict(kernel_size=51, center_size=4), 'center_size must be a positive odd'),
+    (dict(kernel_size=51,
+          center_size=4), 'center_size must be a positive odd'),
     (dict(kernel_size=3, center_size=5), r'center_size \(5\) must not exceed'),
     (dict(kernel_size=51, base=1), 'base must be >= 2'),
     (dict(kernel_size=51.0), 'must be an int'),

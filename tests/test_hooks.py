@@ -10,13 +10,14 @@ from test_checkpoint import ToyClassifier, make_runner
 
 from pelk_mm.engine import find_resumable_checkpoint, load_from_local
 
-CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                   'configs')
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs')
 
 
 def test_progress_bar_hook_draws_every_iteration(tmp_path, capfd):
-    runner = make_runner(tmp_path, max_iters=3,
-                         custom_hooks=[dict(type='pelk_mm.ProgressBarHook')])
+    runner = make_runner(
+        tmp_path,
+        max_iters=3,
+        custom_hooks=[dict(type='pelk_mm.ProgressBarHook')])
     runner.train()
     out = capfd.readouterr().out
     assert re.search(r'\] 3/3, [\d.]+ task/s', out)
@@ -38,28 +39,37 @@ class PoisonAtIteration(Hook):
 def test_finite_loss_hook_stops_before_a_nan_checkpoint(tmp_path):
     # Without the hook (the premise): the run ends normally and its last
     # checkpoint is NaN.
-    make_runner(tmp_path / 'unguarded', max_iters=4,
-                custom_hooks=[PoisonAtIteration(3)]).train()
-    state = torch.load(tmp_path / 'unguarded' / 'iter_4.pth',
-                       weights_only=False)['state_dict']
+    make_runner(
+        tmp_path / 'unguarded',
+        max_iters=4,
+        custom_hooks=[PoisonAtIteration(3)]).train()
+    state = torch.load(
+        tmp_path / 'unguarded' / 'iter_4.pth',
+        weights_only=False)['state_dict']
     assert state['head.weight'].isnan().all()
 
-    runner = make_runner(tmp_path / 'guarded', max_iters=4, custom_hooks=[
-        PoisonAtIteration(3), dict(type='pelk_mm.FiniteLossHook')])
-    with pytest.raises(FloatingPointError,
-                       match=r'non-finite loss at iteration 3 .*loss=nan'):
+    runner = make_runner(
+        tmp_path / 'guarded',
+        max_iters=4,
+        custom_hooks=[
+            PoisonAtIteration(3),
+            dict(type='pelk_mm.FiniteLossHook')
+        ])
+    with pytest.raises(
+            FloatingPointError,
+            match=r'non-finite loss at iteration 3 .*loss=nan'):
         runner.train()
     assert not (tmp_path / 'guarded' / 'iter_4.pth').exists()
-    state = torch.load(tmp_path / 'guarded' / 'iter_2.pth',
-                       weights_only=False)['state_dict']
+    state = torch.load(
+        tmp_path / 'guarded' / 'iter_2.pth', weights_only=False)['state_dict']
     assert all(value.isfinite().all() for value in state.values())
 
 
 @pytest.mark.parametrize('config', [
     'upernet_pelk_t_ade20k.py', 'upernet_pelk_b101_ade20k.py',
     'cascade_mask_rcnn_pelk_t_coco.py',
-    'cascade_mask_rcnn_pelk_t_coco_demo.py',
-    'pelk_t_in1k.py', 'pelk_b_in1k-384.py', 'pelk_mini_in1k_demo.py',
+    'cascade_mask_rcnn_pelk_t_coco_demo.py', 'pelk_t_in1k.py',
+    'pelk_b_in1k-384.py', 'pelk_mini_in1k_demo.py',
     'upernet_pelk_t_ade20k_demo.py'
 ])
 def test_every_recipe_uses_the_safety_hooks(config):
@@ -87,14 +97,15 @@ def test_atomic_checkpoint_hook_survives_a_write_that_dies(
         put(self, obj, filepath)
 
     def train_until_the_disk_fills(work_dir, hook_type):
-        hook = dict(type=hook_type, interval=2, by_epoch=False,
-                    max_keep_ckpts=1)
+        hook = dict(
+            type=hook_type, interval=2, by_epoch=False, max_keep_ckpts=1)
         make_runner(work_dir, max_iters=2, checkpoint=hook).train()
         with monkeypatch.context() as patch:
             patch.setattr(LocalBackend, 'put', dies_half_way)
             with pytest.raises(OSError, match='No space left'):
-                make_runner(work_dir, max_iters=4, resume=True,
-                            checkpoint=hook).train()
+                make_runner(
+                    work_dir, max_iters=4, resume=True,
+                    checkpoint=hook).train()
         return hook
 
     # mmengine's hook (the premise): iteration 2's checkpoint was deleted
@@ -120,15 +131,14 @@ def test_atomic_checkpoint_hook_survives_a_write_that_dies(
 
 def test_resume_skips_an_unreadable_newest_checkpoint(tmp_path):
     make_runner(tmp_path, max_iters=4).train()  # iter_2.pth, iter_4.pth
-    assert find_resumable_checkpoint(str(tmp_path)) == str(
-        tmp_path / 'iter_4.pth')
+    assert find_resumable_checkpoint(str(tmp_path)) == str(tmp_path /
+                                                           'iter_4.pth')
     newest = tmp_path / 'iter_4.pth'
     newest.write_bytes(newest.read_bytes()[:1000])  # a write that died
     with pytest.warns(UserWarning, match='cannot resume from .*iter_4.pth'):
         found = find_resumable_checkpoint(str(tmp_path))
     assert found == str(tmp_path / 'iter_2.pth')
-    resumed = make_runner(tmp_path, max_iters=6, resume=True,
-                          load_from=found)
+    resumed = make_runner(tmp_path, max_iters=6, resume=True, load_from=found)
     resumed.train()
     assert resumed.iter == 6
     assert find_resumable_checkpoint(str(tmp_path / 'empty')) is None
@@ -139,7 +149,10 @@ class RecordLosses(Hook):
     def __init__(self):
         self.losses = {}
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         self.losses[runner.iter + 1] = float(outputs['loss'])
 
@@ -154,9 +167,12 @@ def test_resumed_run_draws_what_the_uninterrupted_one_draws(
     def train(work_dir, max_iters, resume=False):
         record = RecordLosses()
         torch.manual_seed(0)  # the same initial weights
-        make_runner(work_dir, max_iters, resume=resume,
-                    model=ToyClassifier(drop_path_rate=0.5),
-                    custom_hooks=[*hooks, record]).train()
+        make_runner(
+            work_dir,
+            max_iters,
+            resume=resume,
+            model=ToyClassifier(drop_path_rate=0.5),
+            custom_hooks=[*hooks, record]).train()
         return record.losses
 
     uninterrupted = train(tmp_path / 'uninterrupted', 6)
@@ -176,8 +192,11 @@ def test_random_states_are_left_alone_by_load_from(tmp_path):
     run's own seed, not the states saved in the file."""
     hooks = [dict(type='pelk_mm.RandomStateHook')]
     make_runner(tmp_path / 'first', 2, custom_hooks=hooks).train()
-    runner = make_runner(tmp_path / 'second', 0, custom_hooks=hooks,
-                         load_from=str(tmp_path / 'first' / 'iter_2.pth'))
+    runner = make_runner(
+        tmp_path / 'second',
+        0,
+        custom_hooks=hooks,
+        load_from=str(tmp_path / 'first' / 'iter_2.pth'))
     runner.train()
     seeded = torch.get_rng_state()
     make_runner(tmp_path / 'third', 0, custom_hooks=hooks).train()
@@ -195,20 +214,25 @@ def test_seg_label_check_hook_names_the_file_and_values_as_stored():
         ignore_index = 255
 
     def batch(labels, reduce_zero_label):
-        sample = SegDataSample(metainfo=dict(
-            seg_map_path='a.png', reduce_zero_label=reduce_zero_label))
+        sample = SegDataSample(
+            metainfo=dict(
+                seg_map_path='a.png', reduce_zero_label=reduce_zero_label))
         sample.gt_sem_seg = PixelData(data=torch.tensor([[labels]]))
         return dict(inputs=[], data_samples=[sample])
 
     check = SegLabelCheckHook._check
     check(Dataset, batch([0, 1, 2, 255], False))  # classes and ignored
-    with pytest.raises(ValueError, match=r'annotation a.png holds label '
-                       r'values \[3, 7\] outside the dataset\'s 3 classes '
-                       r'\(valid values in the file: 0..2, and 255 ignored'):
+    with pytest.raises(
+            ValueError,
+            match=r'annotation a.png holds label '
+            r'values \[3, 7\] outside the dataset\'s 3 classes '
+            r'\(valid values in the file: 0..2, and 255 ignored'):
         check(Dataset, batch([0, 7, 3, 3, 255], False))
     # After reduce_zero_label, file value v is read as v - 1.
-    with pytest.raises(ValueError, match=r'values \[4\] .* 1..3, and 0 and '
-                       r'255 ignored \(reduce_zero_label\)'):
+    with pytest.raises(
+            ValueError,
+            match=r'values \[4\] .* 1..3, and 0 and '
+            r'255 ignored \(reduce_zero_label\)'):
         check(Dataset, batch([0, 3], True))
     tta = batch([9], False)
     tta['data_samples'] = [tta['data_samples']]  # views of one image

@@ -7,8 +7,10 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 import pelk_mm  # noqa: F401
 from pelk_mm.models import PeLK
 
-ARCH = dict(depths=[1, 1, 3, 1], channels=[16, 24, 32, 40],
-            kernel_sizes=[13, 11, 9, 7])
+ARCH = dict(
+    depths=[1, 1, 3, 1],
+    channels=[16, 24, 32, 40],
+    kernel_sizes=[13, 11, 9, 7])
 
 
 class Segmentor(nn.Module):
@@ -20,11 +22,12 @@ class Segmentor(nn.Module):
 
 
 def build(paramwise_cfg, model):
-    constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
-        type='pelk_mm.LayerDecayOptimWrapperConstructor',
-        optim_wrapper_cfg=dict(
-            optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05)),
-        paramwise_cfg=paramwise_cfg))
+    constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(
+        dict(
+            type='pelk_mm.LayerDecayOptimWrapperConstructor',
+            optim_wrapper_cfg=dict(
+                optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05)),
+            paramwise_cfg=paramwise_cfg))
     optimizer = constructor(model).optimizer
     return {g['param_name']: g for g in optimizer.param_groups}
 
@@ -48,8 +51,7 @@ def test_stage_wise_decay_is_convnext_rule():
     rate ** (num_layers + 1 - id)."""
     from mmseg.engine.optimizers.layer_decay_optimizer_constructor import \
         get_stage_id_for_convnext
-    groups = build(dict(decay_rate=0.9, decay_type='stage_wise'),
-                   Segmentor())
+    groups = build(dict(decay_rate=0.9, decay_type='stage_wise'), Segmentor())
     for name, group in groups.items():
         stage_id = get_stage_id_for_convnext(convnext_name(name), 6 + 2)
         assert group['lr_scale'] == pytest.approx(0.9**(6 + 1 - stage_id))
@@ -82,10 +84,12 @@ def test_layer_wise_decay_is_convnext_rule():
 
 
 def test_combines_with_mmengine_paramwise_options():
-    groups = build(dict(decay_rate=0.9, decay_type='stage_wise',
-                        norm_decay_mult=0.,
-                        custom_keys={'pos_embed': dict(lr_mult=2.)}),
-                   Segmentor())
+    groups = build(
+        dict(
+            decay_rate=0.9,
+            decay_type='stage_wise',
+            norm_decay_mult=0.,
+            custom_keys={'pos_embed': dict(lr_mult=2.)}), Segmentor())
     assert groups['backbone.norm3.weight']['weight_decay'] == 0.
     assert groups['backbone.stages.0.blocks.0.pointwise_conv1.weight'][
         'weight_decay'] == 0.05

@@ -9,8 +9,10 @@ from pelk_mm.ops import PeripheralConv2d, PeripheralMixer
 from pelk_mm.utils import SPARSE_DENSITY, count_flops, count_params
 
 # A small custom arch so that the behaviour tests run in seconds.
-SMALL_ARCH = dict(depths=[1, 1, 2, 1], channels=[16, 24, 32, 40],
-                  kernel_sizes=[13, 11, 9, 7])
+SMALL_ARCH = dict(
+    depths=[1, 1, 2, 1],
+    channels=[16, 24, 32, 40],
+    kernel_sizes=[13, 11, 9, 7])
 
 
 def rel_err(actual, expected):
@@ -23,8 +25,10 @@ def projection_loss(outs, seed=0):
     reaches every weight (the sum of a LayerNorm output with unit weight
     and zero bias, PeLK's pooled output, is identically zero)."""
     generator = torch.Generator().manual_seed(seed)
-    return sum((out * torch.randn(out.shape, generator=generator,
-                                  dtype=out.dtype)).sum() for out in outs)
+    return sum(
+        (out *
+         torch.randn(out.shape, generator=generator, dtype=out.dtype)).sum()
+        for out in outs)
 
 
 @pytest.mark.parametrize('arch, channels', [
@@ -39,9 +43,10 @@ def test_output_shapes_every_arch(arch, channels):
     model.eval()
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 64, 96))
-    assert [tuple(o.shape) for o in outs] == [
-        (1, channels[0], 16, 24), (1, channels[1], 8, 12),
-        (1, channels[2], 4, 6), (1, channels[3], 2, 3)]
+    assert [tuple(o.shape) for o in outs] == [(1, channels[0], 16, 24),
+                                              (1, channels[1], 8, 12),
+                                              (1, channels[2], 4, 6),
+                                              (1, channels[3], 2, 3)]
 
 
 def test_arch_settings_match_the_paper():
@@ -129,8 +134,11 @@ def test_frozen_stages_and_norm_eval():
 
 def test_with_cp_gives_the_same_gradients():
     torch.manual_seed(0)
-    model = PeLK(SMALL_ARCH, out_indices=(0, 1, 2, 3),
-                 gap_before_final_norm=False, layer_scale_init_value=1.)
+    model = PeLK(
+        SMALL_ARCH,
+        out_indices=(0, 1, 2, 3),
+        gap_before_final_norm=False,
+        layer_scale_init_value=1.)
     model_cp = copy.deepcopy(model)
     for block in (b for s in model_cp.stages for b in s.blocks):
         block.with_cp = True
@@ -175,8 +183,11 @@ def test_shared_positional_embedding_gets_one_gradient_per_stage():
 
 def test_switch_to_deploy_keeps_outputs():
     torch.manual_seed(0)
-    model = PeLK(SMALL_ARCH, out_indices=(0, 1, 2, 3),
-                 gap_before_final_norm=False, layer_scale_init_value=1.)
+    model = PeLK(
+        SMALL_ARCH,
+        out_indices=(0, 1, 2, 3),
+        gap_before_final_norm=False,
+        layer_scale_init_value=1.)
     model.train()
     for _ in range(2):
         model(torch.randn(2, 3, 64, 64))
@@ -222,12 +233,12 @@ def test_get_layer_depth():
      r'center_size \(5\) must not exceed kernel_size \(3\)'),
     (dict(arch=SMALL_ARCH, out_indices=(4, )), ValueError, 'out of range'),
     (dict(arch=SMALL_ARCH, frozen_stages=5), ValueError, 'frozen_stages'),
-    (dict(arch=SMALL_ARCH, out_indices=(3, -1)), ValueError,
-     r'\[3, -1\] name a stage twice'),
+    (dict(arch=SMALL_ARCH,
+          out_indices=(3, -1)), ValueError, r'\[3, -1\] name a stage twice'),
     (dict(arch=SMALL_ARCH, drop_path_rate=1.5), ValueError,
      r'drop_path_rate must be in \[0, 1\), got 1.5'),
-    (dict(arch=SMALL_ARCH, drop_path_rate=-0.5), ValueError,
-     'drop_path_rate must be in'),
+    (dict(arch=SMALL_ARCH,
+          drop_path_rate=-0.5), ValueError, 'drop_path_rate must be in'),
     (dict(arch=dict(SMALL_ARCH, kernel_sizes=[13.0, 11, 9, 7])), ValueError,
      'kernel_sizes must be positive integers'),
     (dict(arch=dict(SMALL_ARCH, depths=[1, 0, 1, 1])), ValueError,
@@ -240,7 +251,8 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_wrong_input_channels_and_too_small_inputs():
     model = PeLK(SMALL_ARCH)
-    with pytest.raises(ValueError, match=r'\(B, 3, H, W\), got \(1, 1, 64, 64\)'):
+    with pytest.raises(
+            ValueError, match=r'\(B, 3, H, W\), got \(1, 1, 64, 64\)'):
         model(torch.randn(1, 1, 64, 64))
     with pytest.raises(ValueError, match='at least 32x32.*got 31x64'):
         model(torch.randn(1, 3, 31, 64))
@@ -249,14 +261,20 @@ def test_wrong_input_channels_and_too_small_inputs():
 
 # The paper's ImageNet table (params, FLOPs, 1000-class head), and what we
 # measure with the counting rules of the PeLK docstring.
-PAPER = {('tiny', 224): (29e6, 5.6e9), ('small', 224): (50e6, 10.7e9),
-         ('base', 224): (89e6, 18.3e9), ('base', 384): (89e6, 54.0e9),
-         ('base-101', 384): (90e6, 68.3e9)}
-MEASURED = {('tiny', 224): (29.59e6, 5.865e9),
-            ('small', 224): (51.60e6, 10.98e9),
-            ('base', 224): (90.66e6, 18.46e9),
-            ('base', 384): (90.66e6, 54.26e9),
-            ('base-101', 384): (92.33e6, 68.59e9)}
+PAPER = {
+    ('tiny', 224): (29e6, 5.6e9),
+    ('small', 224): (50e6, 10.7e9),
+    ('base', 224): (89e6, 18.3e9),
+    ('base', 384): (89e6, 54.0e9),
+    ('base-101', 384): (90e6, 68.3e9)
+}
+MEASURED = {
+    ('tiny', 224): (29.59e6, 5.865e9),
+    ('small', 224): (51.60e6, 10.98e9),
+    ('base', 224): (90.66e6, 18.46e9),
+    ('base', 384): (90.66e6, 54.26e9),
+    ('base-101', 384): (92.33e6, 68.59e9)
+}
 
 
 class Classifier(nn.Module):

@@ -19,11 +19,19 @@ def rel_err(actual, expected):
             expected.abs().max().clamp_min(1e-12)).item()
 
 
-def make_conv(channels, kernel_size, pos=True, bias=True, dtype=torch.float32,
+def make_conv(channels,
+              kernel_size,
+              pos=True,
+              bias=True,
+              dtype=torch.float32,
               **kwargs):
     pos_embed = KernelPositionEmbedding(channels, kernel_size, std=0.5)
-    conv = PeripheralConv2d(channels, kernel_size, bias=bias,
-                            pos_embed=pos_embed if pos else None, **kwargs)
+    conv = PeripheralConv2d(
+        channels,
+        kernel_size,
+        bias=bias,
+        pos_embed=pos_embed if pos else None,
+        **kwargs)
     return conv.to(dtype), pos_embed.to(dtype)
 
 
@@ -31,10 +39,12 @@ def eq3_literal(x, kernel, pos_embed, border):
     """Eq. 3 term by term: sum_ij W(i,j) * (X(x+i, y+j) + h(i,j))."""
     channels, size = kernel.shape[0], kernel.shape[-1]
     b, _, height, width = x.shape
-    patches = F.unfold(x, size, padding=size // 2).view(
-        b, channels, size * size, height * width)
-    inside = F.unfold(torch.ones_like(x[:1, :1]), size,
-                      padding=size // 2).view(1, 1, size * size, -1)
+    patches = F.unfold(
+        x, size, padding=size // 2).view(b, channels, size * size,
+                                         height * width)
+    inside = F.unfold(
+        torch.ones_like(x[:1, :1]), size,
+        padding=size // 2).view(1, 1, size * size, -1)
     h = pos_embed.reshape(1, channels, size * size, 1)
     if border == 'valid':
         h = h * inside  # h only where the tap lands on the image
@@ -58,8 +68,8 @@ def test_forward_backward_match_reference(shape, path, border):
     torch.manual_seed(sum(shape))
     b, c, h, w, k = shape
     center = 5 if k >= 5 else 1
-    conv, pos_embed = make_conv(c, k, path=path, pos_border=border,
-                                center_size=center)
+    conv, pos_embed = make_conv(
+        c, k, path=path, pos_border=border, center_size=center)
     x = torch.randn(b, c, h, w, requires_grad=True)
     grad_out = torch.randn(b, c, h, w)
 
@@ -79,10 +89,11 @@ def test_forward_backward_match_reference(shape, path, border):
 @pytest.mark.parametrize('border', ['valid', 'padded'])
 def test_positional_term_is_eq3(border):
     torch.manual_seed(0)
-    conv, pos_embed = make_conv(3, 13, bias=False, dtype=torch.float64,
-                                pos_border=border)
+    conv, pos_embed = make_conv(
+        3, 13, bias=False, dtype=torch.float64, pos_border=border)
     x = torch.randn(2, 3, 9, 16, dtype=torch.float64)
-    expected = eq3_literal(x, conv.expand_kernel()[:, 0], pos_embed.weight,
+    expected = eq3_literal(x,
+                           conv.expand_kernel()[:, 0], pos_embed.weight,
                            border)
     assert rel_err(conv(x), expected) < 1e-10
     assert rel_err(conv.forward_reference(x), expected) < 1e-10
@@ -109,11 +120,15 @@ def test_gradcheck_float64(path, border):
 
     def peripheral(x, weight, bias, h):
         kernel = expand_by_grid(weight, grid)
-        return peripheral_conv2d(x, weight, kernel * h, border, bias, path,
-                                 grid=grid)
+        return peripheral_conv2d(
+            x, weight, kernel * h, border, bias, path, grid=grid)
 
-    inputs = [torch.randn(1, 2, 7, 6), torch.randn(2, 9, 9),
-              torch.randn(2), torch.randn(2, 13, 13)]
+    inputs = [
+        torch.randn(1, 2, 7, 6),
+        torch.randn(2, 9, 9),
+        torch.randn(2),
+        torch.randn(2, 13, 13)
+    ]
     inputs = [t.double().requires_grad_() for t in inputs]
     assert torch.autograd.gradcheck(peripheral, inputs)
 
@@ -154,8 +169,8 @@ def test_automatic_path_choice():
 
 def test_sat_path_needs_the_grid():
     with pytest.raises(ValueError, match="'sat' path works from the block"):
-        peripheral_conv2d(torch.randn(1, 2, 8, 8), torch.randn(2, 13, 13),
-                          path='sat')
+        peripheral_conv2d(
+            torch.randn(1, 2, 8, 8), torch.randn(2, 13, 13), path='sat')
 
 
 def test_auto_dispatches_by_grad_mode(monkeypatch):
@@ -167,9 +182,10 @@ def test_auto_dispatches_by_grad_mode(monkeypatch):
                          (sat, 'grid_depthwise_conv_sat')):
         original = getattr(module, name)
         monkeypatch.setattr(
-            module, name,
-            lambda *args, _name=name, _f=original: calls.append(_name) or
-            _f(*args))
+            module,
+            name,
+            lambda *args, _name=name, _f=original: calls.append(_name) or _f(
+                *args))
     conv = PeripheralConv2d(4, 13)
     x = torch.randn(1, 4, 64, 64)
     with torch.no_grad():
@@ -179,8 +195,10 @@ def test_auto_dispatches_by_grad_mode(monkeypatch):
     conv(x)
     conv.path = 'fft'
     conv(x)
-    assert calls == ['depthwise_conv_direct', 'grid_depthwise_conv_sat',
-                     'depthwise_conv_direct', 'depthwise_conv_fft']
+    assert calls == [
+        'depthwise_conv_direct', 'grid_depthwise_conv_sat',
+        'depthwise_conv_direct', 'depthwise_conv_fft'
+    ]
 
 
 def test_bad_conv_arguments_and_inputs():
@@ -193,7 +211,8 @@ def test_bad_conv_arguments_and_inputs():
     with pytest.raises(ValueError, match=r'needs \(4, 13, 13\)'):
         PeripheralConv2d(4, 13, pos_embed=KernelPositionEmbedding(4, 11))
     conv = PeripheralConv2d(4, 13)
-    with pytest.raises(ValueError, match=r'expects input of shape \(B, 4, H, W\)'):
+    with pytest.raises(
+            ValueError, match=r'expects input of shape \(B, 4, H, W\)'):
         conv(torch.randn(1, 3, 16, 16))
     with pytest.raises(ValueError, match='small_kernel'):
         PeripheralMixer(16, 13, center_size=3, small_kernel=5)
@@ -226,8 +245,12 @@ def test_switch_to_deploy_keeps_outputs(kernel_size, center_size,
                                         small_kernel):
     torch.manual_seed(0)
     pos_embed = KernelPositionEmbedding(6, kernel_size, std=0.5)
-    mixer = PeripheralMixer(16, kernel_size, center_size,
-                            small_kernel=small_kernel, pos_embed=pos_embed)
+    mixer = PeripheralMixer(
+        16,
+        kernel_size,
+        center_size,
+        small_kernel=small_kernel,
+        pos_embed=pos_embed)
     # Non-trivial BN statistics and affine parameters.
     mixer.train()
     for _ in range(3):
@@ -315,7 +338,9 @@ def test_sat_extension_load_survives_a_killed_build(tmp_path):
     run = subprocess.run(
         [sys.executable, '-c', 'from pelk_mm.ops import sat; sat.load()'],
         env=dict(os.environ, PELK_MM_EXT_DIR=str(tmp_path)),
-        capture_output=True, text=True, timeout=300)
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert run.returncode == 0, run.stderr
     assert 'left by an extension build that was killed' in run.stderr
     assert not (cached / 'lock').exists()

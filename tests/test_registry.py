@@ -11,7 +11,8 @@ BACKBONE = ("dict(type='pelk_mm.PeLK', arch=dict(depths=[1, 1, 1, 1], "
             "out_indices={out}, gap_before_final_norm={gap})")
 
 CONFIGS = {
-    'mmseg': """
+    'mmseg':
+    """
         default_scope = 'mmseg'
         custom_imports = dict(imports=['pelk_mm'], allow_failed_imports=False)
         model = dict(
@@ -22,7 +23,8 @@ CONFIGS = {
                              channels=16, num_convs=1, num_classes=5,
                              norm_cfg=dict(type='BN')))
     """,
-    'mmdet': """
+    'mmdet':
+    """
         default_scope = 'mmdet'
         custom_imports = dict(imports=['pelk_mm'], allow_failed_imports=False)
         model = dict(
@@ -35,12 +37,14 @@ CONFIGS = {
             bbox_head=dict(
                 type='RetinaHead', num_classes=3, in_channels=16,
                 feat_channels=16, stacked_convs=1,
-                anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
-                                      scales_per_octave=1, ratios=[1.0],
-                                      strides=[4, 8, 16, 32]),
+                anchor_generator=dict(
+                    type='AnchorGenerator', octave_base_scale=4,
+                    scales_per_octave=1, ratios=[1.0],
+                    strides=[4, 8, 16, 32]),
                 bbox_coder=dict(type='DeltaXYWHBBoxCoder')))
     """,
-    'mmpretrain': """
+    'mmpretrain':
+    """
         default_scope = 'mmpretrain'
         custom_imports = dict(imports=['pelk_mm'], allow_failed_imports=False)
         model = dict(
@@ -54,8 +58,8 @@ CONFIGS = {
 @pytest.mark.parametrize('scope', ['mmseg', 'mmdet', 'mmpretrain'])
 def test_build_from_config(scope, tmp_path):
     dense = scope != 'mmpretrain'
-    backbone = BACKBONE.format(out='(0, 1, 2, 3)' if dense else '(3, )',
-                               gap=not dense)
+    backbone = BACKBONE.format(
+        out='(0, 1, 2, 3)' if dense else '(3, )', gap=not dense)
     path = tmp_path / f'{scope}_cfg.py'
     path.write_text(textwrap.dedent(CONFIGS[scope]).format(backbone=backbone))
     cfg = Config.fromfile(str(path))  # runs custom_imports
@@ -74,9 +78,11 @@ def test_build_from_config(scope, tmp_path):
 
 
 def test_plain_name_needs_the_scope():
-    """Inside another scope the plugin's modules need the ``pelk_mm.`` prefix."""
-    import pelk_mm  # noqa: F401
+    """Inside another scope the plugin's modules need the ``pelk_mm.``
+    prefix."""
     from mmseg.registry import MODELS
+
+    import pelk_mm  # noqa: F401
     init_default_scope('mmseg')
     assert MODELS.get('pelk_mm.PeLK') is not None
     assert MODELS.get('PeLK') is None

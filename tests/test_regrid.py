@@ -10,8 +10,11 @@ from pelk_mm.ops.grid import grid_tensor
 # PeLK-T's first stage (51, 5x5 centre) and PeLK-101's (101, 7x7 centre).
 GRID_51 = sharing_grid(51, 5)
 GRID_101 = sharing_grid(101, 7)
-ARCH_51 = dict(depths=[1, 1, 1, 1], channels=[16, 24, 32, 40],
-               kernel_sizes=[51, 49, 47, 13], center_size=5)
+ARCH_51 = dict(
+    depths=[1, 1, 1, 1],
+    channels=[16, 24, 32, 40],
+    kernel_sizes=[51, 49, 47, 13],
+    center_size=5)
 ARCH_101 = dict(ARCH_51, kernel_sizes=[101, 69, 67, 13], center_size=7)
 
 
@@ -34,8 +37,8 @@ def test_infer_center_size():
 
 def test_block_mean_inverts_expansion():
     weight = torch.randn(3, 13, 13)
-    assert torch.allclose(block_mean(dense(weight, GRID_51), GRID_51),
-                          weight, atol=1e-6)
+    assert torch.allclose(
+        block_mean(dense(weight, GRID_51), GRID_51), weight, atol=1e-6)
 
 
 def test_block_mean_is_the_least_squares_projection():
@@ -43,8 +46,8 @@ def test_block_mean_is_the_least_squares_projection():
     best = dense(block_mean(target, GRID_51), GRID_51)
     # Any other kernel constant on the blocks is farther from the target.
     for _ in range(5):
-        other = dense(block_mean(target, GRID_51) +
-                      0.01 * torch.randn(13, 13), GRID_51)
+        other = dense(
+            block_mean(target, GRID_51) + 0.01 * torch.randn(13, 13), GRID_51)
         assert (other - target).norm() > (best - target).norm()
 
 
@@ -64,8 +67,8 @@ def test_pad_keeps_the_sum_and_the_centre_when_growing():
 def test_pad_shrinks_to_the_centre_crop():
     weight = torch.randn(2, 13, 13)
     shrunk = regrid_weight(weight, GRID_51, sharing_grid(31, 5), 'pad')
-    expected = block_mean(dense(weight, GRID_51)[..., 10:41, 10:41],
-                          sharing_grid(31, 5))
+    expected = block_mean(
+        dense(weight, GRID_51)[..., 10:41, 10:41], sharing_grid(31, 5))
     assert torch.allclose(shrunk, expected)
 
 
@@ -84,8 +87,13 @@ def test_same_grid_is_left_alone():
 
 
 def save(model, path):
-    torch.save({'state_dict': {f'backbone.{k}': v
-                               for k, v in model.state_dict().items()}}, path)
+    torch.save(
+        {
+            'state_dict': {
+                f'backbone.{k}': v
+                for k, v in model.state_dict().items()
+            }
+        }, path)
 
 
 def pretrained(path):
@@ -98,8 +106,10 @@ def test_backbone_loads_a_51_checkpoint_into_101(tmp_path, mode,
     torch.manual_seed(0)
     source = PeLK(ARCH_51)
     save(source, tmp_path / 'pelk51.pth')
-    model = PeLK(ARCH_101, kernel_resize=mode,
-                 init_cfg=pretrained(tmp_path / 'pelk51.pth'))
+    model = PeLK(
+        ARCH_101,
+        kernel_resize=mode,
+        init_cfg=pretrained(tmp_path / 'pelk51.pth'))
     model.init_weights()
     text = '\n'.join(r.getMessage() for r in mmlogger_records)
     assert 'size mismatch' not in text and 'missing keys' not in text
@@ -115,8 +125,8 @@ def test_backbone_loads_a_51_checkpoint_into_101(tmp_path, mode,
     for key, value in original.items():
         if loaded[key].shape == value.shape:
             assert torch.equal(loaded[key], value), key
-    for stage, old, new in ((0, 51, 101), (1, 49, 69), (2, 47, 67),
-                            (3, 13, 13)):
+    for stage, old, new in ((0, 51, 101), (1, 49, 69), (2, 47, 67), (3, 13,
+                                                                     13)):
         key = f'stages.{stage}.blocks.0.mixer.large.weight'
         old_grid = sharing_grid(old, 5)
         new_grid = sharing_grid(new, 7)
@@ -144,13 +154,16 @@ def test_backbone_loads_101_into_51_and_back_to_the_same_shapes(tmp_path):
 
 def test_refusal_names_both_kernel_sizes_and_the_fix(tmp_path):
     save(PeLK(ARCH_51), tmp_path / 'pelk51.pth')
-    model = PeLK(ARCH_101, kernel_resize=None,
-                 init_cfg=pretrained(tmp_path / 'pelk51.pth'))
-    with pytest.raises(ValueError,
-                       match=r"stages.0: the checkpoint was trained with "
-                       r"51x51 kernels on other sharing grids than this "
-                       r"model's 101x101 ones; set kernel_resize='pad' or "
-                       r"'interpolate'"):
+    model = PeLK(
+        ARCH_101,
+        kernel_resize=None,
+        init_cfg=pretrained(tmp_path / 'pelk51.pth'))
+    with pytest.raises(
+            ValueError,
+            match=r"stages.0: the checkpoint was trained with "
+            r"51x51 kernels on other sharing grids than this "
+            r"model's 101x101 ones; set kernel_resize='pad' or "
+            r"'interpolate'"):
         model.init_weights()
     with pytest.raises(ValueError, match='kernel_resize must be one of'):
         PeLK(ARCH_51, kernel_resize='nearest')
@@ -158,7 +171,7 @@ def test_refusal_names_both_kernel_sizes_and_the_fix(tmp_path):
 
 def test_checkpoint_without_positional_embedding_is_refused(tmp_path):
     save(PeLK(ARCH_51, pos_embed=False), tmp_path / 'nopos.pth')
-    model = PeLK(ARCH_101, pos_embed=False,
-                 init_cfg=pretrained(tmp_path / 'nopos.pth'))
+    model = PeLK(
+        ARCH_101, pos_embed=False, init_cfg=pretrained(tmp_path / 'nopos.pth'))
     with pytest.raises(ValueError, match='no positional embedding that tells'):
         model.init_weights()

@@ -1,5 +1,4 @@
 """UperNet-PeLK on ADE20K: configs, counts, data, tools, end to end."""
-import json
 import os
 import os.path as osp
 import re
@@ -27,8 +26,11 @@ def config(name):
 
 
 def run_tool(*args, timeout=900, check=True, cwd=ROOT):
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, timeout=timeout,
-                          capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, *args],
+                          cwd=cwd,
+                          timeout=timeout,
+                          capture_output=True,
+                          text=True,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     if check and proc.returncode != 0:
         raise AssertionError(f'{args} failed:\n{proc.stdout[-3000:]}\n'
@@ -64,25 +66,28 @@ def test_configs_follow_the_paper_recipe(name, arch, drop_path, channels):
     assert cfg.model.auxiliary_head.in_channels == channels[2]
     assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
     assert cfg.model.auxiliary_head.norm_cfg.type == 'SyncBN'
-    assert cfg.model.test_cfg == dict(mode='slide', crop_size=(512, 512),
-                                      stride=(341, 341))
+    assert cfg.model.test_cfg == dict(
+        mode='slide', crop_size=(512, 512), stride=(341, 341))
     assert cfg.train_cfg.max_iters == 160000
     assert cfg.train_dataloader.batch_size * 8 == 16
     crop = [t for t in cfg.train_pipeline if t.type == 'RandomCrop'][0]
     assert crop.crop_size == (512, 512)
     optim = cfg.optim_wrapper
-    assert optim.optimizer == dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999),
-                                   weight_decay=0.05)
+    assert optim.optimizer == dict(
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
     assert optim.constructor == 'pelk_mm.LayerDecayOptimWrapperConstructor'
     assert optim.paramwise_cfg == dict(
-        decay_rate=0.9, decay_type='stage_wise', norm_decay_mult=0.,
-        bias_decay_mult=0., flat_decay_mult=0.,
+        decay_rate=0.9,
+        decay_type='stage_wise',
+        norm_decay_mult=0.,
+        bias_decay_mult=0.,
+        flat_decay_mult=0.,
         custom_keys={'pos_embed': dict(decay_mult=0.)})
     assert backbone.mixer_norm_cfg.type == 'SyncBN'
     (sparsity, ) = cfg.custom_hooks
     assert (sparsity.type, sparsity.sparse_init, sparsity.prune_rate,
-            sparsity.prefix) == ('pelk_mm.DynamicSparsityHook', 'nonzero',
-                                 0., 'backbone.')
+            sparsity.prefix) == ('pelk_mm.DynamicSparsityHook', 'nonzero', 0.,
+                                 'backbone.')
     assert (cfg.train_cfg.val_interval,
             cfg.default_hooks.checkpoint.interval) == (4000, 8000)
     warmup, poly = cfg.param_scheduler
@@ -105,8 +110,8 @@ def test_generator_is_deterministic_and_ade20k_shaped(tmp_path):
     first = generate_ade20k(str(tmp_path / 'a'), 3, 2, seed=7)
     second = generate_ade20k(str(tmp_path / 'b'), 3, 2, seed=7)
     other = generate_ade20k(str(tmp_path / 'c'), 3, 2, seed=8)
-    for split, stem, count in (('training', 'ADE_train', 3),
-                               ('validation', 'ADE_val', 2)):
+    for split, stem, count in (('training', 'ADE_train', 3), ('validation',
+                                                              'ADE_val', 2)):
         names = sorted(os.listdir(osp.join(first, 'images', split)))
         assert names == [f'{stem}_{i:08d}.jpg' for i in range(1, count + 1)]
         for name in names:
@@ -119,10 +124,12 @@ def test_generator_is_deterministic_and_ade20k_shaped(tmp_path):
             assert label.dtype == np.uint8 and label.shape == (128, 160)
             assert set(np.unique(label)) <= set(SCENE_CLASSES) | {0}
     assert not np.array_equal(
-        np.asarray(Image.open(osp.join(first, 'images/training',
-                                       'ADE_train_00000001.jpg'))),
-        np.asarray(Image.open(osp.join(other, 'images/training',
-                                       'ADE_train_00000001.jpg'))))
+        np.asarray(
+            Image.open(
+                osp.join(first, 'images/training', 'ADE_train_00000001.jpg'))),
+        np.asarray(
+            Image.open(
+                osp.join(other, 'images/training', 'ADE_train_00000001.jpg'))))
 
 
 def test_mmseg_reads_the_generated_dataset(tmp_path):
@@ -132,10 +139,13 @@ def test_mmseg_reads_the_generated_dataset(tmp_path):
     data_root = generate_ade20k(str(tmp_path), 4, 2)
     dataset = ADE20KDataset(
         data_root=data_root,
-        data_prefix=dict(img_path='images/validation',
-                         seg_map_path='annotations/validation'),
-        pipeline=[dict(type='LoadImageFromFile'),
-                  dict(type='LoadAnnotations', reduce_zero_label=True)])
+        data_prefix=dict(
+            img_path='images/validation',
+            seg_map_path='annotations/validation'),
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations', reduce_zero_label=True)
+        ])
     assert len(dataset) == 2
     sample = dataset[0]
     raw = np.asarray(Image.open(sample['seg_map_path']))
@@ -154,13 +164,20 @@ def test_converted_classifier_weights_load_through_init_cfg(tmp_path):
     source = PeLK('tiny')
     state = {f'backbone.{k}': v for k, v in source.state_dict().items()}
     state['head.fc.weight'] = torch.zeros(1000, 998)
-    torch.save({'state_dict': state, 'meta': {'epoch': np.int64(300)}},
-               tmp_path / 'cls.pth')
+    torch.save({
+        'state_dict': state,
+        'meta': {
+            'epoch': np.int64(300)
+        }
+    }, tmp_path / 'cls.pth')
     out = tmp_path / 'checkpoints' / 'backbone.pth'
     run_tool('tools/model_converters/cls_to_backbone.py',
              str(tmp_path / 'cls.pth'), str(out))
-    again = run_tool('tools/model_converters/cls_to_backbone.py',
-                     str(tmp_path / 'cls.pth'), str(out), check=False)
+    again = run_tool(
+        'tools/model_converters/cls_to_backbone.py',
+        str(tmp_path / 'cls.pth'),
+        str(out),
+        check=False)
     assert again.returncode != 0 and 'exists' in again.stderr
 
     cfg = config('upernet_pelk_t_ade20k.py')
@@ -174,8 +191,12 @@ def test_converted_classifier_weights_load_through_init_cfg(tmp_path):
 
 
 def test_missing_pretrained_stops_before_the_dataset(tmp_path):
-    proc = run_tool('tools/train.py', 'configs/upernet_pelk_t_ade20k.py',
-                    '--work-dir', str(tmp_path / 'work'), check=False)
+    proc = run_tool(
+        'tools/train.py',
+        'configs/upernet_pelk_t_ade20k.py',
+        '--work-dir',
+        str(tmp_path / 'work'),
+        check=False)
     assert proc.returncode != 0
     assert "'checkpoints/pelk_t_in1k_backbone.pth'" in proc.stderr
     assert 'model.backbone.init_cfg=None' in proc.stderr
@@ -186,20 +207,28 @@ def test_missing_pretrained_stops_before_the_dataset(tmp_path):
 
 def test_missing_dataset_names_path_and_generator(tmp_path):
     root = tmp_path / 'nowhere' / 'ADEChallengeData2016'
-    proc = run_tool('tools/train.py', DEMO, '--work-dir',
-                    str(tmp_path / 'work'), '--cfg-options',
-                    *data_options(root, 'train_dataloader', 'val_dataloader'),
-                    check=False)
+    proc = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--work-dir',
+        str(tmp_path / 'work'),
+        '--cfg-options',
+        *data_options(root, 'train_dataloader', 'val_dataloader'),
+        check=False)
     assert proc.returncode != 0
     assert f"'{root}'" in proc.stderr
     assert f'generate_dataset.py ade20k {tmp_path / "nowhere"}' in proc.stderr
     # A malformed root: the images are there, the annotations are not.
     (root / 'images' / 'training').mkdir(parents=True)
     (root / 'images' / 'training' / 'scene.jpg').write_bytes(b'')
-    proc = run_tool('tools/train.py', DEMO, '--work-dir',
-                    str(tmp_path / 'work'), '--cfg-options',
-                    *data_options(root, 'train_dataloader', 'val_dataloader'),
-                    check=False)
+    proc = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--work-dir',
+        str(tmp_path / 'work'),
+        '--cfg-options',
+        *data_options(root, 'train_dataloader', 'val_dataloader'),
+        check=False)
     assert proc.returncode != 0
     assert f"'{root / 'annotations' / 'training'}'" in proc.stderr
     # Every folder there, no images in them.
@@ -207,10 +236,14 @@ def test_missing_dataset_names_path_and_generator(tmp_path):
     for kind in ('images', 'annotations'):
         for split in ('training', 'validation'):
             (root / kind / split).mkdir(parents=True)
-    proc = run_tool('tools/train.py', DEMO, '--work-dir',
-                    str(tmp_path / 'work'), '--cfg-options',
-                    *data_options(root, 'train_dataloader', 'val_dataloader'),
-                    check=False)
+    proc = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--work-dir',
+        str(tmp_path / 'work'),
+        '--cfg-options',
+        *data_options(root, 'train_dataloader', 'val_dataloader'),
+        check=False)
     assert proc.returncode != 0
     assert f"'{root / 'images' / 'training'}', which is empty" in proc.stderr
 
@@ -221,34 +254,55 @@ def test_new_run_refuses_a_work_dir_with_checkpoints(tmp_path):
     earlier = work_dir / 'iter_8000.pth'
     earlier.write_bytes(b'weights of an earlier run')
     root = tmp_path / 'nowhere' / 'ADEChallengeData2016'
-    options = ['--cfg-options',
-               *data_options(root, 'train_dataloader', 'val_dataloader')]
-    proc = run_tool('tools/train.py', DEMO, '--work-dir', str(work_dir),
-                    *options, check=False)
+    options = [
+        '--cfg-options',
+        *data_options(root, 'train_dataloader', 'val_dataloader')
+    ]
+    proc = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--work-dir',
+        str(work_dir),
+        *options,
+        check=False)
     assert proc.returncode != 0
     assert 'iter_8000.pth' in proc.stderr
     assert '--resume' in proc.stderr and '--force' in proc.stderr
     assert earlier.read_bytes() == b'weights of an earlier run'
     # --force goes past it (to the next check: the missing dataset).
-    proc = run_tool('tools/train.py', DEMO, '--work-dir', str(work_dir),
-                    '--force', *options, check=False)
+    proc = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--work-dir',
+        str(work_dir),
+        '--force',
+        *options,
+        check=False)
     assert proc.returncode != 0 and f"'{root}'" in proc.stderr
 
 
 def test_amp_without_gpu_is_refused(tmp_path):
-    proc = run_tool('tools/train.py', DEMO, '--amp', '--work-dir',
-                    str(tmp_path), '--cfg-options', 'model.backbone.arch=t',
-                    check=False)
+    proc = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--amp',
+        '--work-dir',
+        str(tmp_path),
+        '--cfg-options',
+        'model.backbone.arch=t',
+        check=False)
     assert proc.returncode != 0 and '--amp needs a GPU' in proc.stderr
 
 
 # ---------------------------------------------------------------- end to end
 
 # Quicker iterations for the tests that check tools, not learning.
-FAST = ['train_dataloader.batch_size=2',
-        'train_dataloader.dataset.pipeline.3.crop_size=(64,64)',
-        'model.data_preprocessor.size=(64,64)',
-        'model.test_cfg.crop_size=(64,64)', 'model.test_cfg.stride=(43,43)']
+FAST = [
+    'train_dataloader.batch_size=2',
+    'train_dataloader.dataset.pipeline.3.crop_size=(64,64)',
+    'model.data_preprocessor.size=(64,64)', 'model.test_cfg.crop_size=(64,64)',
+    'model.test_cfg.stride=(43,43)'
+]
 
 
 @pytest.fixture(scope='module')
@@ -266,11 +320,19 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(ade, tmp_path):
     state = model.state_dict()
     params = len(list(model.named_parameters()))
     renamed = tmp_path / 'renamed.pth'  # keys of another wrapper
-    torch.save({'state_dict': {f'model.{k}': v for k, v in state.items()}},
-               renamed)
-    proc = run_tool('tools/test.py', DEMO, str(renamed), '--work-dir',
-                    str(tmp_path / 'work'), '--cfg-options',
-                    *data_options(ade, 'test_dataloader'), check=False)
+    torch.save({'state_dict': {
+        f'model.{k}': v
+        for k, v in state.items()
+    }}, renamed)
+    proc = run_tool(
+        'tools/test.py',
+        DEMO,
+        str(renamed),
+        '--work-dir',
+        str(tmp_path / 'work'),
+        '--cfg-options',
+        *data_options(ade, 'test_dataloader'),
+        check=False)
     assert proc.returncode != 0
     assert f"'{renamed}' leaves {params} of the model's {params} " \
         'parameters without weights' in proc.stderr
@@ -279,11 +341,17 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(ade, tmp_path):
     assert not re.search(r'mIoU: [\d.]+', proc.stdout + proc.stderr)
 
     # Fine-tuning from it (load_from) is refused the same way.
-    proc = run_tool('tools/train.py', DEMO, '--work-dir',
-                    str(tmp_path / 'train'), '--cfg-options',
-                    f'load_from={renamed}', 'train_cfg.max_iters=1', *FAST,
-                    *data_options(ade, 'train_dataloader', 'val_dataloader'),
-                    check=False)
+    proc = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--work-dir',
+        str(tmp_path / 'train'),
+        '--cfg-options',
+        f'load_from={renamed}',
+        'train_cfg.max_iters=1',
+        *FAST,
+        *data_options(ade, 'train_dataloader', 'val_dataloader'),
+        check=False)
     assert proc.returncode != 0
     assert f"'{renamed}' leaves {params} of the model's {params} " \
         'parameters without weights' in proc.stderr
@@ -292,8 +360,7 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(ade, tmp_path):
 
 
 @pytest.mark.slow
-def test_labels_outside_the_classes_are_refused_naming_the_file(
-        ade, tmp_path):
+def test_labels_outside_the_classes_are_refused_naming_the_file(ade, tmp_path):
     """The first row of one validation annotation and every other row of each
     training one hold 200 (of 150 classes; in every random crop): evaluation
     and training stop naming the file and the value."""
@@ -306,9 +373,10 @@ def test_labels_outside_the_classes_are_refused_naming_the_file(
     shutil.copytree(ade, data)
     annotations = data / 'annotations'
     bad_val = sorted((annotations / 'validation').glob('*.png'))[3]
-    for path, rows in [(bad_val, slice(0, 1)), *(
-            (path, slice(None, None, 2))
-            for path in (annotations / 'training').glob('*.png'))]:
+    for path, rows in [(bad_val, slice(0, 1)),
+                       *((path, slice(None, None, 2))
+                         for path in (annotations / 'training').glob('*.png'))
+                       ]:
         labels = np.array(Image.open(path))
         labels[rows] = 200
         Image.fromarray(labels).save(path)
@@ -317,23 +385,35 @@ def test_labels_outside_the_classes_are_refused_naming_the_file(
     checkpoint = tmp_path / 'model.pth'
     torch.save({'state_dict': MODELS.build(config(DEMO).model).state_dict()},
                checkpoint)
-    proc = run_tool('tools/test.py', DEMO, str(checkpoint), '--work-dir',
-                    str(tmp_path / 'test'), '--cfg-options',
-                    *data_options(data, 'test_dataloader'), check=False)
+    proc = run_tool(
+        'tools/test.py',
+        DEMO,
+        str(checkpoint),
+        '--work-dir',
+        str(tmp_path / 'test'),
+        '--cfg-options',
+        *data_options(data, 'test_dataloader'),
+        check=False)
     assert proc.returncode != 0
     assert f'annotation {bad_val} holds label values [200] outside the ' \
         "dataset's 150 classes (valid values in the file: 1..150" \
         in proc.stderr
     assert not re.search(r'mIoU: [\d.]+', proc.stdout + proc.stderr)
 
-    proc = run_tool('tools/train.py', DEMO, '--work-dir',
-                    str(tmp_path / 'train'), '--cfg-options',
-                    'train_cfg.max_iters=1', *FAST,
-                    *data_options(data, 'train_dataloader', 'val_dataloader'),
-                    check=False)
+    proc = run_tool(
+        'tools/train.py',
+        DEMO,
+        '--work-dir',
+        str(tmp_path / 'train'),
+        '--cfg-options',
+        'train_cfg.max_iters=1',
+        *FAST,
+        *data_options(data, 'train_dataloader', 'val_dataloader'),
+        check=False)
     assert proc.returncode != 0
-    assert re.search(r'annotation \S+/training/\S+\.png holds label values '
-                     r'\[200\]', proc.stderr)
+    assert re.search(
+        r'annotation \S+/training/\S+\.png holds label values '
+        r'\[200\]', proc.stderr)
 
 
 @pytest.fixture(scope='module')
@@ -344,8 +424,8 @@ def trained(ade, tmp_path_factory):
                     '--cfg-options', 'train_cfg.max_iters=60',
                     'train_cfg.val_interval=60',
                     'default_hooks.checkpoint.interval=60',
-                    'param_scheduler.1.end=60', *data_options(
-                        ade, 'train_dataloader', 'val_dataloader'))
+                    'param_scheduler.1.end=60',
+                    *data_options(ade, 'train_dataloader', 'val_dataloader'))
     return work_dir, proc.stdout + proc.stderr
 
 
@@ -401,34 +481,39 @@ def test_tta_multi_scale_flip(trained, ade, tmp_path):
 @pytest.mark.slow
 def test_mmseg_own_tools_run_our_configs(trained, ade, tmp_path):
     work_dir, _ = trained
-    proc = run_tool(osp.join(MMSEG_TOOLS, 'test.py'), DEMO,
-                    str(work_dir / 'iter_60.pth'), '--work-dir',
-                    str(tmp_path / 'test'), '--cfg-options',
-                    'test_dataloader.dataset.indices=4',
-                    *data_options(ade, 'test_dataloader'))
+    proc = run_tool(
+        osp.join(MMSEG_TOOLS,
+                 'test.py'), DEMO, str(work_dir / 'iter_60.pth'), '--work-dir',
+        str(tmp_path / 'test'), '--cfg-options',
+        'test_dataloader.dataset.indices=4',
+        *data_options(ade, 'test_dataloader'))
     assert miou(proc.stdout + proc.stderr) > 0
-    proc = run_tool(osp.join(MMSEG_TOOLS, 'train.py'), DEMO, '--work-dir',
-                    str(tmp_path / 'train'), '--cfg-options',
-                    'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-                    'val_dataloader.dataset.indices=2',
-                    *FAST, *data_options(ade, 'train_dataloader',
-                                         'val_dataloader'))
+    proc = run_tool(
+        osp.join(MMSEG_TOOLS, 'train.py'), DEMO, '--work-dir',
+        str(tmp_path / 'train'), '--cfg-options', 'train_cfg.max_iters=2',
+        'train_cfg.val_interval=2', 'val_dataloader.dataset.indices=2', *FAST,
+        *data_options(ade, 'train_dataloader', 'val_dataloader'))
     assert (tmp_path / 'train' / 'iter_2.pth').is_file()
 
 
 @pytest.mark.slow
 def test_interrupted_training_resumes(ade, tmp_path):
     work_dir = tmp_path / 'work'
-    args = [sys.executable, 'tools/train.py', DEMO, '--work-dir',
-            str(work_dir), '--cfg-options', 'train_cfg.max_iters=6',
-            'train_cfg.val_interval=100', 'default_hooks.logger.interval=1',
-            'default_hooks.checkpoint.interval=2',
-            'default_hooks.checkpoint.max_keep_ckpts=5', *FAST,
-            *data_options(ade, 'train_dataloader', 'val_dataloader')]
+    args = [
+        sys.executable, 'tools/train.py', DEMO, '--work-dir',
+        str(work_dir), '--cfg-options', 'train_cfg.max_iters=6',
+        'train_cfg.val_interval=100', 'default_hooks.logger.interval=1',
+        'default_hooks.checkpoint.interval=2',
+        'default_hooks.checkpoint.max_keep_ckpts=5', *FAST,
+        *data_options(ade, 'train_dataloader', 'val_dataloader')
+    ]
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen(args, cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
     last = work_dir / 'last_checkpoint'
     deadline = time.time() + 600
     while not (last.is_file() and 'iter_2' in last.read_text()):
@@ -463,13 +548,18 @@ def losses(log):
 @pytest.mark.slow
 def test_two_process_gloo_training(ade, tmp_path, free_port):
     env = dict(os.environ, OMP_NUM_THREADS='1', PORT=str(free_port))
-    proc = subprocess.run(
-        ['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir',
-         str(tmp_path), '--cfg-options', 'train_cfg.max_iters=4',
-         'train_cfg.val_interval=4', 'default_hooks.logger.interval=1',
-         'val_dataloader.dataset.indices=4', *FAST,
-         *data_options(ade, 'train_dataloader', 'val_dataloader')],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([
+        'bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir',
+        str(tmp_path), '--cfg-options', 'train_cfg.max_iters=4',
+        'train_cfg.val_interval=4', 'default_hooks.logger.interval=1',
+        'val_dataloader.dataset.indices=4', *FAST,
+        *data_options(ade, 'train_dataloader', 'val_dataloader')
+    ],
+                          cwd=ROOT,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
@@ -487,8 +577,11 @@ def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path):
     from pelk_mm.models import PeLK
     from pelk_mm.utils.complexity import is_sparse_weight
     torch.manual_seed(0)
-    state = {f'backbone.{k}': v for k, v in PeLK(
-        'tiny', out_indices=(0, 1, 2, 3)).state_dict().items()}
+    state = {
+        f'backbone.{k}': v
+        for k, v in PeLK('tiny', out_indices=(0, 1, 2,
+                                              3)).state_dict().items()
+    }
     zeros = {}
     for key, value in state.items():
         if is_sparse_weight(key, value):
@@ -504,13 +597,13 @@ def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path):
         # No validation (mmengine's iteration loop validates at the end).
         "val_dataloader = val_cfg = val_evaluator = None\n")
     run_tool('tools/train.py', str(override), '--work-dir',
-             str(tmp_path / 'work'), '--cfg-options',
-             'train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3',
-             'param_scheduler.0.end=2', 'train_dataloader.num_workers=0',
+             str(tmp_path / 'work'), '--cfg-options', 'train_cfg.max_iters=3',
+             'default_hooks.checkpoint.interval=3', 'param_scheduler.0.end=2',
+             'train_dataloader.num_workers=0',
              'train_dataloader.persistent_workers=False', *FAST,
              *data_options(ade, 'train_dataloader'))
-    tuned = torch.load(tmp_path / 'work' / 'iter_3.pth',
-                       weights_only=False)['state_dict']
+    tuned = torch.load(
+        tmp_path / 'work' / 'iter_3.pth', weights_only=False)['state_dict']
     for key, zero in zeros.items():
         assert torch.all(tuned[key][zero] == 0), key
         assert not torch.equal(tuned[key][~zero], state[key][~zero]), key

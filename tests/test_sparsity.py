@@ -3,24 +3,35 @@ import logging
 
 import pytest
 import torch
+from test_checkpoint import make_runner
 
 from pelk_mm.engine import DynamicSparsityHook
 from pelk_mm.utils.complexity import is_sparse_weight
-from test_checkpoint import make_runner
 
 
-def sparsity_runner(tmp_path, max_iters, interval=2, resume=False,
-                    init='snip', prune_rate=0.5, **kwargs):
-    hook = dict(type='pelk_mm.DynamicSparsityHook', sparsity=0.4,
-                sparse_init=init, prune_rate=prune_rate,
-                update_interval=interval)
-    return make_runner(tmp_path, max_iters=max_iters, resume=resume,
-                       custom_hooks=[hook], **kwargs)
+def sparsity_runner(tmp_path,
+                    max_iters,
+                    interval=2,
+                    resume=False,
+                    init='snip',
+                    prune_rate=0.5,
+                    **kwargs):
+    hook = dict(
+        type='pelk_mm.DynamicSparsityHook',
+        sparsity=0.4,
+        sparse_init=init,
+        prune_rate=prune_rate,
+        update_interval=interval)
+    return make_runner(
+        tmp_path,
+        max_iters=max_iters,
+        resume=resume,
+        custom_hooks=[hook],
+        **kwargs)
 
 
 def the_hook(runner):
-    return next(h for h in runner.hooks
-                if isinstance(h, DynamicSparsityHook))
+    return next(h for h in runner.hooks if isinstance(h, DynamicSparsityHook))
 
 
 def masked_params(runner):
@@ -31,8 +42,10 @@ def masked_params(runner):
 
 def sparse_weights(runner):
     """Every conv and linear weight: what SLaK masks."""
-    return {n: p for n, p in runner.model.named_parameters()
-            if is_sparse_weight(n, p)}
+    return {
+        n: p
+        for n, p in runner.model.named_parameters() if is_sparse_weight(n, p)
+    }
 
 
 @pytest.mark.parametrize('init', ['snip', 'random'])
@@ -69,8 +82,10 @@ def test_snip_gives_each_layer_its_own_density(tmp_path):
     hook = the_hook(runner)
     runner.train()
     weights = sparse_weights(runner)
-    densities = {n: float(hook.masks[n].mean()) if n in hook.masks else 1.0
-                 for n in weights}
+    densities = {
+        n: float(hook.masks[n].mean()) if n in hook.masks else 1.0
+        for n in weights
+    }
     assert max(densities.values()) - min(densities.values()) > 0.2
     kept = sum(densities[n] * w.numel() for n, w in weights.items())
     assert kept / sum(w.numel() for w in weights.values()) == \
@@ -85,8 +100,7 @@ def test_snip_gives_each_layer_its_own_density(tmp_path):
         if 10 <= count <= mask.numel() - 10:
             top = torch.zeros(mask.numel(), dtype=torch.bool)
             top[scores[name].flatten().topk(count).indices] = True
-            overlaps.append(float((top & mask.flatten().bool()).sum()) /
-                            count)
+            overlaps.append(float((top & mask.flatten().bool()).sum()) / count)
     assert overlaps and sum(overlaps) / len(overlaps) < 0.9
 
 
@@ -121,8 +135,7 @@ def test_resume_restores_the_masks(tmp_path):
     saved = torch.load(tmp_path / 'iter_4.pth', weights_only=False)
     masks = saved['sparsity']['masks']
     assert masks and all(m.dtype == torch.bool for m in masks.values())
-    resumed = sparsity_runner(tmp_path, max_iters=5, interval=100,
-                              resume=True)
+    resumed = sparsity_runner(tmp_path, max_iters=5, interval=100, resume=True)
     resumed.train()
     hook = the_hook(resumed)
     for name, mask in masks.items():
@@ -135,9 +148,13 @@ def test_fine_tuning_keeps_the_masks_of_a_sparse_checkpoint(tmp_path):
     runner = sparsity_runner(tmp_path / 'pretrain', max_iters=2)
     runner.train()
     pretrained = {n: m.bool() for n, m in the_hook(runner).masks.items()}
-    tuned = sparsity_runner(tmp_path / 'tune', max_iters=4, interval=1,
-                            init='nonzero', prune_rate=0.0,
-                            load_from=str(tmp_path / 'pretrain/iter_2.pth'))
+    tuned = sparsity_runner(
+        tmp_path / 'tune',
+        max_iters=4,
+        interval=1,
+        init='nonzero',
+        prune_rate=0.0,
+        load_from=str(tmp_path / 'pretrain/iter_2.pth'))
     tuned.train()
     hook = the_hook(tuned)
     params = dict(tuned.model.named_parameters())
@@ -167,9 +184,12 @@ def test_nonzero_init_takes_the_zeros_of_the_loaded_weights(tmp_path):
             param[zeros[name]] = 0
     torch.save({'state_dict': source.model.state_dict()},
                tmp_path / 'sparse.pth')
-    runner = sparsity_runner(tmp_path / 'tune', max_iters=3, init='nonzero',
-                             prune_rate=0.0,
-                             load_from=str(tmp_path / 'sparse.pth'))
+    runner = sparsity_runner(
+        tmp_path / 'tune',
+        max_iters=3,
+        init='nonzero',
+        prune_rate=0.0,
+        load_from=str(tmp_path / 'sparse.pth'))
     runner.train()
     hook = the_hook(runner)
     for name, param in sparse_weights(runner).items():
@@ -183,21 +203,24 @@ def test_nonzero_init_leaves_a_dense_model_dense(tmp_path):
     log = runner_log(runner)
     runner.train()
     assert the_hook(runner).masks == {}
-    assert any('are dense' in r.getMessage() and 'another model' in
-               r.getMessage() for r in log)
+    assert any(
+        'are dense' in r.getMessage() and 'another model' in r.getMessage()
+        for r in log)
 
 
 def test_masks_that_do_not_fit_are_computed_again(tmp_path):
     runner = sparsity_runner(tmp_path / 'a', max_iters=2, init='random')
     runner.train()
-    checkpoint = torch.load(tmp_path / 'a' / 'iter_2.pth',
-                            weights_only=False)
+    checkpoint = torch.load(tmp_path / 'a' / 'iter_2.pth', weights_only=False)
     name = 'backbone.stages.0.blocks.0.mixer.large.weight'
     checkpoint['sparsity']['masks'][name] = torch.ones(3, 3, dtype=bool)
     torch.save(checkpoint, tmp_path / 'other.pth')
-    tuned = sparsity_runner(tmp_path / 'b', max_iters=1, interval=1000,
-                            init='random',
-                            load_from=str(tmp_path / 'other.pth'))
+    tuned = sparsity_runner(
+        tmp_path / 'b',
+        max_iters=1,
+        interval=1000,
+        init='random',
+        load_from=str(tmp_path / 'other.pth'))
     log = runner_log(tuned)
     tuned.train()
     mask = the_hook(tuned).masks[name]
@@ -209,6 +232,7 @@ def test_prune_rate_anneals_with_a_cosine():
     hook = DynamicSparsityHook(prune_rate=0.5)
 
     class At:
+
         def __init__(self, it):
             self.iter, self.max_iters = it, 100
 
@@ -234,8 +258,11 @@ def _distributed_masks(rank, world_size, port, out_dir):
 
     import torch.distributed as dist
     import torch.nn as nn
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
-                            rank=rank, world_size=world_size)
+    dist.init_process_group(
+        'gloo',
+        init_method=f'tcp://127.0.0.1:{port}',
+        rank=rank,
+        world_size=world_size)
     try:
         model = nn.Module()
         model.backbone = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4))
@@ -244,11 +271,14 @@ def _distributed_masks(rank, world_size, port, out_dir):
         runner = types.SimpleNamespace(
             model=model,
             optim_wrapper=types.SimpleNamespace(optimizer=optimizer),
-            iter=0, max_iters=10)
+            iter=0,
+            max_iters=10)
         hook._init_masks(runner)
         hook.update_masks(runner, rate=0.5)  # random regrowth, synced too
-        torch.save({n: m.bool() for n, m in hook.masks.items()},
-                   f'{out_dir}/masks_{rank}.pth')
+        torch.save({
+            n: m.bool()
+            for n, m in hook.masks.items()
+        }, f'{out_dir}/masks_{rank}.pth')
     finally:
         dist.destroy_process_group()
 
@@ -257,8 +287,7 @@ def test_ranks_share_rank_0_masks(tmp_path, free_port):
     """Each rank draws different random masks; after the hook's broadcast
     every replica holds the same ones (rank 0's)."""
     import torch.multiprocessing as mp
-    mp.spawn(_distributed_masks, args=(2, free_port, str(tmp_path)),
-             nprocs=2)
+    mp.spawn(_distributed_masks, args=(2, free_port, str(tmp_path)), nprocs=2)
     rank0 = torch.load(tmp_path / 'masks_0.pth')
     rank1 = torch.load(tmp_path / 'masks_1.pth')
     assert set(rank0) == {'backbone.0.weight', 'backbone.1.weight'}

@@ -64,20 +64,23 @@ def main():
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
     visualizer.dataset_meta = model.dataset_meta
     visualizer.add_datasample(
-        'result', mmcv.imread(args.image, channel_order='rgb'),
-        data_sample=result, draw_gt=False, show=False,
-        out_file=args.out_file, pred_score_thr=args.score_thr)
+        'result',
+        mmcv.imread(args.image, channel_order='rgb'),
+        data_sample=result,
+        draw_gt=False,
+        show=False,
+        out_file=args.out_file,
+        pred_score_thr=args.score_thr)
 
-    keep = result.pred_instances[
-        result.pred_instances.scores >= args.score_thr]
+    keep = result.pred_instances[result.pred_instances.scores >=
+                                 args.score_thr]
     classes = model.dataset_meta['classes']
     found = ', '.join(
         f'{classes[int(label)]} {float(score):.2f} at '
-        f'{[round(float(v)) for v in box]}' for label, score, box in zip(
-            keep.labels, keep.scores, keep.bboxes))
-    logger.info(
-        f'{len(keep)} detections with score >= {args.score_thr}: '
-        f'{found or "none"}; drawn to {args.out_file}')
+        f'{[round(float(v)) for v in box]}'
+        for label, score, box in zip(keep.labels, keep.scores, keep.bboxes))
+    logger.info(f'{len(keep)} detections with score >= {args.score_thr}: '
+                f'{found or "none"}; drawn to {args.out_file}')
 
 
 if __name__ == '__main__':

@@ -13,7 +13,9 @@
 #   mmcv 2.1.0 with compiled ops         (built from source; pip caches the
 #                                        wheel, so later runs reuse it)
 #   mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0, ftfy, regex,
-#   opencv-python<5, pytest, and pelk_mm itself (editable).
+#   opencv-python<5, pytest, flake8 7.1.1, isort 5.13.2, yapf 0.40.2
+#   (the house style's checkers, `make lint`), and pelk_mm itself
+#   (editable).
 #
 # Usage: bash tools/install.sh   (or `make install`)
 # Environment: PYTHON (default python3.11), VENV (default .venv).
@@ -73,6 +75,11 @@ if ! ok 'import mmdet, mmseg, mmpretrain, ftfy, regex, cv2, pytest, sys; sys.exi
   log "installing mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0"
   pip_install -q mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 \
     ftfy regex 'opencv-python<5' pytest
+fi
+
+if ! ok 'import sys, flake8, isort, yapf; sys.exit(not (flake8.__version__, isort.__version__, yapf.__version__) == ("7.1.1", "5.13.2", "0.40.2"))'; then
+  log "installing flake8 7.1.1, isort 5.13.2, yapf 0.40.2 (make lint)"
+  pip_install -q flake8==7.1.1 isort==5.13.2 yapf==0.40.2
 fi
 
 if ! ok 'import pelk_mm' || [ setup.cfg -nt "$VENV/.pelk_mm-installed" ]; then

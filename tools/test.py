@@ -29,10 +29,13 @@ def parse_args():
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--show-dir', help='the dir to save drawn predictions')
-    parser.add_argument('--tta', action='store_true',
-                        help='test-time augmentation from the config')
     parser.add_argument(
-        '--allow-missing', action='store_true',
+        '--tta',
+        action='store_true',
+        help='test-time augmentation from the config')
+    parser.add_argument(
+        '--allow-missing',
+        action='store_true',
         help='evaluate even if the checkpoint leaves parameters of the model '
         'without weights (they keep their initialisation)')
     add_common_args(parser)
@@ -80,9 +83,11 @@ def main():
 
     runner = build_runner(cfg)
     if not args.allow_missing:
-        runner.register_hook(CheckpointFitsHook(
-            args.checkpoint, hint='Pass the config it was trained with, or '
-            '--allow-missing to evaluate anyway.'))
+        runner.register_hook(
+            CheckpointFitsHook(
+                args.checkpoint,
+                hint='Pass the config it was trained with, or '
+                '--allow-missing to evaluate anyway.'))
     try:
         runner.test()
     except CheckpointMismatchError as err:

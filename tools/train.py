@@ -33,22 +33,29 @@ def parse_args():
     parser = argparse.ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
         help='resume from the given checkpoint, or, without a value, from '
         'the latest checkpoint in the work dir')
     parser.add_argument(
-        '--force', action='store_true',
+        '--force',
+        action='store_true',
         help='start a new run even if the work dir holds checkpoints of an '
         'earlier one (they are overwritten as the new run saves its own)')
     parser.add_argument(
-        '--amp', action='store_true',
+        '--amp',
+        action='store_true',
         help='automatic mixed precision (needs a GPU)')
     parser.add_argument(
-        '--allow-missing', action='store_true',
+        '--allow-missing',
+        action='store_true',
         help='fine-tune even if the `load_from` checkpoint leaves '
         'parameters of the model without weights')
     parser.add_argument(
-        '--auto-scale-lr', action='store_true',
+        '--auto-scale-lr',
+        action='store_true',
         help='scale the learning rate linearly from the config\'s '
         'auto_scale_lr.base_batch_size to the total batch size of this run')
     add_common_args(parser)
@@ -104,9 +111,11 @@ def main():
     runner = build_runner(cfg)
     if cfg.get('load_from') and not cfg.get('resume') and \
             not args.allow_missing:
-        runner.register_hook(CheckpointFitsHook(
-            cfg.load_from, hint='Check `load_from`, or pass --allow-missing '
-            'to fine-tune from it anyway.'))
+        runner.register_hook(
+            CheckpointFitsHook(
+                cfg.load_from,
+                hint='Check `load_from`, or pass --allow-missing '
+                'to fine-tune from it anyway.'))
     print_log(f'work dir: {cfg.work_dir}', logger='current')
     try:
         runner.train()

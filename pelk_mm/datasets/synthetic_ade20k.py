@@ -39,8 +39,8 @@ SCENE_CLASSES: Dict[int, Tuple[str, Tuple[int, int, int], str]] = {
 
 def _texture(kind: str, color, height: int, width: int,
              rng: np.random.RandomState) -> np.ndarray:
-    color = np.clip(np.asarray(color, np.float32) + rng.uniform(-20, 20, 3),
-                    0, 255)
+    color = np.clip(
+        np.asarray(color, np.float32) + rng.uniform(-20, 20, 3), 0, 255)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     shade = np.ones((height, width), np.float32)
     if kind == 'gradient':
@@ -51,8 +51,8 @@ def _texture(kind: str, color, height: int, width: int,
     elif kind == 'windows':
         shade = np.where(((yy % 8) < 4) & ((xx % 8) < 4), 0.55, 1.1)
     elif kind == 'blotches':
-        shade = 0.8 + 0.4 * (np.sin(xx / 2.3 + rng.rand() * 6) *
-                             np.cos(yy / 1.7) > 0.2)
+        shade = 0.8 + 0.4 * (
+            np.sin(xx / 2.3 + rng.rand() * 6) * np.cos(yy / 1.7) > 0.2)
     elif kind == 'speckle':
         shade = 0.85 + 0.3 * (rng.rand(height, width) > 0.7)
     elif kind == 'shine':
@@ -81,7 +81,8 @@ def _paint(image, label, mask, class_id, rng):
     label[mask] = class_id
 
 
-def make_scene(rng: np.random.RandomState, height: int = 128,
+def make_scene(rng: np.random.RandomState,
+               height: int = 128,
                width: int = 160) -> Tuple[np.ndarray, np.ndarray]:
     """One RGB image (H, W, 3) uint8 and its ADE20K label map (H, W)."""
     image = np.zeros((height, width, 3), np.float32)
@@ -94,27 +95,35 @@ def make_scene(rng: np.random.RandomState, height: int = 128,
     _paint(image, label, ~sky, 4 if rng.rand() < 0.5 else 7, rng)
     if rng.rand() < 0.5:  # a wall across part of the background
         x0 = rng.randint(0, width // 2)
-        box = (x0, rng.randint(0, horizon // 2), x0 + rng.randint(
-            width // 4, width // 2), horizon + rng.randint(0, height // 6))
+        box = (x0, rng.randint(0, horizon // 2),
+               x0 + rng.randint(width // 4, width // 2),
+               horizon + rng.randint(0, height // 6))
         _paint(image, label, _shape_mask('rect', height, width, box), 1, rng)
     objects = [(2, 'rect'), (5, 'ellipse'), (13, 'ellipse'), (21, 'rect'),
                (0, 'triangle')]
     for _ in range(rng.randint(2, 6)):
         class_id, shape = objects[rng.randint(len(objects))]
         w = rng.randint(width // 8, width // 3)
-        h = {2: rng.randint(height // 3, height // 2 + 10),
-             13: 2 * w, 21: w // 2}.get(class_id, w)
+        h = {
+            2: rng.randint(height // 3, height // 2 + 10),
+            13: 2 * w,
+            21: w // 2
+        }.get(class_id, w)
         x0 = rng.randint(-w // 4, width - 3 * w // 4)
         y1 = horizon + rng.randint(0, height - horizon) if class_id in (
             13, 21) else horizon + rng.randint(0, height // 8)
         box = (x0, y1 - h, x0 + w, y1)
-        _paint(image, label, _shape_mask(shape, height, width, box),
-               class_id, rng)
+        _paint(image, label, _shape_mask(shape, height, width, box), class_id,
+               rng)
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def generate_ade20k(root: str, num_train: int = 200, num_val: int = 50,
-                    height: int = 128, width: int = 160, seed: int = 0,
+def generate_ade20k(root: str,
+                    num_train: int = 200,
+                    num_val: int = 50,
+                    height: int = 128,
+                    width: int = 160,
+                    seed: int = 0,
                     overwrite: bool = False) -> str:
     """Write the synthetic dataset under ``root/ADEChallengeData2016``.
 

@@ -21,8 +21,11 @@ from mmengine.utils import ProgressBar
 from PIL import Image, ImageDraw
 
 # category id -> (name, base RGB colour)
-SHAPE_CLASSES = {1: ('disc', (220, 60, 50)), 2: ('square', (50, 90, 220)),
-                 3: ('triangle', (240, 200, 40))}
+SHAPE_CLASSES = {
+    1: ('disc', (220, 60, 50)),
+    2: ('square', (50, 90, 220)),
+    3: ('triangle', (240, 200, 40))
+}
 
 
 def _polygon(class_id: int, cx: float, cy: float, r: float,
@@ -56,8 +59,9 @@ def make_image(rng: np.random.RandomState, height: int, width: int):
             continue  # objects do not overlap, so polygons are exact masks
         discs.append((cx, cy, r))
         polygon = _polygon(class_id, cx, cy, r, rng)
-        color = np.clip(np.asarray(SHAPE_CLASSES[class_id][1]) +
-                        rng.randint(-25, 26, 3), 0, 255)
+        color = np.clip(
+            np.asarray(SHAPE_CLASSES[class_id][1]) + rng.randint(-25, 26, 3),
+            0, 255)
         draw.polygon(polygon, fill=tuple(int(c) for c in color))
         objects.append((class_id, polygon))
     return np.asarray(canvas), objects
@@ -70,15 +74,22 @@ def _annotation(ann_id: int, image_id: int, class_id: int, polygon,
     x1, y1 = points.max(0)
     x, y = points[:, 0], points[:, 1]
     area = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
-    return dict(id=ann_id, image_id=image_id, category_id=class_id,
-                segmentation=[[round(float(v), 2) for v in points.ravel()]],
-                bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0,
-                                                     y1 - y0)],
-                area=round(float(area), 2), iscrowd=0)
+    return dict(
+        id=ann_id,
+        image_id=image_id,
+        category_id=class_id,
+        segmentation=[[round(float(v), 2) for v in points.ravel()]],
+        bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+        area=round(float(area), 2),
+        iscrowd=0)
 
 
-def generate_coco(root: str, num_train: int = 120, num_val: int = 30,
-                  height: int = 120, width: int = 150, seed: int = 0,
+def generate_coco(root: str,
+                  num_train: int = 120,
+                  num_val: int = 30,
+                  height: int = 120,
+                  width: int = 150,
+                  seed: int = 0,
                   overwrite: bool = False) -> str:
     """Write the synthetic dataset under ``root`` and return ``root``.
 
@@ -92,8 +103,10 @@ def generate_coco(root: str, num_train: int = 120, num_val: int = 30,
         seed (int): Random seed; the same seed gives the same files.
         overwrite (bool): Rewrite a complete dataset. Defaults to False.
     """
-    categories = [dict(id=i, name=name, supercategory='shape')
-                  for i, (name, _) in SHAPE_CLASSES.items()]
+    categories = [
+        dict(id=i, name=name, supercategory='shape')
+        for i, (name, _) in SHAPE_CLASSES.items()
+    ]
     for split, count, split_seed in (('train2017', num_train, seed),
                                      ('val2017', num_val, seed + 1)):
         ann_file = osp.join(root, 'annotations', f'instances_{split}.json')
@@ -107,17 +120,25 @@ def generate_coco(root: str, num_train: int = 120, num_val: int = 30,
         for image_id in range(1, count + 1):
             image, objects = make_image(rng, height, width)
             file_name = f'{image_id:012d}.jpg'
-            Image.fromarray(image).save(osp.join(root, split, file_name),
-                                        quality=95)
-            images.append(dict(id=image_id, file_name=file_name,
-                               height=height, width=width))
+            Image.fromarray(image).save(
+                osp.join(root, split, file_name), quality=95)
+            images.append(
+                dict(
+                    id=image_id,
+                    file_name=file_name,
+                    height=height,
+                    width=width))
             for class_id, polygon in objects:
-                annotations.append(_annotation(
-                    len(annotations) + 1, image_id, class_id, polygon,
-                    height, width))
+                annotations.append(
+                    _annotation(
+                        len(annotations) + 1, image_id, class_id, polygon,
+                        height, width))
             progress.update()
         # The annotation file last: its presence marks a complete split.
         with open(ann_file, 'w') as f:
-            json.dump(dict(images=images, annotations=annotations,
-                           categories=categories), f)
+            json.dump(
+                dict(
+                    images=images,
+                    annotations=annotations,
+                    categories=categories), f)
     return root

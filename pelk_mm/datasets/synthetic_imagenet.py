@@ -24,9 +24,12 @@ from PIL import Image
 
 # (wnid, pattern) of the classes, in label order.
 TEXTURE_CLASSES = [
-    ('n00000001', 'horizontal'), ('n00000002', 'vertical'),
-    ('n00000003', 'diagonal'), ('n00000004', 'checks'),
-    ('n00000005', 'rings'), ('n00000006', 'dots'),
+    ('n00000001', 'horizontal'),
+    ('n00000002', 'vertical'),
+    ('n00000003', 'diagonal'),
+    ('n00000004', 'checks'),
+    ('n00000005', 'rings'),
+    ('n00000006', 'dots'),
 ]
 
 
@@ -38,7 +41,9 @@ def class_colour(label: int, rng: np.random.RandomState) -> np.ndarray:
     return np.array(rgb, dtype=np.float32) * 255
 
 
-def make_texture(pattern: str, rng: np.random.RandomState, size: int,
+def make_texture(pattern: str,
+                 rng: np.random.RandomState,
+                 size: int,
                  label: int = 0) -> np.ndarray:
     """One (size, size, 3) uint8 image of the pattern of class ``label``."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -51,8 +56,9 @@ def make_texture(pattern: str, rng: np.random.RandomState, size: int,
     elif pattern == 'diagonal':
         wave = np.sin((xx + yy) * np.pi / period + phase)
     elif pattern == 'checks':
-        wave = np.sign(np.sin(xx * 2 * np.pi / period + phase) *
-                       np.sin(yy * 2 * np.pi / period))
+        wave = np.sign(
+            np.sin(xx * 2 * np.pi / period + phase) *
+            np.sin(yy * 2 * np.pi / period))
     elif pattern == 'rings':
         cx, cy = rng.uniform(0.3, 0.7, 2) * size
         wave = np.sin(np.hypot(xx - cx, yy - cy) * 2 * np.pi / period)
@@ -66,8 +72,12 @@ def make_texture(pattern: str, rng: np.random.RandomState, size: int,
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def generate_imagenet(root: str, num_train: int = 100, num_val: int = 20,
-                      height: int = 64, width: int = 64, seed: int = 0,
+def generate_imagenet(root: str,
+                      num_train: int = 100,
+                      num_val: int = 20,
+                      height: int = 64,
+                      width: int = 64,
+                      seed: int = 0,
                       overwrite: bool = False) -> str:
     """Write the dataset under ``root`` and return ``root``.
 
@@ -101,8 +111,11 @@ def generate_imagenet(root: str, num_train: int = 100, num_val: int = 20,
                     name = f'ILSVRC2012_val_{number:08d}.JPEG'
                 path = osp.join(root, split, name)
                 os.makedirs(osp.dirname(path), exist_ok=True)
-                Image.fromarray(make_texture(pattern, rng, height, label)).save(
-                    path, format='JPEG', quality=95)
+                Image.fromarray(make_texture(pattern, rng, height,
+                                             label)).save(
+                                                 path,
+                                                 format='JPEG',
+                                                 quality=95)
                 lines.append(f'{name} {label}')
                 progress.update()
         os.makedirs(osp.dirname(meta), exist_ok=True)

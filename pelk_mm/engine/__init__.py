@@ -12,6 +12,5 @@ __all__ = [
     'extract_backbone', 'load_from_local', 'find_resumable_checkpoint',
     'AtomicCheckpointHook', 'CheckpointFitsHook', 'CheckpointMismatchError',
     'LayerDecayOptimWrapperConstructor', 'DynamicSparsityHook',
-    'FiniteLossHook', 'ProgressBarHook', 'RandomStateHook',
-    'SegLabelCheckHook'
+    'FiniteLossHook', 'ProgressBarHook', 'RandomStateHook', 'SegLabelCheckHook'
 ]

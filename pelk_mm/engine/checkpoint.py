@@ -1,4 +1,6 @@
 """Converting checkpoints: the backbone of a classifier checkpoint."""
+
+
 def extract_backbone(checkpoint: dict, raw: bool = False) -> dict:
     """The backbone weights of a classifier checkpoint, keys ``backbone.*``.
 
@@ -25,9 +27,11 @@ def extract_backbone(checkpoint: dict, raw: bool = False) -> dict:
             raise KeyError('the checkpoint was not written with EMAHook (no '
                            'ema_state_dict): its state_dict already holds '
                            'the raw weights; convert without --raw')
-        state = {k[len('module.'):]: v
-                 for k, v in checkpoint['ema_state_dict'].items()
-                 if k.startswith('module.')}
+        state = {
+            k[len('module.'):]: v
+            for k, v in checkpoint['ema_state_dict'].items()
+            if k.startswith('module.')
+        }
     else:
         state = checkpoint.get('state_dict', checkpoint)
     backbone = {k: v for k, v in state.items() if k.startswith('backbone.')}

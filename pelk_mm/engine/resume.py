@@ -24,11 +24,11 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
         str | None: The checkpoint to resume from; None if there is none.
     """
     latest = find_latest_checkpoint(work_dir)
-    others = sorted(glob.glob(osp.join(work_dir, '*.pth')),
-                    key=osp.getmtime, reverse=True)
+    others = sorted(
+        glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime, reverse=True)
     candidates = ([latest] if latest else []) + [
-        path for path in others if not latest or
-        osp.abspath(path) != osp.abspath(latest)
+        path for path in others
+        if not latest or osp.abspath(path) != osp.abspath(latest)
     ]
     for path in candidates:
         try:

@@ -38,7 +38,6 @@ from mmengine.runner import CheckpointLoader
 
 TRUST_VARIABLE = 'PELK_MM_TRUST_CHECKPOINTS'
 
-
 # HistoryBuffer's own statistics methods, which its pickled state holds.
 _STATISTICS = ('min', 'max', 'current', 'mean')
 
@@ -62,9 +61,8 @@ def allowed_globals() -> List[Any]:
     dtypes = getattr(np, 'dtypes', None)  # numpy >= 1.25
     if dtypes is not None:
         allowed += [
-            getattr(dtypes, name) for name in dir(dtypes)
-            if name.endswith('DType') and isinstance(
-                getattr(dtypes, name), type)
+            getattr(dtypes, name) for name in dir(dtypes) if
+            name.endswith('DType') and isinstance(getattr(dtypes, name), type)
         ]
     return allowed
 

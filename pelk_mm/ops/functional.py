@@ -66,8 +66,11 @@ def fft_size(n: int) -> int:
         m += 1
 
 
-def choose_path(kernel_size: int, height: int, width: int,
-                requires_grad: bool = False, num_cells: Optional[int] = None,
+def choose_path(kernel_size: int,
+                height: int,
+                width: int,
+                requires_grad: bool = False,
+                num_cells: Optional[int] = None,
                 device: Optional[torch.device] = None) -> str:
     """Pick the cheapest path for one feature map.
 
@@ -110,9 +113,14 @@ def _sat_available() -> bool:
 
 def depthwise_conv_direct(x: torch.Tensor,
                           kernel: torch.Tensor) -> torch.Tensor:
-    """Dense depthwise "same" conv. ``x``: (B, C, H, W), ``kernel``: (C, K, K)."""
+    """Dense depthwise "same" conv.
+
+    ``x``: (B, C, H, W), ``kernel``: (C, K, K).
+    """
     return F.conv2d(
-        x, kernel.unsqueeze(1).to(x.dtype), padding=kernel.shape[-1] // 2,
+        x,
+        kernel.unsqueeze(1).to(x.dtype),
+        padding=kernel.shape[-1] // 2,
         groups=x.shape[1])
 
 
@@ -147,7 +155,8 @@ def depthwise_conv_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return y[..., :height, :width].to(x.dtype)
 
 
-def depthwise_conv(x: torch.Tensor, kernel: torch.Tensor,
+def depthwise_conv(x: torch.Tensor,
+                   kernel: torch.Tensor,
                    path: str = 'auto') -> torch.Tensor:
     """Depthwise "same" conv through the path named (or chosen) by ``path``."""
     if path == 'auto':
@@ -166,8 +175,10 @@ def depthwise_conv(x: torch.Tensor, kernel: torch.Tensor,
     raise ValueError(f'path must be one of {PATHS}, got {path!r}')
 
 
-def grid_depthwise_conv(x: torch.Tensor, weight: torch.Tensor,
-                        grid: torch.Tensor, path: str = 'auto') -> torch.Tensor:
+def grid_depthwise_conv(x: torch.Tensor,
+                        weight: torch.Tensor,
+                        grid: torch.Tensor,
+                        path: str = 'auto') -> torch.Tensor:
     """Depthwise "same" conv of a kernel given by block weights on a grid.
 
     Args:
@@ -182,8 +193,9 @@ def grid_depthwise_conv(x: torch.Tensor, weight: torch.Tensor,
     if path == 'auto':
         requires_grad = torch.is_grad_enabled() and (x.requires_grad
                                                      or weight.requires_grad)
-        path = choose_path(int(grid.sum()), x.shape[-2], x.shape[-1],
-                           requires_grad, len(grid), x.device)
+        path = choose_path(
+            int(grid.sum()), x.shape[-2], x.shape[-1], requires_grad,
+            len(grid), x.device)
     if path == 'sat':
         from .sat import grid_depthwise_conv_sat
         return grid_depthwise_conv_sat(x, weight, grid)
@@ -204,7 +216,9 @@ def _window_bounds(length: int, size: int, device) -> tuple:
     return lo, hi
 
 
-def positional_term(pos_kernel: torch.Tensor, height: int, width: int,
+def positional_term(pos_kernel: torch.Tensor,
+                    height: int,
+                    width: int,
                     border: str = 'valid') -> torch.Tensor:
     """The positional-embedding term of Eq. 3 for an ``H x W`` map.
 
@@ -269,12 +283,12 @@ def peripheral_conv2d(x: torch.Tensor,
     return out
 
 
-def peripheral_conv2d_reference(x: torch.Tensor,
-                                kernel: torch.Tensor,
-                                pos_kernel: Optional[torch.Tensor] = None,
-                                pos_border: str = 'valid',
-                                bias: Optional[torch.Tensor] = None
-                                ) -> torch.Tensor:
+def peripheral_conv2d_reference(
+        x: torch.Tensor,
+        kernel: torch.Tensor,
+        pos_kernel: Optional[torch.Tensor] = None,
+        pos_border: str = 'valid',
+        bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Reference implementation: plain ``F.conv2d`` calls, no shortcuts.
 
     Arguments as for :func:`peripheral_conv2d`. The positional term is a
@@ -286,8 +300,11 @@ def peripheral_conv2d_reference(x: torch.Tensor,
     if pos_kernel is not None:
         if pos_border == 'valid':
             ones = x.new_ones((1, channels) + x.shape[-2:])
-            out = out + F.conv2d(ones, pos_kernel.unsqueeze(1),
-                                 padding=size // 2, groups=channels)
+            out = out + F.conv2d(
+                ones,
+                pos_kernel.unsqueeze(1),
+                padding=size // 2,
+                groups=channels)
         elif pos_border == 'padded':
             out = out + pos_kernel.sum(dim=(-2, -1)).view(-1, 1, 1)
         else:

@@ -17,7 +17,8 @@ from typing import List
 import torch
 
 
-def sharing_grid(kernel_size: int, center_size: int = 5,
+def sharing_grid(kernel_size: int,
+                 center_size: int = 5,
                  base: int = 2) -> List[int]:
     """Return the full sharing grid of a peripheral kernel.
 
@@ -72,7 +73,8 @@ def grid_tensor(grid: List[int], device=None) -> torch.Tensor:
 
 
 def expand_by_grid(weight: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Expand ``(..., k', k')`` block weights to a dense ``(..., K, K)`` kernel.
+    """Expand ``(..., k', k')`` block weights to a dense ``(..., K, K)``
+    kernel.
 
     Every position of block ``(a, b)`` takes ``weight[..., a, b]`` (Eq. 1).
 

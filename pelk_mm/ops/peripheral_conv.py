@@ -77,8 +77,9 @@ class PeripheralConv2d(nn.Module):
         if pos_border not in POS_BORDERS:
             raise ValueError(f'pos_border must be one of {POS_BORDERS}, '
                              f'got {pos_border!r}')
-        if pos_embed is not None and tuple(pos_embed.weight.shape) != (
-                channels, kernel_size, kernel_size):
+        if pos_embed is not None and tuple(
+                pos_embed.weight.shape) != (channels, kernel_size,
+                                            kernel_size):
             raise ValueError(
                 f'pos_embed has shape {tuple(pos_embed.weight.shape)}, but a '
                 f'peripheral conv of {channels} channels and kernel '
@@ -140,9 +141,14 @@ class PeripheralConv2d(nn.Module):
             out = grid_depthwise_conv(x, self.weight[:, 0], self.grid_index,
                                       self.path)
             return out + self._constant_terms(x)
-        return peripheral_conv2d(x, self.weight[:, 0], self._pos_kernel(),
-                                 self.pos_border, self.bias, self.path,
-                                 grid=self.grid_index)
+        return peripheral_conv2d(
+            x,
+            self.weight[:, 0],
+            self._pos_kernel(),
+            self.pos_border,
+            self.bias,
+            self.path,
+            grid=self.grid_index)
 
     def _constant_terms(self, x: torch.Tensor) -> torch.Tensor:
         """Positional term + bias of a deployed conv, cached per map size."""
@@ -204,7 +210,8 @@ class PeripheralMixer(nn.Module):
             Defaults to 5.
         pos_embed (KernelPositionEmbedding, optional): Shared h.
         pos_border (str): Border semantics of h. Defaults to ``'valid'``.
-        norm_cfg (dict): Norm of both branches. Defaults to ``dict(type='BN')``.
+        norm_cfg (dict): Norm of both branches.
+            Defaults to ``dict(type='BN')``.
         path (str): Path of the peripheral conv. Defaults to ``'auto'``.
 
     Shape:
@@ -241,15 +248,18 @@ class PeripheralMixer(nn.Module):
         self.conv_channels = conv_channels
         self.deploy = False
         self.large = PeripheralConv2d(conv_channels, kernel_size, center_size,
-                                      base, False, pos_embed, pos_border,
-                                      path)
+                                      base, False, pos_embed, pos_border, path)
         self.large_norm = build_norm_layer(norm_cfg, conv_channels)[1]
         if small_kernel is None:
             self.small = self.small_norm = None
         else:
             self.small = nn.Conv2d(
-                conv_channels, conv_channels, small_kernel,
-                padding=small_kernel // 2, groups=conv_channels, bias=False)
+                conv_channels,
+                conv_channels,
+                small_kernel,
+                padding=small_kernel // 2,
+                groups=conv_channels,
+                bias=False)
             self.small_norm = build_norm_layer(norm_cfg, conv_channels)[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,9 @@ from .grid import expand_by_grid, grid_tensor, sharing_grid
 RESIZE_MODES = ('pad', 'interpolate')
 
 
-def infer_center_size(kernel_size: int, num_cells: int, base: int = 2,
+def infer_center_size(kernel_size: int,
+                      num_cells: int,
+                      base: int = 2,
                       prefer: Sequence[int] = (5, 7)) -> int:
     """The dense-centre size whose grid for ``kernel_size`` has ``num_cells``.
 
@@ -39,8 +41,10 @@ def infer_center_size(kernel_size: int, num_cells: int, base: int = 2,
         ValueError: If no centre size fits, or several do and none is
             preferred.
     """
-    fits = [c for c in range(1, kernel_size + 1, 2)
-            if len(sharing_grid(kernel_size, c, base)) == num_cells]
+    fits = [
+        c for c in range(1, kernel_size + 1, 2)
+        if len(sharing_grid(kernel_size, c, base)) == num_cells
+    ]
     if not fits:
         raise ValueError(
             f'no sharing grid of a {kernel_size}x{kernel_size} kernel (base '
@@ -56,7 +60,9 @@ def infer_center_size(kernel_size: int, num_cells: int, base: int = 2,
     return fits[0]
 
 
-def resize_dense(kernel: torch.Tensor, size: int, mode: str = 'pad',
+def resize_dense(kernel: torch.Tensor,
+                 size: int,
+                 mode: str = 'pad',
                  scale: bool = True) -> torch.Tensor:
     """Resize the last two (square, odd) dims of a dense kernel to ``size``.
 
@@ -79,8 +85,8 @@ def resize_dense(kernel: torch.Tensor, size: int, mode: str = 'pad',
         return F.pad(kernel, [margin] * 4)
     lead = kernel.shape[:-2]
     flat = kernel.reshape(1, -1, old, old).float()
-    resized = F.interpolate(flat, size=(size, size), mode='bilinear',
-                            align_corners=True)
+    resized = F.interpolate(
+        flat, size=(size, size), mode='bilinear', align_corners=True)
     if scale:
         resized = resized * (old / size)**2
     return resized.reshape(*lead, size, size).to(kernel.dtype)
@@ -101,8 +107,10 @@ def block_mean(dense: torch.Tensor, grid: List[int]) -> torch.Tensor:
     return pool @ dense @ pool.t()
 
 
-def regrid_weight(weight: torch.Tensor, grid_from: List[int],
-                  grid_to: List[int], mode: str = 'pad') -> torch.Tensor:
+def regrid_weight(weight: torch.Tensor,
+                  grid_from: List[int],
+                  grid_to: List[int],
+                  mode: str = 'pad') -> torch.Tensor:
     """Block weights on ``grid_from`` -> block weights on ``grid_to``.
 
     Args:
@@ -121,7 +129,8 @@ def regrid_weight(weight: torch.Tensor, grid_from: List[int],
     return block_mean(dense, grid_to)
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, size: int,
+def resize_pos_embed(pos_embed: torch.Tensor,
+                     size: int,
                      mode: str = 'pad') -> torch.Tensor:
     """Resize a (C, K1, K1) positional embedding to (C, K2, K2)."""
     return resize_dense(pos_embed, size, mode, scale=False)

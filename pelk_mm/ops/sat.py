@@ -106,9 +106,11 @@ def load(verbose: bool = False):
             path = build_directory()
             with _exclusive_build(path):
                 _module = load_extension(
-                    name='pelk_peripheral_sat', sources=[_SOURCE],
+                    name='pelk_peripheral_sat',
+                    sources=[_SOURCE],
                     extra_cflags=['-O3', '-march=native', '-fopenmp'],
-                    extra_ldflags=['-fopenmp'], build_directory=path,
+                    extra_ldflags=['-fopenmp'],
+                    build_directory=path,
                     verbose=verbose)
         except Exception as error:  # compiler missing, build failed, ...
             _error = (

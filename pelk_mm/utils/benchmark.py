@@ -23,8 +23,10 @@ def best_time(call: Callable, repeat: int) -> float:
     return best
 
 
-MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': str(1 << 20),
-              'MALLOC_TRIM_THRESHOLD_': str(1 << 20)}
+MEMORY_ENV = {
+    'MALLOC_MMAP_THRESHOLD_': str(1 << 20),
+    'MALLOC_TRIM_THRESHOLD_': str(1 << 20)
+}
 _MEMORY_TAG = 'PELK_MM_MEMORY_JSON '
 
 
@@ -37,7 +39,8 @@ def memory_in_subprocess(argv: list) -> dict:
     code (the FFT paths), which is why timings are taken without it.
     """
     proc = subprocess.run([sys.executable, *argv, '--memory-only'],
-                          capture_output=True, text=True,
+                          capture_output=True,
+                          text=True,
                           env=dict(os.environ, **MEMORY_ENV))
     for line in proc.stdout.splitlines():
         if line.startswith(_MEMORY_TAG):

@@ -28,14 +28,14 @@ def is_sparse_weight(name: str, param: torch.Tensor) -> bool:
     return name.endswith('weight') and param.dim() in (2, 4)
 
 
-def count_params(model: nn.Module, density: float = 1.0,
+def count_params(model: nn.Module,
+                 density: float = 1.0,
                  sparse_prefix: str = '') -> float:
     """Number of parameters, sparse weights under ``sparse_prefix`` counted
     at ``density``."""
-    return sum(
-        p.numel() * (density if n.startswith(sparse_prefix)
-                     and is_sparse_weight(n, p) else 1.0)
-        for n, p in model.named_parameters())
+    return sum(p.numel() * (density if n.startswith(sparse_prefix)
+                            and is_sparse_weight(n, p) else 1.0)
+               for n, p in model.named_parameters())
 
 
 def _holds_sparse_weight(module: nn.Module) -> bool:
@@ -94,17 +94,19 @@ def count_flops(model: nn.Module,
         model, lambda: by_module.update(analyzer.by_module()))
     for name, value in peripheral.items():
         by_module[name] = by_module.get(name, 0) + value
-    sparse = sum(by_module.get(name, 0)
-                 for name, module in model.named_modules()
-                 if name.startswith(sparse_prefix)
-                 and _holds_sparse_weight(module))
+    sparse = sum(
+        by_module.get(name, 0) for name, module in model.named_modules()
+        if name.startswith(sparse_prefix) and _holds_sparse_weight(module))
     total = analyzer.total() + sum(peripheral.values())
     return total - (1.0 - density) * sparse
 
 
 # Input (H, W) the paper reports FLOPs at, by the config's default scope.
-DEFAULT_SHAPES = {'mmseg': (512, 2048), 'mmdet': (800, 1280),
-                  'mmpretrain': (224, 224)}
+DEFAULT_SHAPES = {
+    'mmseg': (512, 2048),
+    'mmdet': (800, 1280),
+    'mmpretrain': (224, 224)
+}
 
 
 class _TensorMode(nn.Module):
@@ -124,7 +126,9 @@ class _TwoStageDummy(nn.Module):
     neck and RPN head on the image, 1000 proposals through every box head,
     the first 100 through every mask head."""
 
-    def __init__(self, model: nn.Module, num_rois: int = 1000,
+    def __init__(self,
+                 model: nn.Module,
+                 num_rois: int = 1000,
                  num_mask_rois: int = 100):
         super().__init__()
         self.model = model
@@ -136,10 +140,12 @@ class _TwoStageDummy(nn.Module):
         outs = self.model.rpn_head(feats)
         height, width = inputs.shape[-2:]
         gen = torch.Generator().manual_seed(0)
-        xy = torch.rand(self.num_rois, 2, generator=gen) * inputs.new_tensor(
-            [width, height]) * 0.75
-        wh = torch.rand(self.num_rois, 2, generator=gen) * inputs.new_tensor(
-            [width, height]) * 0.25 + 1
+        xy = torch.rand(
+            self.num_rois, 2, generator=gen) * inputs.new_tensor(
+                [width, height]) * 0.75
+        wh = torch.rand(
+            self.num_rois, 2, generator=gen) * inputs.new_tensor(
+                [width, height]) * 0.25 + 1
         rois = bbox2roi([torch.cat([xy, xy + wh], dim=1)])
         roi_head = self.model.roi_head
         stages = [(i, ) for i in range(roi_head.num_stages)] \
@@ -149,13 +155,14 @@ class _TwoStageDummy(nn.Module):
             outs += (result['cls_score'], result['bbox_pred'])
         if getattr(roi_head, 'with_mask', False):
             for stage in stages:
-                result = roi_head._mask_forward(
-                    *stage, feats, rois[:self.num_mask_rois])
+                result = roi_head._mask_forward(*stage, feats,
+                                                rois[:self.num_mask_rois])
                 outs += (result['mask_preds'], )
         return outs
 
 
-def config_complexity(cfg, shape: Tuple[int, int] = None,
+def config_complexity(cfg,
+                      shape: Tuple[int, int] = None,
                       density: float = SPARSE_DENSITY) -> Tuple[float, float]:
     """Params and FLOPs of the model of an OpenMMLab config.
 
@@ -177,10 +184,10 @@ def config_complexity(cfg, shape: Tuple[int, int] = None,
     model = MODELS.build(cfg.model).eval()
     shape = shape or DEFAULT_SHAPES.get(scope, (224, 224))
     params = count_params(model, density, sparse_prefix='backbone.')
-    inputs = torch.randn(1, 3, *shape,
-                         generator=torch.Generator().manual_seed(0))
+    inputs = torch.randn(
+        1, 3, *shape, generator=torch.Generator().manual_seed(0))
     wrapper = _TwoStageDummy(model) if hasattr(model, 'roi_head') else \
         _TensorMode(model)
-    flops = count_flops(wrapper, (inputs, ), density,
-                        sparse_prefix='model.backbone.')
+    flops = count_flops(
+        wrapper, (inputs, ), density, sparse_prefix='model.backbone.')
     return params, flops

@@ -90,15 +90,16 @@ def area_ratio(data: np.ndarray, threshold: float) -> float:
     return 1.0
 
 
-def area_ratios(erf: np.ndarray,
-                thresholds: Sequence[float] = THRESHOLDS
-                ) -> Dict[float, float]:
+def area_ratios(
+        erf: np.ndarray,
+        thresholds: Sequence[float] = THRESHOLDS) -> Dict[float, float]:
     """High-contribution area ratios of the log-scaled map per threshold."""
     data = log_scaled(erf)
     return {t: area_ratio(data, t) for t in thresholds}
 
 
-def save_heatmap(erf: np.ndarray, path: str,
+def save_heatmap(erf: np.ndarray,
+                 path: str,
                  title: Optional[str] = None) -> None:
     """Write the log-scaled map as a PNG heatmap (matplotlib)."""
     import matplotlib

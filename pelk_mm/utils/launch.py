@@ -16,11 +16,15 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local_rank``."""
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override settings of the config, e.g. train_cfg.max_iters=10')
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
@@ -32,7 +36,8 @@ def load_config(args: argparse.Namespace) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+        './work_dirs',
+        osp.splitext(osp.basename(args.config))[0])
     return cfg
 
 
@@ -67,7 +72,8 @@ def setup_device(cfg: Config, amp: bool = False) -> None:
         type='MMDistributedDataParallel', device_ids=None)
     if not dist.is_initialized():
         dist.init_process_group(
-            'gloo', rank=int(os.environ['RANK']),
+            'gloo',
+            rank=int(os.environ['RANK']),
             world_size=int(os.environ['WORLD_SIZE']))
 
 
@@ -77,4 +83,3 @@ def build_runner(cfg: Config):
     from mmengine.runner import Runner
     return RUNNERS.build(cfg) if 'runner_type' in cfg else \
         Runner.from_cfg(cfg)
-

@@ -61,9 +61,10 @@ def _dataset_cfgs(cfg: Config, loaders) -> Iterator[tuple]:
             yield f'{option}.dataset.data_root', dataset
 
 
-def check_data_roots(cfg: Config, loaders=('train_dataloader',
-                                           'val_dataloader',
-                                           'test_dataloader')) -> None:
+def check_data_roots(
+    cfg: Config,
+    loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')
+) -> None:
     """Raise if a dataset's root or one of its folders is missing or empty.
 
     Raises:

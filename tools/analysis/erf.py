@@ -39,17 +39,23 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint', nargs='?')
-    parser.add_argument('--img-dir', required=True,
-                        help='folder of images (searched recursively)')
+    parser.add_argument(
+        '--img-dir',
+        required=True,
+        help='folder of images (searched recursively)')
     parser.add_argument('--size', type=int, default=256)
     parser.add_argument('--num-images', type=int, default=50)
     parser.add_argument('--batch-size', type=int, default=4)
-    parser.add_argument('--layer', default=None,
-                        help='backbone submodule analysed (default: the '
-                        'last of backbone.stages)')
+    parser.add_argument(
+        '--layer',
+        default=None,
+        help='backbone submodule analysed (default: the '
+        'last of backbone.stages)')
     parser.add_argument('--out-dir', default='work_dirs/erf')
-    parser.add_argument('--name', default=None,
-                        help='file name stem (default: the config name)')
+    parser.add_argument(
+        '--name',
+        default=None,
+        help='file name stem (default: the config name)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
@@ -74,8 +80,8 @@ def normalisation(cfg: Config):
         'data_preprocessor') or {}
     mean = preprocessor.get('mean', [123.675, 116.28, 103.53])
     std = preprocessor.get('std', [58.395, 57.12, 57.375])
-    return (torch.tensor(mean).view(1, 3, 1, 1),
-            torch.tensor(std).view(1, 3, 1, 1))
+    return (torch.tensor(mean).view(1, 3, 1,
+                                    1), torch.tensor(std).view(1, 3, 1, 1))
 
 
 def load_image(path: str, size: int) -> torch.Tensor:
@@ -86,8 +92,7 @@ def load_image(path: str, size: int) -> torch.Tensor:
     image = image.resize((width, height), Image.BICUBIC)
     left, top = (width - size) // 2, (height - size) // 2
     image = image.crop((left, top, left + size, top + size))
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0,
-                                                              1).float()
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()
 
 
 def build_model(cfg: Config, checkpoint, logger):
@@ -100,8 +105,7 @@ def build_model(cfg: Config, checkpoint, logger):
         model.init_weights()
         logger.info('no checkpoint: analysing the random initialisation')
     else:
-        load_checkpoint(model, checkpoint, map_location='cpu',
-                        logger=logger)
+        load_checkpoint(model, checkpoint, map_location='cpu', logger=logger)
     if not hasattr(model, 'backbone'):
         raise ValueError(f'{type(model).__name__} has no backbone to '
                          f'analyse')
@@ -136,24 +140,30 @@ def main():
     erf = effective_receptive_field(backbone, layer, batches())
     ratios = area_ratios(erf, THRESHOLDS)
 
-    name = args.name or osp.splitext(osp.basename(
-        args.config.split('::')[-1]))[0]
+    name = args.name or osp.splitext(
+        osp.basename(args.config.split('::')[-1]))[0]
     os.makedirs(args.out_dir, exist_ok=True)
     stem = osp.join(args.out_dir, f'{name}_erf')
     np.save(stem + '.npy', erf)
     save_heatmap(erf, stem + '.png',
                  f'{name}: ERF of backbone.{layer_name} at {args.size}px')
     with open(stem + '.json', 'w') as f:
-        json.dump(dict(config=args.config, checkpoint=args.checkpoint,
-                       layer=f'backbone.{layer_name}', size=args.size,
-                       images=len(paths),
-                       area_ratio={f'{t:.0%}': r
-                                   for t, r in ratios.items()}), f,
-                  indent=2)
-    logger.info(
-        f'{name}: high-contribution area ratio ' + ', '.join(
-            f't={t:.0%}: {r:.1%}' for t, r in ratios.items()) +
-        f' ({len(paths)} images at {args.size}px; {stem}.png)')
+        json.dump(
+            dict(
+                config=args.config,
+                checkpoint=args.checkpoint,
+                layer=f'backbone.{layer_name}',
+                size=args.size,
+                images=len(paths),
+                area_ratio={
+                    f'{t:.0%}': r
+                    for t, r in ratios.items()
+                }),
+            f,
+            indent=2)
+    logger.info(f'{name}: high-contribution area ratio ' +
+                ', '.join(f't={t:.0%}: {r:.1%}' for t, r in ratios.items()) +
+                f' ({len(paths)} images at {args.size}px; {stem}.png)')
 
 
 if __name__ == '__main__':

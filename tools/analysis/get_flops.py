@@ -22,8 +22,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'))
-    parser.add_argument('--dense', action='store_true',
-                        help='count the dense model (no sparsity)')
+    parser.add_argument(
+        '--dense',
+        action='store_true',
+        help='count the dense model (no sparsity)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
     cfg = Config.fromfile(args.config)
@@ -33,10 +35,11 @@ def main():
     cfg.model.get('backbone', {}).pop('init_cfg', None)
     density = 1.0 if args.dense else SPARSE_DENSITY
     params, flops = config_complexity(cfg, args.shape, density)
-    MMLogger.get_instance('pelk_mm', log_level='INFO').info(
-        f'{args.config}: params {params / 1e6:.2f}M, FLOPs '
-        f'{flops / 1e9:.1f}G ({"dense" if args.dense else "40% sparse"} '
-        f'backbone; input {args.shape or "default"})')
+    MMLogger.get_instance(
+        'pelk_mm', log_level='INFO').info(
+            f'{args.config}: params {params / 1e6:.2f}M, FLOPs '
+            f'{flops / 1e9:.1f}G ({"dense" if args.dense else "40% sparse"} '
+            f'backbone; input {args.shape or "default"})')
 
 
 if __name__ == '__main__':

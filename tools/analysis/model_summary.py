@@ -39,8 +39,10 @@ def main():
 
     model = _Classifier(args.arch).eval()
     backbone = model.backbone
-    lines = [f'PeLK-{args.arch}: depths {backbone.depths}, '
-             f'channels {backbone.channels}']
+    lines = [
+        f'PeLK-{args.arch}: depths {backbone.depths}, '
+        f'channels {backbone.channels}'
+    ]
     for i, stage in enumerate(backbone.stages):
         conv = stage.blocks[0].mixer.large
         lines.append(
@@ -58,9 +60,10 @@ def main():
         lines.append(f'  FLOPs at {args.size}x{args.size}: {sparse / 1e9:.2f}G'
                      f' at 40% sparsity ({dense / 1e9:.2f}G dense)')
     with torch.no_grad():
-        feats = PeLK(args.arch, out_indices=(0, 1, 2, 3),
-                     gap_before_final_norm=False).eval()(
-                         torch.randn(1, 3, args.size, args.size))
+        feats = PeLK(
+            args.arch, out_indices=(0, 1, 2, 3),
+            gap_before_final_norm=False).eval()(
+                torch.randn(1, 3, args.size, args.size))
     lines.append('  feature maps: ' +
                  ', '.join(str(tuple(f.shape)) for f in feats))
     logger.info('\n'.join(lines))

@@ -46,9 +46,13 @@ class StripeConv(nn.Module):
 
         def branch(kernel, padding):
             return nn.Sequential(
-                nn.Conv2d(channels, channels, kernel, padding=padding,
-                          groups=channels, bias=False),
-                nn.BatchNorm2d(channels))
+                nn.Conv2d(
+                    channels,
+                    channels,
+                    kernel,
+                    padding=padding,
+                    groups=channels,
+                    bias=False), nn.BatchNorm2d(channels))
 
         self.vertical = branch((kernel_size, 5), (pad, 2))
         self.horizontal = branch((5, kernel_size), (2, pad))
@@ -124,15 +128,18 @@ def measure(args, models: Dict[str, nn.Module], memory: bool) -> Dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--models', nargs='+', default=[
-        'convnext-t', 'slak-t', 'pelk-t', 'pelk-t-deploy'])
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        default=['convnext-t', 'slak-t', 'pelk-t', 'pelk-t-deploy'])
     parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512])
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--train-size', type=int, default=512)
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--no-memory', action='store_true')
-    parser.add_argument('--memory-only', action='store_true',
-                        help=argparse.SUPPRESS)  # the memory probe's run
+    parser.add_argument(
+        '--memory-only', action='store_true',
+        help=argparse.SUPPRESS)  # the memory probe's run
     parser.add_argument('--threads', type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -146,8 +153,10 @@ def main():
     times = measure(args, models, memory=False)
 
     base = 'convnext-t' if 'convnext-t' in models else args.models[0]
-    rows = [f'batch {args.batch}, fp32, {torch.get_num_threads()} threads, '
-            f'best of {args.repeat}']
+    rows = [
+        f'batch {args.batch}, fp32, {torch.get_num_threads()} threads, '
+        f'best of {args.repeat}'
+    ]
     for case, by_model in times.items():
         kind, size = case.split('@')
         title = ("inference" if kind == "infer" else
@@ -157,10 +166,9 @@ def main():
             peak = memory.get(case, {}).get(name, float('nan'))
             rate = (f'{args.batch / seconds:>8.2f} images/s'
                     if kind == 'infer' else ' ' * 17)
-            rows.append(
-                f'  {name:>14} {rate} {seconds * 1e3:>9.1f} ms '
-                f'{seconds / by_model[base]:>5.2f}x {base}  '
-                f'peak {peak:>6.0f} MB')
+            rows.append(f'  {name:>14} {rate} {seconds * 1e3:>9.1f} ms '
+                        f'{seconds / by_model[base]:>5.2f}x {base}  '
+                        f'peak {peak:>6.0f} MB')
     MMLogger.get_instance('pelk_mm', log_level='INFO').info('\n'.join(rows))
 
 

@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import MMLogger
 
-from pelk_mm.ops import expand_by_grid, peripheral_conv2d, sharing_grid
+from pelk_mm.ops import expand_by_grid, peripheral_conv2d
 from pelk_mm.ops import sat as sat_extension
+from pelk_mm.ops import sharing_grid
 from pelk_mm.ops.grid import grid_tensor
 from pelk_mm.utils.benchmark import (best_time, memory_in_subprocess,
                                      peak_memory_mb, report_memory)
@@ -59,9 +60,11 @@ def make_methods(channels: int, kernel_size: int, dtype) -> Dict:
     grid = grid_tensor(sharing_grid(kernel_size, center))
     cells = len(grid)
     blocks = torch.randn(channels, cells, cells, dtype=dtype) / kernel_size
-    stripes = [torch.randn(channels, 1, kernel_size, 5, dtype=dtype),
-               torch.randn(channels, 1, 5, kernel_size, dtype=dtype),
-               torch.randn(channels, 1, 5, 5, dtype=dtype)]
+    stripes = [
+        torch.randn(channels, 1, kernel_size, 5, dtype=dtype),
+        torch.randn(channels, 1, 5, kernel_size, dtype=dtype),
+        torch.randn(channels, 1, 5, 5, dtype=dtype)
+    ]
     pad = kernel_size // 2
 
     def dense(x, w):
@@ -79,9 +82,12 @@ def make_methods(channels: int, kernel_size: int, dtype) -> Dict:
     def ours(path):
         return lambda x, w: peripheral_conv2d(x, w, path=path, grid=grid)
 
-    methods = {'dense': ([blocks], dense), 'slak': (stripes, slak),
-               'plain-fft': ([blocks], plain_fft),
-               'fft': ([blocks], ours('fft'))}
+    methods = {
+        'dense': ([blocks], dense),
+        'slak': (stripes, slak),
+        'plain-fft': ([blocks], plain_fft),
+        'fft': ([blocks], ours('fft'))
+    }
     if sat_extension.available():
         methods['sat'] = ([blocks], ours('sat'))
     methods['auto'] = ([blocks], ours('auto'))
@@ -112,8 +118,7 @@ def measure(args, backward: bool, memory: bool) -> Dict:
         if not skip_dense and not memory:
             params64 = [p.double() for p in methods['dense'][0]]
             with torch.no_grad():
-                reference = methods['dense'][1](x.detach().double(),
-                                                *params64)
+                reference = methods['dense'][1](x.detach().double(), *params64)
         results[k] = {}
         for name, (params, fn) in methods.items():
             if name == 'dense' and skip_dense:
@@ -138,10 +143,12 @@ def measure(args, backward: bool, memory: bool) -> Dict:
 
 
 def table(args, mode: str, times: Dict, memory: Dict) -> str:
-    rows = [f'{mode}, input {tuple(args.shape)}, {args.dtype}, '
-            f'{torch.get_num_threads()} threads, best of {args.repeat}',
-            f'{"K":>4} {"method":>10} {"time":>10} {"vs dense":>9} '
-            f'{"vs plain-fft":>12} {"peak MB":>8} {"max rel err":>11}']
+    rows = [
+        f'{mode}, input {tuple(args.shape)}, {args.dtype}, '
+        f'{torch.get_num_threads()} threads, best of {args.repeat}',
+        f'{"K":>4} {"method":>10} {"time":>10} {"vs dense":>9} '
+        f'{"vs plain-fft":>12} {"peak MB":>8} {"max rel err":>11}'
+    ]
     for k, by_method in times.items():
         dense = by_method.get('dense', (None, ))[0]
         plain = by_method['plain-fft'][0]
@@ -164,8 +171,10 @@ def plot(results: Dict[str, Dict], path: str, title: str) -> None:
         names = sorted({n for times in by_kernel.values() for n in times})
         for name in names:
             ks = [k for k in by_kernel if name in by_kernel[k]]
-            ax.plot(ks, [by_kernel[k][name] * 1e3 for k in ks], marker='o',
-                    label=name)
+            ax.plot(
+                ks, [by_kernel[k][name] * 1e3 for k in ks],
+                marker='o',
+                label=name)
         ax.set_yscale('log')
         ax.set_xlabel('kernel size K')
         ax.set_ylabel('time (ms)')
@@ -180,19 +189,30 @@ def plot(results: Dict[str, Dict], path: str, title: str) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--shape', type=int, nargs=4,
-                        default=[2, 46, 128, 128], metavar=('B', 'C', 'H', 'W'))
-    parser.add_argument('--kernels', type=int, nargs='+',
-                        default=[13, 31, 51, 101, 151])
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=4,
+        default=[2, 46, 128, 128],
+        metavar=('B', 'C', 'H', 'W'))
+    parser.add_argument(
+        '--kernels', type=int, nargs='+', default=[13, 31, 51, 101, 151])
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--dtype', choices=sorted(DTYPES), default='fp32')
-    parser.add_argument('--modes', nargs='+', default=['forward', 'backward'],
-                        choices=['forward', 'backward'])
-    parser.add_argument('--max-dense-kernel', type=int, default=101,
-                        help='skip the naive dense conv above this K')
+    parser.add_argument(
+        '--modes',
+        nargs='+',
+        default=['forward', 'backward'],
+        choices=['forward', 'backward'])
+    parser.add_argument(
+        '--max-dense-kernel',
+        type=int,
+        default=101,
+        help='skip the naive dense conv above this K')
     parser.add_argument('--no-memory', action='store_true')
-    parser.add_argument('--memory-only', action='store_true',
-                        help=argparse.SUPPRESS)  # the memory probe's run
+    parser.add_argument(
+        '--memory-only', action='store_true',
+        help=argparse.SUPPRESS)  # the memory probe's run
     parser.add_argument('--plot', default=None, help='PNG of time vs K')
     parser.add_argument('--threads', type=int, default=None)
     args = parser.parse_args()
@@ -203,11 +223,16 @@ def main():
         logger.warning('the summed-area-table extension is not available; '
                        'its rows are left out')
     modes = {'forward': False, 'forward+backward': True}
-    modes = {m: b for m, b in modes.items()
-             if ('backward' if b else 'forward') in args.modes}
+    modes = {
+        m: b
+        for m, b in modes.items()
+        if ('backward' if b else 'forward') in args.modes
+    }
     if args.memory_only:
-        report_memory({mode: measure(args, backward, memory=True)
-                       for mode, backward in modes.items()})
+        report_memory({
+            mode: measure(args, backward, memory=True)
+            for mode, backward in modes.items()
+        })
         return
     memory = {}
     if not args.no_memory:
@@ -216,8 +241,13 @@ def main():
     for mode, backward in modes.items():
         times = measure(args, backward, memory=False)
         logger.info(table(args, mode, times, memory.get(mode, {})))
-        results[mode] = {k: {n: v[0] for n, v in by_method.items()}
-                         for k, by_method in times.items()}
+        results[mode] = {
+            k: {
+                n: v[0]
+                for n, v in by_method.items()
+            }
+            for k, by_method in times.items()
+        }
     if args.plot:
         plot(results, args.plot,
              f'peripheral conv, input {tuple(args.shape)}, {args.dtype}')

@@ -17,8 +17,7 @@ import argparse
 
 from mmengine.logging import MMLogger
 
-from pelk_mm.datasets import (generate_ade20k, generate_coco,
-                              generate_imagenet)
+from pelk_mm.datasets import generate_ade20k, generate_coco, generate_imagenet
 
 # name -> (generator, default root); sizes default to the generator's.
 DATASETS = {
@@ -40,13 +39,16 @@ def main():
     parser.add_argument('--overwrite', action='store_true')
     args = parser.parse_args()
     generate, root = DATASETS[args.dataset]
-    sizes = {k: v for k, v in vars(args).items()
-             if k in ('num_train', 'num_val', 'height', 'width')
-             and v is not None}
-    data_root = generate(args.root or root, seed=args.seed,
-                         overwrite=args.overwrite, **sizes)
-    MMLogger.get_instance('pelk_mm', log_level='INFO').info(
-        f'synthetic {args.dataset} ready at {data_root}')
+    sizes = {
+        k: v
+        for k, v in vars(args).items()
+        if k in ('num_train', 'num_val', 'height', 'width') and v is not None
+    }
+    data_root = generate(
+        args.root or root, seed=args.seed, overwrite=args.overwrite, **sizes)
+    MMLogger.get_instance(
+        'pelk_mm', log_level='INFO').info(
+            f'synthetic {args.dataset} ready at {data_root}')
 
 
 if __name__ == '__main__':

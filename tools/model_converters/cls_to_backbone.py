@@ -26,22 +26,30 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', help='classification checkpoint')
     parser.add_argument('dst', help='backbone checkpoint to write')
-    parser.add_argument('--raw', action='store_true',
-                        help='take the raw weights of an EMA checkpoint')
+    parser.add_argument(
+        '--raw',
+        action='store_true',
+        help='take the raw weights of an EMA checkpoint')
     args = parser.parse_args()
     if osp.exists(args.dst):
         raise SystemExit(f'error: {args.dst!r} exists; remove it or choose '
                          f'another output path')
     try:
-        state = extract_backbone(load_from_local(args.src, 'cpu'),
-                                 args.raw)
+        state = extract_backbone(load_from_local(args.src, 'cpu'), args.raw)
     except (KeyError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f'error: {args.src}: {err}')
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save({'state_dict': state, 'meta': {'source': args.src,
-                                              'raw': args.raw}}, args.dst)
-    MMLogger.get_instance('pelk_mm', log_level='INFO').info(
-        f'wrote {len(state)} backbone weights to {args.dst}')
+    torch.save(
+        {
+            'state_dict': state,
+            'meta': {
+                'source': args.src,
+                'raw': args.raw
+            }
+        }, args.dst)
+    MMLogger.get_instance(
+        'pelk_mm', log_level='INFO').info(
+            f'wrote {len(state)} backbone weights to {args.dst}')
 
 
 if __name__ == '__main__':

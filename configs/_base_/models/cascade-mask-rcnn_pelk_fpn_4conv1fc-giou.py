@@ -42,7 +42,8 @@ model = dict(
                 reg_decoded_bbox=True,
                 norm_cfg=head_norm_cfg,
                 loss_cls=dict(
-                    type='CrossEntropyLoss', use_sigmoid=False,
+                    type='CrossEntropyLoss',
+                    use_sigmoid=False,
                     loss_weight=1.0),
                 loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
             for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],

@@ -24,6 +24,5 @@ model = dict(
             type='Pretrained', checkpoint=checkpoint_file,
             prefix='backbone.')),
     decode_head=dict(
-        in_channels=[124, 249, 499, 998], num_classes=150,
-        norm_cfg=norm_cfg),
+        in_channels=[124, 249, 499, 998], num_classes=150, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=499, num_classes=150, norm_cfg=norm_cfg))

@@ -16,10 +16,15 @@ _base_ = ['mmdet::_base_/schedules/schedule_1x.py']
 max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
-         end=500),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[27, 33], gamma=0.1),
+    dict(
+        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(
+        type='MultiStepLR',
+        begin=0,
+        end=max_epochs,
+        by_epoch=True,
+        milestones=[27, 33],
+        gamma=0.1),
 ]
 optim_wrapper = dict(
     _delete_=True,

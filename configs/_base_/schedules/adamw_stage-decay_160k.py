@@ -27,10 +27,15 @@ optim_wrapper = dict(
         flat_decay_mult=0.,
         custom_keys={'pos_embed': dict(decay_mult=0.)}))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-         end=1500),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=1500,
-         end=160000),
+    dict(
+        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(
+        type='PolyLR',
+        power=1.0,
+        eta_min=0.0,
+        by_epoch=False,
+        begin=1500,
+        end=160000),
 ]
 train_cfg = dict(val_interval=4000)
 # pelk_mm's own: checkpoints written crash-safe (temporary file, rename,

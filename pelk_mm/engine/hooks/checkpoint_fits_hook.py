@@ -45,8 +45,10 @@ class CheckpointFitsHook(Hook):
         if isinstance(getattr(model, 'module', None), BaseModel):
             model = model.module  # a test-time augmentation wrapper
         state = checkpoint.get('state_dict', checkpoint)
-        keys = {key[len('module.'):] if key.startswith('module.') else key
-                for key in state}
+        keys = {
+            key[len('module.'):] if key.startswith('module.') else key
+            for key in state
+        }
         names = [name for name, _ in model.named_parameters()]
         missing = [name for name in names if name not in keys]
         if missing:
@@ -55,5 +57,5 @@ class CheckpointFitsHook(Hook):
                 f'model\'s {len(names)} parameters without weights (e.g. '
                 f'{", ".join(missing[:3])}; the file\'s keys look like '
                 f'{", ".join(sorted(keys)[:3])}). It was written for another '
-                f'model or config, or its keys were renamed. {self.hint}'
-                .rstrip())
+                f'model or config, or its keys were renamed. {self.hint}'.
+                rstrip())

@@ -71,9 +71,13 @@ class DynamicSparsityHook(Hook):
     priority = 'HIGH'
     SPARSE_INITS = ('snip', 'random', 'magnitude', 'nonzero')
 
-    def __init__(self, sparsity: float = 0.4, sparse_init: str = 'snip',
-                 growth: str = 'random', prune_rate: float = 0.5,
-                 update_interval: int = 2000, prefix: str = '',
+    def __init__(self,
+                 sparsity: float = 0.4,
+                 sparse_init: str = 'snip',
+                 growth: str = 'random',
+                 prune_rate: float = 0.5,
+                 update_interval: int = 2000,
+                 prefix: str = '',
                  seed: int = 0):
         if not 0 < sparsity < 1:
             raise ValueError(f'sparsity must be in (0, 1), got {sparsity}')
@@ -101,8 +105,11 @@ class DynamicSparsityHook(Hook):
         return model.module if is_model_wrapper(model) else model
 
     def _params(self, runner) -> Dict[str, nn.Parameter]:
-        return {n: p for n, p in self._model(runner).named_parameters()
-                if n.startswith(self.prefix) and is_sparse_weight(n, p)}
+        return {
+            n: p
+            for n, p in self._model(runner).named_parameters()
+            if n.startswith(self.prefix) and is_sparse_weight(n, p)
+        }
 
     def _sync(self) -> None:
         for mask in self.masks.values():
@@ -124,8 +131,10 @@ class DynamicSparsityHook(Hook):
     def _init_masks(self, runner) -> None:
         params = self._params(runner)
         if self.sparse_init == 'nonzero':
-            chosen = {n: p.detach().flatten().ne(0).cpu()
-                      for n, p in params.items()}
+            chosen = {
+                n: p.detach().flatten().ne(0).cpu()
+                for n, p in params.items()
+            }
             kept = sum(int(c.sum()) for c in chosen.values())
             total = sum(c.numel() for c in chosen.values())
             if kept >= DENSE_LAYER * total:
@@ -136,7 +145,8 @@ class DynamicSparsityHook(Hook):
                     f'FLOP counts of the paper describe another model. Load '
                     f'a sparse checkpoint (an ImageNet model trained with '
                     f'this hook) to keep its sparsity.',
-                    logger='current', level=logging.WARNING)
+                    logger='current',
+                    level=logging.WARNING)
                 self.masks = {}
                 return
         else:
@@ -147,50 +157,57 @@ class DynamicSparsityHook(Hook):
                     order = param.detach().abs().flatten().cpu().argsort(
                         descending=True)
                 else:  # SNIP's and 'random' positions: at random
-                    order = torch.randperm(param.numel(),
-                                           generator=self.generator)
+                    order = torch.randperm(
+                        param.numel(), generator=self.generator)
                 keep = torch.zeros(param.numel(), dtype=torch.bool)
                 keep[order[:counts[name]]] = True
                 chosen[name] = keep
         self.masks = {
-            n: keep.view_as(params[n]).to(params[n].dtype).to(
-                params[n].device)
+            n: keep.view_as(params[n]).to(params[n].dtype).to(params[n].device)
             for n, keep in chosen.items()
             if int(keep.sum()) < DENSE_LAYER * keep.numel()
         }
         self._sync()
         total = sum(p.numel() for p in params.values())
         zeros = sum(int((m == 0).sum()) for m in self.masks.values())
-        print_log(f'dynamic sparsity: {len(self.masks)} of {len(params)} '
-                  f'weights masked, {zeros / max(total, 1):.1%} sparse '
-                  f'({self.sparse_init} init)', logger='current')
+        print_log(
+            f'dynamic sparsity: {len(self.masks)} of {len(params)} '
+            f'weights masked, {zeros / max(total, 1):.1%} sparse '
+            f'({self.sparse_init} init)',
+            logger='current')
 
     def _keep_counts(self, runner, params) -> Dict[str, int]:
         """How many weights each layer keeps, by ``sparse_init``."""
         if self.sparse_init != 'snip':
-            return {n: max(1, round(p.numel() * (1 - self.sparsity)))
-                    for n, p in params.items()}
+            return {
+                n: max(1, round(p.numel() * (1 - self.sparsity)))
+                for n, p in params.items()
+            }
         scores = self._snip_scores(runner, params)
         flat = torch.cat([s.flatten().cpu() for s in scores.values()])
         keep = int(flat.numel() * (1 - self.sparsity))
         # The keep-th largest score; SLaK keeps what is strictly above it.
         threshold = flat.kthvalue(flat.numel() - keep + 1).values
         # At least one weight per layer, so that no layer is cut off.
-        return {n: max(1, int((s > threshold).sum()))
-                for n, s in scores.items()}
+        return {
+            n: max(1, int((s > threshold).sum()))
+            for n, s in scores.items()
+        }
 
     def _snip_scores(self, runner, params) -> Dict[str, torch.Tensor]:
         """|w * dL/dw| on one training batch (SNIP)."""
         model = self._model(runner)  # unwrapped: no DDP gradient sync
-        data = model.data_preprocessor(next(iter(runner.train_dataloader)),
-                                       True)
+        data = model.data_preprocessor(
+            next(iter(runner.train_dataloader)), True)
         losses = model(**data, mode='loss') if isinstance(data, dict) else \
             model(*data, mode='loss')
         loss, _ = model.parse_losses(losses)
-        grads = torch.autograd.grad(loss, list(params.values()),
-                                    allow_unused=True)
-        return {n: (p.detach() * (g if g is not None else 0)).abs()
-                for (n, p), g in zip(params.items(), grads)}
+        grads = torch.autograd.grad(
+            loss, list(params.values()), allow_unused=True)
+        return {
+            n: (p.detach() * (g if g is not None else 0)).abs()
+            for (n, p), g in zip(params.items(), grads)
+        }
 
     # ------------------------------------------------------------- update
     def current_prune_rate(self, runner) -> float:
@@ -234,7 +251,10 @@ class DynamicSparsityHook(Hook):
             self._init_masks(runner)
         self.apply_masks(runner)
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
                          outputs: Optional[dict] = None) -> None:
         if self.every_n_train_iters(runner, self.update_interval) and \
                 runner.iter + 1 < runner.max_iters:
@@ -244,7 +264,10 @@ class DynamicSparsityHook(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint['sparsity'] = dict(
-            masks={n: m.bool().cpu() for n, m in self.masks.items()},
+            masks={
+                n: m.bool().cpu()
+                for n, m in self.masks.items()
+            },
             sparsity=self.sparsity,
             generator=self.generator.get_state())
 
@@ -254,17 +277,22 @@ class DynamicSparsityHook(Hook):
             return
         params = self._params(runner)
         saved = state['masks']
-        misfits = [n for n, m in saved.items()
-                   if n not in params or m.shape != params[n].shape]
+        misfits = [
+            n for n, m in saved.items()
+            if n not in params or m.shape != params[n].shape
+        ]
         if misfits:
             print_log(
                 f'dynamic sparsity: {len(misfits)} of the {len(saved)} masks '
                 f'in the checkpoint do not fit this model (e.g. {misfits[0]}: '
                 f'another arch or kernel size), so the masks are computed '
-                f'again ({self.sparse_init} init)', logger='current',
+                f'again ({self.sparse_init} init)',
+                logger='current',
                 level=logging.WARNING)
             self.masks = {}
             return
-        self.masks = {n: m.to(params[n].dtype).to(params[n].device)
-                      for n, m in saved.items()}
+        self.masks = {
+            n: m.to(params[n].dtype).to(params[n].device)
+            for n, m in saved.items()
+        }
         self.generator.set_state(state['generator'])

@@ -30,17 +30,24 @@ class FiniteLossHook(Hook):
     def __init__(self, keys: str = 'loss'):
         self.keys = keys
 
-    def after_train_iter(self, runner, batch_idx: int,
-                         data_batch=None, outputs: Optional[dict] = None):
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
+                         outputs: Optional[dict] = None):
         if not outputs:
             return
-        values = {name: float(value) for name, value in outputs.items()
-                  if self.keys in name}
-        bad = {name: value for name, value in values.items()
-               if not math.isfinite(value)}
+        values = {
+            name: float(value)
+            for name, value in outputs.items() if self.keys in name
+        }
+        bad = {
+            name: value
+            for name, value in values.items() if not math.isfinite(value)
+        }
         if bad:
-            terms = ', '.join(f'{name}={value}' for name, value in
-                              values.items())
+            terms = ', '.join(f'{name}={value}'
+                              for name, value in values.items())
             raise FloatingPointError(
                 f'non-finite loss at iteration {runner.iter + 1} (epoch '
                 f'{runner.epoch + 1}): {terms}. Training stopped before '

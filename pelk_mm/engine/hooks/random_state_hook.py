@@ -13,8 +13,10 @@ from ...registry import HOOKS
 
 
 def _capture() -> dict:
-    state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
-                 random=random.getstate())
+    state = dict(
+        torch=torch.get_rng_state(),
+        numpy=np.random.get_state(),
+        random=random.getstate())
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state

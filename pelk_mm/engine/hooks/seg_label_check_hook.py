@@ -26,15 +26,21 @@ class SegLabelCheckHook(Hook):
     """
     priority = 'VERY_HIGH'
 
-    def before_train_iter(self, runner, batch_idx: int,
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
                           data_batch: Optional[dict] = None) -> None:
         self._check(runner.train_dataloader.dataset, data_batch)
 
-    def before_val_iter(self, runner, batch_idx: int,
+    def before_val_iter(self,
+                        runner,
+                        batch_idx: int,
                         data_batch: Optional[dict] = None) -> None:
         self._check(runner.val_dataloader.dataset, data_batch)
 
-    def before_test_iter(self, runner, batch_idx: int,
+    def before_test_iter(self,
+                         runner,
+                         batch_idx: int,
                          data_batch: Optional[dict] = None) -> None:
         self._check(runner.test_dataloader.dataset, data_batch)
 

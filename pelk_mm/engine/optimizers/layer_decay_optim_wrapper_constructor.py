@@ -18,8 +18,10 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 
 from ...registry import OPTIM_WRAPPER_CONSTRUCTORS
 
-DEPTH_METHODS = {'layer_wise': 'get_layer_depth',
-                 'stage_wise': 'get_stage_depth'}
+DEPTH_METHODS = {
+    'layer_wise': 'get_layer_depth',
+    'stage_wise': 'get_stage_depth'
+}
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -70,8 +72,11 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             f'{type(backbone or model).__name__} has none. Use a backbone '
             f'that has it (e.g. pelk_mm.PeLK) or remove the constructor.')
 
-    def add_params(self, params: List[dict], module: nn.Module,
-                   prefix: str = '', **kwargs) -> None:
+    def add_params(self,
+                   params: List[dict],
+                   module: nn.Module,
+                   prefix: str = '',
+                   **kwargs) -> None:
         super().add_params(params, module, prefix, **kwargs)
         if prefix:  # only the top-level call rescales, once
             return
@@ -87,5 +92,6 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             group.update(lr_scale=scale, layer_id=depth, param_name=name)
             scales[depth] = scale
         MMLogger.get_current_instance().info(
-            f'{self.decay_type} lr decay {self.decay_rate}: ' + ', '.join(
-                f'depth {d} x{s:.4g}' for d, s in sorted(scales.items())))
+            f'{self.decay_type} lr decay {self.decay_rate}: ' +
+            ', '.join(f'depth {d} x{s:.4g}'
+                      for d, s in sorted(scales.items())))

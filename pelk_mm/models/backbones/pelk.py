@@ -103,7 +103,8 @@ class PeLKStage(nn.Module):
     clear error when it is None.
     """
 
-    def __init__(self, blocks: List[PeLKBlock],
+    def __init__(self,
+                 blocks: List[PeLKBlock],
                  pos_embed: Optional[KernelPositionEmbedding],
                  kernel_resize: Optional[str] = 'pad'):
         super().__init__()
@@ -154,7 +155,9 @@ class PeLKStage(nn.Module):
                 # The model's own centre first: a checkpoint on this very
                 # grid is then recognised even where sizes are ambiguous.
                 center_size = infer_center_size(
-                    old_size, weight.shape[-1], conv.base,
+                    old_size,
+                    weight.shape[-1],
+                    conv.base,
                     prefer=(conv.center_size, 5, 7))
                 old_grids[conv_prefix] = sharing_grid(old_size, center_size,
                                                       conv.base)
@@ -176,8 +179,8 @@ class PeLKStage(nn.Module):
         for conv_prefix, conv in convs:
             if conv_prefix in old_grids:
                 state_dict[conv_prefix + 'weight'] = regrid_weight(
-                    state_dict[conv_prefix + 'weight'],
-                    old_grids[conv_prefix], conv.grid, self.kernel_resize)
+                    state_dict[conv_prefix + 'weight'], old_grids[conv_prefix],
+                    conv.grid, self.kernel_resize)
         MMLogger.get_current_instance().warning(
             f'{prefix[:-1]}: re-gridded the peripheral kernels and the '
             f'positional embedding of the checkpoint from {old_size}x'
@@ -237,8 +240,8 @@ class PeLK(BaseModule):
         pos_embed_std (float): Its truncated-normal std. Defaults to 0.02.
         pos_border (str): Its border semantics, ``'valid'`` or ``'padded'``
             (see :mod:`pelk_mm.ops.functional`). Defaults to ``'valid'``.
-        conv_path (str): Peripheral conv path, ``'auto'``, ``'direct'``, ``'sat'`` or
-            ``'fft'``. Defaults to ``'auto'``.
+        conv_path (str): Peripheral conv path, ``'auto'``, ``'direct'``,
+            ``'sat'`` or ``'fft'``. Defaults to ``'auto'``.
         kernel_resize (str, optional): How a checkpoint trained with other
             kernel sizes is loaded: ``'pad'`` (keep the taps, zeros beyond;
             crop when shrinking), ``'interpolate'`` (stretch the kernel), or
@@ -323,11 +326,14 @@ class PeLK(BaseModule):
                  with_cp: bool = False,
                  gap_before_final_norm: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = [
-                     dict(type='TruncNormal',
-                          layer=['Conv2d', 'Linear', 'PeripheralConv2d'],
-                          std=.02, bias=0.),
-                     dict(type='Constant', layer=['LayerNorm'], val=1.,
-                          bias=0.),
+                     dict(
+                         type='TruncNormal',
+                         layer=['Conv2d', 'Linear', 'PeripheralConv2d'],
+                         std=.02,
+                         bias=0.),
+                     dict(
+                         type='Constant', layer=['LayerNorm'], val=1.,
+                         bias=0.),
                  ]):
         super().__init__(init_cfg=init_cfg)
         arch = self._parse_arch(arch)
@@ -350,14 +356,21 @@ class PeLK(BaseModule):
                              f'{drop_path_rate}')
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
         mixer_cfg = dict(
-            center_size=self.center_size, base=grid_base,
-            partial_ratio=partial_ratio, small_kernel=small_kernel,
-            pos_border=pos_border, norm_cfg=mixer_norm_cfg, path=conv_path)
+            center_size=self.center_size,
+            base=grid_base,
+            partial_ratio=partial_ratio,
+            small_kernel=small_kernel,
+            pos_border=pos_border,
+            norm_cfg=mixer_norm_cfg,
+            path=conv_path)
 
         self.downsample_layers = nn.ModuleList([
             nn.Sequential(
-                nn.Conv2d(in_channels, self.channels[0], stem_patch_size,
-                          stride=stem_patch_size),
+                nn.Conv2d(
+                    in_channels,
+                    self.channels[0],
+                    stem_patch_size,
+                    stride=stem_patch_size),
                 LayerNorm2d(self.channels[0], eps=1e-6))
         ])
         self.stages = nn.ModuleList()
@@ -405,14 +418,18 @@ class PeLK(BaseModule):
         if missing:
             raise ValueError(f'custom arch is missing {sorted(missing)}; it '
                              f'needs depths, channels and kernel_sizes')
-        lengths = {len(arch[k]) for k in ('depths', 'channels',
-                                          'kernel_sizes')}
+        lengths = {
+            len(arch[k])
+            for k in ('depths', 'channels', 'kernel_sizes')
+        }
         if len(lengths) != 1:
             raise ValueError('depths, channels and kernel_sizes of a custom '
                              'arch must have the same length')
         for key in ('depths', 'channels', 'kernel_sizes'):
-            bad = [v for v in arch[key]
-                   if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+            bad = [
+                v for v in arch[key]
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1
+            ]
             if bad:
                 raise ValueError(f'arch {key} must be positive integers, got '
                                  f'{list(arch[key])}')
@@ -448,8 +465,8 @@ class PeLK(BaseModule):
                 f'total stride), got {x.shape[-2]}x{x.shape[-1]}; resize '
                 f'or pad the input')
         outs = []
-        for i, (downsample, stage) in enumerate(
-                zip(self.downsample_layers, self.stages)):
+        for i, (downsample,
+                stage) in enumerate(zip(self.downsample_layers, self.stages)):
             x = stage(downsample(x))
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}')
@@ -502,8 +519,9 @@ class PeLK(BaseModule):
         # mmengine loads Pretrained after the others and the children's own
         # init; so do we, with the checks above.
         init_cfg = self.init_cfg
-        self.init_cfg = [cfg for cfg in init_cfgs
-                         if cfg['type'] != 'Pretrained'] or None
+        self.init_cfg = [
+            cfg for cfg in init_cfgs if cfg['type'] != 'Pretrained'
+        ] or None
         try:
             super().init_weights()
         finally:
@@ -519,9 +537,10 @@ class PeLK(BaseModule):
         state = checkpoint.get('state_dict', checkpoint)
         if prefix:
             prefix = prefix if prefix.endswith('.') else prefix + '.'
-            state = {key[len(prefix):]: value
-                     for key, value in state.items()
-                     if key.startswith(prefix)}
+            state = {
+                key[len(prefix):]: value
+                for key, value in state.items() if key.startswith(prefix)
+            }
         if not state:
             keys = sorted(checkpoint.get('state_dict', checkpoint))[:3]
             raise ValueError(
@@ -535,8 +554,10 @@ class PeLK(BaseModule):
             raise ValueError(
                 f'checkpoint {path!r} does not fit this PeLK: '
                 f'{str(err)[:600]}. Is it of another arch?') from err
-        unloaded = [key for key in result.missing_keys
-                    if not re.match(r'norm[0-2]\.', key)]
+        unloaded = [
+            key for key in result.missing_keys
+            if not re.match(r'norm[0-2]\.', key)
+        ]
         if unloaded:
             raise ValueError(
                 f'checkpoint {path!r} leaves {len(unloaded)} of this PeLK\'s '
@@ -643,4 +664,3 @@ class PeLK(BaseModule):
                 return 0, last + 1
             return stage_id + 1, last + 1
         return last, last + 1
-
