@@ -173,6 +173,19 @@ def test_sat_path_needs_the_grid():
             torch.randn(1, 2, 8, 8), torch.randn(2, 13, 13), path='sat')
 
 
+def test_sat_path_refuses_a_second_derivative():
+    """Its C++ backward builds no graph: differentiating the gradient again
+    must raise, not silently give zeros."""
+    from pelk_mm.ops.sat import grid_depthwise_conv_sat
+    x = torch.randn(1, 2, 9, 9, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 5, 5, dtype=torch.float64, requires_grad=True)
+    grid = torch.tensor([2, 1, 3, 1, 2])
+    out = grid_depthwise_conv_sat(x, weight, grid)
+    grad_x, = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match='once_differentiable'):
+        grad_x.sum().backward()
+
+
 def test_auto_dispatches_by_grad_mode(monkeypatch):
     import pelk_mm.ops.functional as functional
     import pelk_mm.ops.sat as sat
@@ -324,6 +337,34 @@ def test_half_precision_within_derived_bound(path, dtype):
         assert excess.max() <= 0, (
             f'{excess.gt(0).sum()} elements beyond the bound, the largest '
             f'error {(result.double() - expected).abs().max():.3g}')
+
+
+def test_sat_extension_builds_per_cpu(monkeypatch, tmp_path):
+    """Compiled with -march=native: a home folder shared by two kinds of
+    CPU gives each its own build."""
+    import pelk_mm.ops.sat as sat
+    monkeypatch.setenv('PELK_MM_EXT_DIR', str(tmp_path))
+    here = sat.build_directory()
+    assert here == sat.build_directory()
+    assert sat.cpu_identity()
+    monkeypatch.setattr(sat, 'cpu_identity', lambda: 'another CPU')
+    assert sat.build_directory() != here
+
+
+def test_asking_for_a_cost_never_builds_the_extension(monkeypatch, tmp_path):
+    import pelk_mm.ops.sat as sat
+
+    def build(*args, **kwargs):
+        raise AssertionError('choose_path started a build')
+
+    monkeypatch.setattr(sat, 'load', build)
+    assert sat.is_built()  # built by make install: offered
+    assert choose_path(51, 64, 64, True, num_cells=13) == 'sat'
+    monkeypatch.setattr(sat, '_module', None)
+    monkeypatch.setenv('PELK_MM_EXT_DIR', str(tmp_path))  # nothing built
+    assert not sat.is_built()
+    assert choose_path(51, 64, 64, True, num_cells=13) != 'sat'
+    assert not list(tmp_path.rglob('*.so'))
 
 
 def test_sat_extension_load_survives_a_killed_build(tmp_path):

@@ -3,29 +3,32 @@
 ``csrc/peripheral_sat.cpp`` computes the depthwise conv of a kernel that is
 constant on grid blocks in about k'^2 + 4k' operations per pixel (k' = 13 at
 K = 51) instead of K^2, forward and backward (see the file for the method).
-It is compiled with ``torch.utils.cpp_extension.load`` on first use (about a
-minute; ``make install`` does it once) and cached under
-``$PELK_MM_EXT_DIR`` (default ``~/.cache/pelk_mm/extensions``), one folder
-per installation (torch version, torch and source locations), so that two
-clones or virtual environments never build into, or load from, each other's
-folder. Builds are serialised by an ``flock`` that the kernel releases when
-its process dies, so a build killed half-way (Ctrl-C, a job time limit)
-cannot leave a lock behind that makes the next one wait forever. Where it
-cannot be built (no compiler), :func:`available` is False, ``path='auto'``
-uses the FFT or dense paths, and ``path='sat'`` raises an error that says
-why. It runs on the CPU in float32 and float64; half-precision inputs are
-computed in float32 and cast back.
+It is compiled with ``torch.utils.cpp_extension.load`` (about a minute;
+``make install`` does it once; otherwise the first ``path='sat'`` call) and
+cached under ``$PELK_MM_EXT_DIR`` (default ``~/.cache/pelk_mm/extensions``),
+one folder per installation (torch version, CPU, torch and source
+locations), so that two clones, virtual environments or CPUs never build
+into, or load from, each other's folder. Builds are serialised by an
+``flock`` that the kernel releases when its process dies, so a build killed
+half-way (Ctrl-C, a job time limit) cannot leave a lock behind that makes
+the next one wait forever. ``path='auto'`` offers this path only once it is
+built (:func:`is_built`; choosing a path never compiles); where it cannot
+be built (no compiler), ``path='sat'`` raises an error that says why. It
+runs on the CPU in float32 and float64; half-precision inputs are computed
+in float32 and cast back.
 """
 import contextlib
 import hashlib
 import logging
 import os
 import os.path as osp
+import platform
 import threading
 import warnings
 from typing import Iterator, Optional
 
 import torch
+from torch.autograd.function import once_differentiable
 
 _SOURCE = osp.join(osp.dirname(__file__), 'csrc', 'peripheral_sat.cpp')
 _lock = threading.Lock()
@@ -33,18 +36,38 @@ _module = None
 _error: Optional[str] = None
 
 
+def cpu_identity() -> str:
+    """What ``-march=native`` compiles for: the CPU's model and features.
+
+    The distinct ``model name`` / ``flags`` lines of ``/proc/cpuinfo`` (and
+    their Arm counterparts), or the platform's machine and processor names
+    where that file does not exist.
+    """
+    keys = ('model name', 'flags', 'Features', 'CPU implementer', 'CPU part')
+    try:
+        with open('/proc/cpuinfo') as f:
+            lines = {line.strip() for line in f if line.startswith(keys)}
+    except OSError:
+        lines = set()
+    return '\n'.join(
+        sorted(lines)) or (f'{platform.machine()} {platform.processor()}')
+
+
 def build_directory() -> str:
     """The folder this installation builds the extension into.
 
-    One per torch version (the ABI changes between them) and per
-    installation: the torch headers and the source it compiles are named by
-    absolute path in the build file, so clones sharing one folder would
+    One per torch version (the ABI changes between them), per CPU (the
+    library is compiled with ``-march=native``, so a home folder shared by
+    nodes of different CPUs must not serve one node's build to another) and
+    per installation: the torch headers and the source it compiles are named
+    by absolute path in the build file, so clones sharing one folder would
     rebuild it in turn, each over a library another may have loaded.
     """
     root = os.environ.get('PELK_MM_EXT_DIR') or osp.join(
         osp.expanduser('~'), '.cache', 'pelk_mm', 'extensions')
     installation = hashlib.sha1(
-        f'{osp.realpath(torch.__file__)}|{osp.realpath(_SOURCE)}'.encode())
+        f'{osp.realpath(torch.__file__)}|{osp.realpath(_SOURCE)}|'
+        f'{cpu_identity()}'.encode())
     path = osp.join(
         root, f'torch{torch.__version__.replace("+", "_")}-'
         f'{installation.hexdigest()[:10]}')
@@ -123,6 +146,20 @@ def load(verbose: bool = False):
         return _module
 
 
+def is_built() -> bool:
+    """Whether the extension is loaded, or built and up to date in
+    :func:`build_directory` (so loading it compiles nothing). Never builds:
+    :func:`~pelk_mm.ops.functional.choose_path` asks this, so asking for a
+    cost cannot start a one-minute compile."""
+    if _module is not None:
+        return True
+    if _error is not None:
+        return False
+    library = osp.join(build_directory(), 'pelk_peripheral_sat.so')
+    return osp.isfile(library) and \
+        osp.getmtime(library) >= osp.getmtime(_SOURCE)
+
+
 def available() -> bool:
     """Whether the extension is (or can be) built; builds it if needed."""
     try:
@@ -140,6 +177,7 @@ class _PeripheralSAT(torch.autograd.Function):
         return load().forward(x, weight, grid)
 
     @staticmethod
+    @once_differentiable  # the C++ backward builds no graph of its own
     def backward(ctx, grad_out):
         x, weight, grid = ctx.saved_tensors
         grad_x, grad_w = load().backward(grad_out, x, weight, grid,
