@@ -2,7 +2,7 @@
 # torchrun launcher behind dist_train.sh and dist_test.sh:
 #   dist_run.sh SCRIPT NUM_PROCS [ARGS...]   (SCRIPT is relative to tools/)
 # Works with GPUs (NCCL, one process per GPU) and without (gloo on the CPU,
-# see pelk_mm/utils/launch.py). NNODES, NODE_RANK, MASTER_ADDR, PORT as usual.
+# see tools/launch.py). NNODES, NODE_RANK, MASTER_ADDR, PORT as usual.
 set -euo pipefail
 SCRIPT=$1
 NPROCS=$2

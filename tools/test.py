@@ -19,9 +19,8 @@ import os.path as osp
 from mmengine.config import Config
 
 from pelk_mm.engine import CheckpointFitsHook, CheckpointMismatchError
-from pelk_mm.utils import check_data_roots
-from pelk_mm.utils.launch import (add_common_args, build_runner, load_config,
-                                  setup_device)
+from launch import add_common_args, build_runner, load_config, setup_device
+from preflight import check_data_roots
 
 
 def parse_args():

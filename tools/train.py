@@ -23,10 +23,9 @@ from mmengine.logging import print_log
 
 from pelk_mm.engine import (CheckpointFitsHook, CheckpointMismatchError,
                             find_resumable_checkpoint)
-from pelk_mm.utils import (check_data_roots, missing_pretrained,
-                           missing_pretrained_message)
-from pelk_mm.utils.launch import (add_common_args, build_runner, load_config,
-                                  setup_device)
+from launch import add_common_args, build_runner, load_config, setup_device
+from preflight import (check_data_roots, missing_pretrained,
+                       missing_pretrained_message)
 
 
 def parse_args():

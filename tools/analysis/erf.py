@@ -12,7 +12,7 @@ normalised with the config's data preprocessor. Without a CHECKPOINT the
 model is analysed at its random initialisation. Writes
 OUT_DIR/<config>_erf.png (the log-scaled heatmap), <config>_erf.npy (the raw
 map) and <config>_erf.json (the high-contribution area ratios at 20, 30, 50
-and 99%), and logs the ratios. See pelk_mm/utils/erf.py for the method.
+and 99%), and logs the ratios. See pelk_mm/analysis/erf.py for the method.
 """
 import argparse
 import json
@@ -29,8 +29,8 @@ from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar
 from PIL import Image
 
-from pelk_mm.utils.erf import (THRESHOLDS, area_ratios,
-                               effective_receptive_field, save_heatmap)
+from pelk_mm.analysis.erf import (THRESHOLDS, area_ratios,
+                                  effective_receptive_field, save_heatmap)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 

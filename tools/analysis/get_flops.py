@@ -15,7 +15,8 @@ import argparse
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
-from pelk_mm.utils.complexity import SPARSE_DENSITY, config_complexity
+from pelk_mm.analysis import config_complexity
+from pelk_mm.models import SPARSE_DENSITY
 
 
 def main():

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
-from pelk_mm.models import PeLK
-from pelk_mm.utils import SPARSE_DENSITY, count_flops, count_params
+from pelk_mm.analysis import count_flops, count_params
+from pelk_mm.models import SPARSE_DENSITY, PeLK
 
 
 class _Classifier(nn.Module):

@@ -30,8 +30,8 @@ from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import ConvNeXt
 
 from pelk_mm.models import PeLK
-from pelk_mm.utils.benchmark import (best_time, memory_in_subprocess,
-                                     peak_memory_mb, report_memory)
+from probes import (best_time, memory_in_subprocess, peak_memory_mb,
+                    report_memory)
 
 SLAK_KERNELS = [51, 49, 47, 13]
 SLAK_WIDTHS = [124, 249, 499, 998]

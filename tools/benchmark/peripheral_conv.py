@@ -36,8 +36,8 @@ from pelk_mm.ops import expand_by_grid, peripheral_conv2d
 from pelk_mm.ops import sat as sat_extension
 from pelk_mm.ops import sharing_grid
 from pelk_mm.ops.grid import grid_tensor
-from pelk_mm.utils.benchmark import (best_time, memory_in_subprocess,
-                                     peak_memory_mb, report_memory)
+from probes import (best_time, memory_in_subprocess, peak_memory_mb,
+                    report_memory)
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 

@@ -11,13 +11,13 @@ coco writes ROOT/annotations, ROOT/train2017, ROOT/val2017 (default ROOT
 data/coco_synthetic), imagenet writes ROOT/train/<wnid>/, ROOT/val/ and
 ROOT/meta/{train,val}.txt (default ROOT data/imagenet_synthetic; sizes are
 per class). A complete existing dataset is kept unless
---overwrite is given. What the images contain: pelk_mm/datasets/.
+--overwrite is given. What the images contain: pelk_mm/synthetic/.
 """
 import argparse
 
 from mmengine.logging import MMLogger
 
-from pelk_mm.datasets import generate_ade20k, generate_coco, generate_imagenet
+from pelk_mm.synthetic import generate_ade20k, generate_coco, generate_imagenet
 
 # name -> (generator, default root); sizes default to the generator's.
 DATASETS = {

@@ -39,8 +39,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from ...models.sparsity import is_sparse_weight
 from ...registry import HOOKS
-from ...utils.complexity import is_sparse_weight
 
 # A layer at least this dense after initialisation is left unmasked (SLaK).
 DENSE_LAYER = 0.99

@@ -4,6 +4,7 @@ One backbone for classification (mmpretrain), segmentation (mmseg) and
 detection (mmdet). The macro design is ConvNeXt's / SLaK's; every block mixes
 tokens with a partial peripheral convolution (:class:`PeripheralMixer`).
 """
+import os.path as osp
 import re
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -17,10 +18,10 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...ops import (RESIZE_MODES, KernelPositionEmbedding, PeripheralConv2d,
-                    PeripheralMixer, infer_center_size, regrid_weight,
-                    resize_pos_embed, sharing_grid)
+                    infer_center_size, regrid_weight, resize_pos_embed,
+                    sharing_grid)
 from ...registry import MODELS
-from ...utils.preflight import missing_pretrained, missing_pretrained_message
+from ..layers import PeripheralMixer
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -211,7 +212,7 @@ class PeLK(BaseModule):
     * FLOPs: ``mmengine.analysis.FlopAnalyzer`` (one multiply-add is one
       FLOP) with the peripheral conv counted as the dense KxK depthwise conv
       it equals, conv and linear layers at density 0.6, with a 1000-class
-      linear head (:mod:`pelk_mm.utils.complexity`).
+      linear head (:mod:`pelk_mm.analysis.complexity`).
 
     ==============  =======  ========  =============  =========  ========
     arch            params   (paper)   FLOPs          (paper)    dense
@@ -507,12 +508,18 @@ class PeLK(BaseModule):
             ValueError: If it holds no weights under ``prefix``, or leaves
                 backbone weights unloaded (another arch, renamed keys).
         """
-        missing = missing_pretrained(self.init_cfg)
-        if missing:
-            raise FileNotFoundError(missing_pretrained_message(missing[0]))
         init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else \
             [self.init_cfg] if self.init_cfg else []
         pretrained = [cfg for cfg in init_cfgs if cfg['type'] == 'Pretrained']
+        for cfg in pretrained:  # before any initialisation is spent
+            path = cfg['checkpoint']
+            if '://' not in path and not osp.isfile(osp.expanduser(path)):
+                raise FileNotFoundError(
+                    f'pretrained checkpoint {path!r} (init_cfg.checkpoint) '
+                    f'does not exist: point init_cfg.checkpoint at a PeLK '
+                    f'backbone file of this arch (or a classifier checkpoint, '
+                    f"with prefix='backbone.'), or set init_cfg=None to "
+                    f'train from scratch.')
         if not pretrained:
             super().init_weights()
             return

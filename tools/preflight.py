@@ -1,5 +1,6 @@
-"""Checks a run's inputs before anything is built, with errors that say
-what is missing and how to get it."""
+"""Not a tool: the checks tools/train.py and tools/test.py make of a run's
+inputs before anything is built, with errors that say what is missing and
+how to get it."""
 import os
 import os.path as osp
 from typing import Iterator, List

@@ -1,5 +1,3 @@
-import os.path as osp
-
 import pytest
 import torch.nn as nn
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
@@ -106,9 +104,6 @@ def test_refuses_backbones_without_depth_and_unknown_types():
         build(dict(decay_rate=0.9, decay_type='block_wise'), Segmentor())
 
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
 @pytest.mark.parametrize('name, num_layers', [
     ('upernet_pelk_t_ade20k.py', 6),
     ('upernet_pelk_s_ade20k.py', 12),
@@ -119,7 +114,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
     ('cascade_mask_rcnn_pelk_b_coco.py', 12),
     ('cascade_mask_rcnn_pelk_b101_coco.py', 12),
 ])
-def test_every_parameter_of_the_configs_follows_slak(name, num_layers):
+def test_every_parameter_of_the_configs_follows_slak(name, num_layers,
+                                                     load_config):
     """The learning rate and weight decay of every parameter of the seg and
     det recipes, against SLaK's rules computed by mmseg's / mmdet's own
     ConvNeXt functions: lr * rate ** (num_layers + 1 - id), and no weight
@@ -127,12 +123,11 @@ def test_every_parameter_of_the_configs_follows_slak(name, num_layers):
     embedding (our choice)."""
     from mmdet.engine.optimizers.layer_decay_optimizer_constructor import \
         get_layer_id_for_convnext
-    from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS, init_default_scope
     from mmseg.engine.optimizers.layer_decay_optimizer_constructor import \
         get_stage_id_for_convnext
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    cfg = load_config(name)
     cfg.model.backbone.init_cfg = None
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)

@@ -6,10 +6,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseModel
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import load_checkpoint
 
 from pelk_mm.engine.safe_loading import TRUST_VARIABLE, load_from_local
 from pelk_mm.models import PeLK
@@ -124,60 +122,7 @@ def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path):
         model.init_weights()
 
 
-class ToyClassifier(BaseModel):
-
-    def __init__(self, drop_path_rate=0.):
-        super().__init__()
-        self.backbone = PeLK(ARCH, drop_path_rate=drop_path_rate)
-        self.head = nn.Linear(40, 2)
-
-    def forward(self, inputs, labels, mode='tensor'):
-        logits = self.head(self.backbone(inputs)[-1])
-        if mode == 'loss':
-            return {'loss': nn.functional.cross_entropy(logits, labels)}
-        return logits
-
-
-class ToyDataset(torch.utils.data.Dataset):
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, index):
-        generator = torch.Generator().manual_seed(index)
-        return dict(
-            inputs=torch.randn(3, 32, 32, generator=generator),
-            labels=torch.tensor(index % 2))
-
-
-def make_runner(work_dir,
-                max_iters,
-                resume=False,
-                checkpoint=None,
-                model=None,
-                **kwargs):
-    return Runner(
-        model=model or ToyClassifier(),
-        work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=ToyDataset(),
-            batch_size=4,
-            num_workers=0,
-            sampler=dict(type='DefaultSampler', shuffle=True),
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(
-            checkpoint=checkpoint
-            or dict(type='CheckpointHook', interval=2, by_epoch=False),
-            logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0),
-        resume=resume,
-        default_scope='mmengine',
-        **kwargs)
-
-
-def test_runner_resumes_on_torch_2_6_and_later(tmp_path):
+def test_runner_resumes_on_torch_2_6_and_later(tmp_path, make_runner):
     runner = make_runner(tmp_path, max_iters=2)
     runner.train()
     assert (tmp_path / 'iter_2.pth').is_file()

@@ -1,16 +1,16 @@
-"""Effective receptive field analysis (pelk_mm.utils.erf, tools/analysis)."""
+"""Effective receptive field analysis (pelk_mm.analysis.erf and
+tools/analysis/erf.py)."""
 import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from test_segmentation import run_tool
 
+from pelk_mm.analysis.erf import (area_ratio, area_ratios,
+                                  effective_receptive_field, erf_of_batch,
+                                  log_scaled)
 from pelk_mm.models import PeLK
-from pelk_mm.utils.erf import (area_ratio, area_ratios,
-                               effective_receptive_field, erf_of_batch,
-                               log_scaled)
 
 
 def test_erf_of_a_conv_is_its_kernel_footprint():
@@ -62,8 +62,8 @@ def test_a_larger_kernel_has_a_larger_erf():
     assert large[0.5] > small[0.5] and large[0.99] > small[0.99]
 
 
-def test_erf_tool_writes_heatmap_and_ratios(tmp_path):
-    from pelk_mm.datasets import generate_imagenet
+def test_erf_tool_writes_heatmap_and_ratios(tmp_path, run_tool):
+    from pelk_mm.synthetic import generate_imagenet
     root = generate_imagenet(str(tmp_path / 'imagenet'), 1, 1)
     out = tmp_path / 'erf'
     run_tool('tools/analysis/erf.py', 'configs/pelk_mini_in1k_demo.py',
@@ -77,7 +77,7 @@ def test_erf_tool_writes_heatmap_and_ratios(tmp_path):
     assert all(0 < r <= 1 for r in ratios) and ratios == sorted(ratios)
 
 
-def test_erf_tool_names_a_missing_image_folder(tmp_path):
+def test_erf_tool_names_a_missing_image_folder(tmp_path, run_tool):
     proc = run_tool(
         'tools/analysis/erf.py',
         'configs/pelk_mini_in1k_demo.py',

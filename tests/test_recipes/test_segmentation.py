@@ -9,33 +9,15 @@ import time
 
 import numpy as np
 import pytest
-from mmengine.config import Config
 from PIL import Image
 
-from pelk_mm.datasets import SCENE_CLASSES, generate_ade20k
-from pelk_mm.utils.complexity import config_complexity
+from pelk_mm.analysis import config_complexity
+from pelk_mm.synthetic import SCENE_CLASSES, generate_ade20k
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO = osp.join(ROOT, 'configs', 'upernet_pelk_t_ade20k_demo.py')
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEMO = osp.join(REPO, 'configs', 'upernet_pelk_t_ade20k_demo.py')
 MMSEG_TOOLS = osp.join(
     osp.dirname(__import__('mmseg').__file__), '.mim', 'tools')
-
-
-def config(name):
-    return Config.fromfile(osp.join(ROOT, 'configs', name))
-
-
-def run_tool(*args, timeout=900, check=True, cwd=ROOT):
-    proc = subprocess.run([sys.executable, *args],
-                          cwd=cwd,
-                          timeout=timeout,
-                          capture_output=True,
-                          text=True,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
-    if check and proc.returncode != 0:
-        raise AssertionError(f'{args} failed:\n{proc.stdout[-3000:]}\n'
-                             f'{proc.stderr[-3000:]}')
-    return proc
 
 
 def data_options(data_root, *loaders):
@@ -48,8 +30,9 @@ def data_options(data_root, *loaders):
     ('upernet_pelk_b_ade20k.py', 'base', 0.4, [166, 332, 665, 1331]),
     ('upernet_pelk_b101_ade20k.py', 'base-101', 0.4, [166, 332, 665, 1331]),
 ])
-def test_configs_follow_the_paper_recipe(name, arch, drop_path, channels):
-    cfg = config(name)
+def test_configs_follow_the_paper_recipe(name, arch, drop_path, channels,
+                                         load_config):
+    cfg = load_config(name)
     assert cfg.custom_imports.imports == ['pelk_mm']
     assert cfg.default_scope == 'mmseg'
     backbone = cfg.model.backbone
@@ -97,8 +80,8 @@ def test_configs_follow_the_paper_recipe(name, arch, drop_path, channels):
 
 
 @pytest.mark.slow
-def test_upernet_t_counts_match_the_paper():
-    cfg = config('upernet_pelk_t_ade20k.py')
+def test_upernet_t_counts_match_the_paper(load_config):
+    cfg = load_config('upernet_pelk_t_ade20k.py')
     cfg.model.backbone.init_cfg = None
     params, flops = config_complexity(cfg)  # at 2048x512
     assert abs(params / 62e6 - 1) < 0.05 and abs(flops / 970e9 - 1) < 0.10
@@ -155,7 +138,8 @@ def test_mmseg_reads_the_generated_dataset(tmp_path):
     assert dataset.metainfo['classes'][2] == 'sky'  # label 3 in the files
 
 
-def test_converted_classifier_weights_load_through_init_cfg(tmp_path):
+def test_converted_classifier_weights_load_through_init_cfg(
+        tmp_path, run_tool, load_config):
     """cls_to_backbone.py output is what the config's init_cfg loads."""
     import torch
     from mmengine.registry import MODELS, init_default_scope
@@ -180,7 +164,7 @@ def test_converted_classifier_weights_load_through_init_cfg(tmp_path):
         check=False)
     assert again.returncode != 0 and 'exists' in again.stderr
 
-    cfg = config('upernet_pelk_t_ade20k.py')
+    cfg = load_config('upernet_pelk_t_ade20k.py')
     cfg.model.backbone.init_cfg.checkpoint = str(out)
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
@@ -190,7 +174,7 @@ def test_converted_classifier_weights_load_through_init_cfg(tmp_path):
         assert torch.equal(loaded[key], value), key
 
 
-def test_missing_pretrained_stops_before_the_dataset(tmp_path):
+def test_missing_pretrained_stops_before_the_dataset(tmp_path, run_tool):
     proc = run_tool(
         'tools/train.py',
         'configs/upernet_pelk_t_ade20k.py',
@@ -205,7 +189,7 @@ def test_missing_pretrained_stops_before_the_dataset(tmp_path):
     assert not (tmp_path / 'work').exists()
 
 
-def test_missing_dataset_names_path_and_generator(tmp_path):
+def test_missing_dataset_names_path_and_generator(tmp_path, run_tool):
     root = tmp_path / 'nowhere' / 'ADEChallengeData2016'
     proc = run_tool(
         'tools/train.py',
@@ -248,7 +232,7 @@ def test_missing_dataset_names_path_and_generator(tmp_path):
     assert f"'{root / 'images' / 'training'}', which is empty" in proc.stderr
 
 
-def test_new_run_refuses_a_work_dir_with_checkpoints(tmp_path):
+def test_new_run_refuses_a_work_dir_with_checkpoints(tmp_path, run_tool):
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
     earlier = work_dir / 'iter_8000.pth'
@@ -281,7 +265,7 @@ def test_new_run_refuses_a_work_dir_with_checkpoints(tmp_path):
     assert proc.returncode != 0 and f"'{root}'" in proc.stderr
 
 
-def test_amp_without_gpu_is_refused(tmp_path):
+def test_amp_without_gpu_is_refused(tmp_path, run_tool):
     proc = run_tool(
         'tools/train.py',
         DEMO,
@@ -310,12 +294,13 @@ def ade(tmp_path_factory):
     return generate_ade20k(str(tmp_path_factory.mktemp('ade')), 64, 16)
 
 
-def test_test_tool_refuses_a_checkpoint_that_does_not_fit(ade, tmp_path):
+def test_test_tool_refuses_a_checkpoint_that_does_not_fit(
+        ade, tmp_path, run_tool, load_config):
     import torch
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
     register_all_modules()
-    cfg = config(DEMO)
+    cfg = load_config(DEMO)
     model = MODELS.build(cfg.model)
     state = model.state_dict()
     params = len(list(model.named_parameters()))
@@ -360,7 +345,8 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(ade, tmp_path):
 
 
 @pytest.mark.slow
-def test_labels_outside_the_classes_are_refused_naming_the_file(ade, tmp_path):
+def test_labels_outside_the_classes_are_refused_naming_the_file(
+        ade, tmp_path, run_tool, load_config):
     """The first row of one validation annotation and every other row of each
     training one hold 200 (of 150 classes; in every random crop): evaluation
     and training stop naming the file and the value."""
@@ -383,8 +369,9 @@ def test_labels_outside_the_classes_are_refused_naming_the_file(ade, tmp_path):
 
     register_all_modules()
     checkpoint = tmp_path / 'model.pth'
-    torch.save({'state_dict': MODELS.build(config(DEMO).model).state_dict()},
-               checkpoint)
+    torch.save(
+        {'state_dict': MODELS.build(load_config(DEMO).model).state_dict()},
+        checkpoint)
     proc = run_tool(
         'tools/test.py',
         DEMO,
@@ -417,7 +404,7 @@ def test_labels_outside_the_classes_are_refused_naming_the_file(ade, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def trained(ade, tmp_path_factory):
+def trained(ade, tmp_path_factory, run_tool):
     """The demo config trained long enough to learn: (work dir, stdout)."""
     work_dir = tmp_path_factory.mktemp('demo')
     proc = run_tool('tools/train.py', DEMO, '--work-dir', str(work_dir),
@@ -451,7 +438,7 @@ def test_demo_learns(trained):
 
 
 @pytest.mark.slow
-def test_test_tool_evaluates_and_draws(trained, ade, tmp_path):
+def test_test_tool_evaluates_and_draws(trained, ade, tmp_path, run_tool):
     work_dir, train_log = trained
     show_dir = tmp_path / 'shown'
     proc = run_tool('tools/test.py', DEMO, str(work_dir / 'iter_60.pth'),
@@ -467,7 +454,7 @@ def test_test_tool_evaluates_and_draws(trained, ade, tmp_path):
 
 
 @pytest.mark.slow
-def test_tta_multi_scale_flip(trained, ade, tmp_path):
+def test_tta_multi_scale_flip(trained, ade, tmp_path, run_tool):
     work_dir, _ = trained
     proc = run_tool('tools/test.py', DEMO, str(work_dir / 'iter_60.pth'),
                     '--tta', '--work-dir', str(tmp_path), '--cfg-options',
@@ -479,7 +466,7 @@ def test_tta_multi_scale_flip(trained, ade, tmp_path):
 
 
 @pytest.mark.slow
-def test_mmseg_own_tools_run_our_configs(trained, ade, tmp_path):
+def test_mmseg_own_tools_run_our_configs(trained, ade, tmp_path, run_tool):
     work_dir, _ = trained
     proc = run_tool(
         osp.join(MMSEG_TOOLS,
@@ -497,7 +484,7 @@ def test_mmseg_own_tools_run_our_configs(trained, ade, tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_training_resumes(ade, tmp_path):
+def test_interrupted_training_resumes(ade, tmp_path, run_tool):
     work_dir = tmp_path / 'work'
     args = [
         sys.executable, 'tools/train.py', DEMO, '--work-dir',
@@ -507,10 +494,10 @@ def test_interrupted_training_resumes(ade, tmp_path):
         'default_hooks.checkpoint.max_keep_ckpts=5', *FAST,
         *data_options(ade, 'train_dataloader', 'val_dataloader')
     ]
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.Popen(
         args,
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
@@ -555,7 +542,7 @@ def test_two_process_gloo_training(ade, tmp_path, free_port):
         'val_dataloader.dataset.indices=4', *FAST,
         *data_options(ade, 'train_dataloader', 'val_dataloader')
     ],
-                          cwd=ROOT,
+                          cwd=REPO,
                           env=env,
                           capture_output=True,
                           text=True,
@@ -568,14 +555,13 @@ def test_two_process_gloo_training(ade, tmp_path, free_port):
 
 
 @pytest.mark.slow
-def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path):
+def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path, run_tool):
     """The real UperNet-PeLK-T recipe (64 crops, 3 iterations) from a
     40%-sparse backbone file, as SLaK's sparse=True backbones: every zero
     conv and linear weight stays zero, the others train."""
     import torch
 
-    from pelk_mm.models import PeLK
-    from pelk_mm.utils.complexity import is_sparse_weight
+    from pelk_mm.models import PeLK, is_sparse_weight
     torch.manual_seed(0)
     state = {
         f'backbone.{k}': v
@@ -591,7 +577,7 @@ def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path):
     torch.save({'state_dict': state}, backbone_file)
     override = tmp_path / 'config.py'
     override.write_text(
-        f"_base_ = {osp.join(ROOT, 'configs', 'upernet_pelk_t_ade20k.py')!r}"
+        f"_base_ = {osp.join(REPO, 'configs', 'upernet_pelk_t_ade20k.py')!r}"
         f"\nmodel = dict(backbone=dict(init_cfg=dict("
         f"checkpoint={str(backbone_file)!r})))\n"
         # No validation (mmengine's iteration loop validates at the end).

@@ -1,5 +1,5 @@
-"""What tools/train.py and tools/test.py share: their common flags, loading
-the config, and adapting it to the machine it runs on."""
+"""Not a tool: what tools/train.py and tools/test.py share (their common
+flags, loading the config, and adapting it to the machine it runs on)."""
 import argparse
 import os
 import os.path as osp
@@ -9,7 +9,7 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from .preflight import sync_bn_to_bn
+from preflight import sync_bn_to_bn
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

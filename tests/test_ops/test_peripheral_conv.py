@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pelk_mm.ops import (KernelPositionEmbedding, PeripheralConv2d,
-                         PeripheralMixer, choose_path, expand_by_grid,
-                         peripheral_conv2d)
+                         choose_path, expand_by_grid, peripheral_conv2d)
 
 
 def rel_err(actual, expected):
@@ -227,10 +226,6 @@ def test_bad_conv_arguments_and_inputs():
     with pytest.raises(
             ValueError, match=r'expects input of shape \(B, 4, H, W\)'):
         conv(torch.randn(1, 3, 16, 16))
-    with pytest.raises(ValueError, match='small_kernel'):
-        PeripheralMixer(16, 13, center_size=3, small_kernel=5)
-    with pytest.raises(ValueError, match='partial_ratio'):
-        PeripheralMixer(16, 13, partial_ratio=0.)
 
 
 def test_shared_positional_embedding_is_referenced_not_registered():
@@ -239,49 +234,6 @@ def test_shared_positional_embedding_is_referenced_not_registered():
     conv_b = PeripheralConv2d(4, 13, pos_embed=pos_embed)
     assert conv_a.pos_embed is conv_b.pos_embed is pos_embed.weight
     assert set(conv_a.state_dict()) == {'weight'}
-
-
-def test_partial_channels_pass_as_identity():
-    torch.manual_seed(0)
-    mixer = PeripheralMixer(16, 13, partial_ratio=3 / 8)
-    assert mixer.conv_channels == 6
-    x = torch.randn(2, 16, 12, 12)
-    y = mixer(x)
-    assert y.shape == x.shape
-    assert torch.equal(y[:, 6:], x[:, 6:])
-    assert not torch.allclose(y[:, :6], x[:, :6])
-
-
-@pytest.mark.parametrize('kernel_size, center_size, small_kernel',
-                         [(51, 5, 5), (31, 5, 3), (101, 7, 5), (13, 5, None)])
-def test_switch_to_deploy_keeps_outputs(kernel_size, center_size,
-                                        small_kernel):
-    torch.manual_seed(0)
-    pos_embed = KernelPositionEmbedding(6, kernel_size, std=0.5)
-    mixer = PeripheralMixer(
-        16,
-        kernel_size,
-        center_size,
-        small_kernel=small_kernel,
-        pos_embed=pos_embed)
-    # Non-trivial BN statistics and affine parameters.
-    mixer.train()
-    for _ in range(3):
-        mixer(torch.randn(4, 16, 20, 20) * 3 + 1)
-    for norm in (mixer.large_norm, mixer.small_norm):
-        if norm is not None:
-            norm.weight.data.uniform_(0.5, 2)
-            norm.bias.data.uniform_(-1, 1)
-    mixer.eval()
-    x = torch.randn(2, 16, 23, 18)
-    expected = mixer(x)
-    num_cells = len(mixer.large.grid)
-    mixer.switch_to_deploy()
-    assert mixer.deploy and mixer.large.weight.shape[-1] == num_cells
-    assert not hasattr(mixer, 'large_norm') and mixer.small is None
-    assert rel_err(mixer(x), expected) < 1e-5
-    assert rel_err(mixer.large.forward_reference(x[:, :6]),
-                   mixer(x)[:, :6]) < 1e-5
 
 
 # Unit roundoff of the half types: 2^-p for a p-bit significand.

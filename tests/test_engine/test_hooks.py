@@ -1,19 +1,14 @@
-import os.path as osp
 import re
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
-from test_checkpoint import ToyClassifier, make_runner
 
 from pelk_mm.engine import find_resumable_checkpoint, load_from_local
 
-CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs')
 
-
-def test_progress_bar_hook_draws_every_iteration(tmp_path, capfd):
+def test_progress_bar_hook_draws_every_iteration(tmp_path, capfd, make_runner):
     runner = make_runner(
         tmp_path,
         max_iters=3,
@@ -36,7 +31,7 @@ class PoisonAtIteration(Hook):
                 runner.model.head.weight.fill_(float('nan'))
 
 
-def test_finite_loss_hook_stops_before_a_nan_checkpoint(tmp_path):
+def test_finite_loss_hook_stops_before_a_nan_checkpoint(tmp_path, make_runner):
     # Without the hook (the premise): the run ends normally and its last
     # checkpoint is NaN.
     make_runner(
@@ -72,8 +67,8 @@ def test_finite_loss_hook_stops_before_a_nan_checkpoint(tmp_path):
     'pelk_b_in1k-384.py', 'pelk_mini_in1k_demo.py',
     'upernet_pelk_t_ade20k_demo.py'
 ])
-def test_every_recipe_uses_the_safety_hooks(config):
-    cfg = Config.fromfile(osp.join(CONFIGS, config))
+def test_every_recipe_uses_the_safety_hooks(config, load_config):
+    cfg = load_config(config)
     assert cfg.default_hooks.finite_loss.type == 'pelk_mm.FiniteLossHook'
     assert cfg.default_hooks.random_state.type == 'pelk_mm.RandomStateHook'
     if config.startswith('upernet'):
@@ -85,7 +80,7 @@ def test_every_recipe_uses_the_safety_hooks(config):
 
 
 def test_atomic_checkpoint_hook_survives_a_write_that_dies(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, make_runner):
     """A write killed half-way (here: the disk fills up) at iteration 4,
     keeping one checkpoint: the run can still resume from iteration 2."""
     put = LocalBackend.put
@@ -129,7 +124,7 @@ def test_atomic_checkpoint_hook_survives_a_write_that_dies(
     assert not list(ours.glob('.*.partial'))
 
 
-def test_resume_skips_an_unreadable_newest_checkpoint(tmp_path):
+def test_resume_skips_an_unreadable_newest_checkpoint(tmp_path, make_runner):
     make_runner(tmp_path, max_iters=4).train()  # iter_2.pth, iter_4.pth
     assert find_resumable_checkpoint(str(tmp_path)) == str(tmp_path /
                                                            'iter_4.pth')
@@ -159,7 +154,7 @@ class RecordLosses(Hook):
 
 @pytest.mark.parametrize('restores', [False, True])
 def test_resumed_run_draws_what_the_uninterrupted_one_draws(
-        tmp_path, restores):
+        tmp_path, restores, make_runner):
     """Drop path draws from torch's generator: the losses after a resume
     equal the uninterrupted run's only if its state was saved."""
     hooks = [dict(type='pelk_mm.RandomStateHook')] if restores else []
@@ -171,7 +166,7 @@ def test_resumed_run_draws_what_the_uninterrupted_one_draws(
             work_dir,
             max_iters,
             resume=resume,
-            model=ToyClassifier(drop_path_rate=0.5),
+            drop_path_rate=0.5,
             custom_hooks=[*hooks, record]).train()
         return record.losses
 
@@ -187,7 +182,7 @@ def test_resumed_run_draws_what_the_uninterrupted_one_draws(
         assert set(state['rng_states'][0]) >= {'torch', 'numpy', 'random'}
 
 
-def test_random_states_are_left_alone_by_load_from(tmp_path):
+def test_random_states_are_left_alone_by_load_from(tmp_path, make_runner):
     """Fine-tuning from a checkpoint (load_from, no resume) starts with the
     run's own seed, not the states saved in the file."""
     hooks = [dict(type='pelk_mm.RandomStateHook')]

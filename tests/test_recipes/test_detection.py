@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 import pytest
-from test_segmentation import ROOT, config, run_tool
 
-from pelk_mm.datasets import SHAPE_CLASSES, generate_coco
-from pelk_mm.utils.complexity import config_complexity
+from pelk_mm.analysis import config_complexity
+from pelk_mm.synthetic import SHAPE_CLASSES, generate_coco
 
-DEMO = osp.join(ROOT, 'configs', 'cascade_mask_rcnn_pelk_t_coco_demo.py')
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEMO = osp.join(REPO, 'configs', 'cascade_mask_rcnn_pelk_t_coco_demo.py')
 MMDET_TOOLS = osp.join(
     osp.dirname(__import__('mmdet').__file__), '.mim', 'tools')
 
@@ -43,8 +43,8 @@ def data_options(root, *loaders):
      [166, 332, 665, 1331]),
 ])
 def test_configs_follow_the_paper_recipe(name, arch, drop_path, decay,
-                                         channels):
-    cfg = config(name)
+                                         channels, load_config):
+    cfg = load_config(name)
     assert cfg.custom_imports.imports == ['pelk_mm']
     assert cfg.default_scope == 'mmdet'
     assert cfg.model.type == 'CascadeRCNN'
@@ -95,8 +95,8 @@ def test_configs_follow_the_paper_recipe(name, arch, drop_path, decay,
 
 
 @pytest.mark.slow
-def test_cascade_t_counts_match_the_paper():
-    cfg = config('cascade_mask_rcnn_pelk_t_coco.py')
+def test_cascade_t_counts_match_the_paper(load_config):
+    cfg = load_config('cascade_mask_rcnn_pelk_t_coco.py')
     cfg.model.backbone.init_cfg = None
     params, flops = config_complexity(cfg)  # at 1280x800
     assert abs(params / 86e6 - 1) < 0.05 and abs(flops / 770e9 - 1) < 0.10
@@ -158,7 +158,7 @@ def test_mmdet_reads_the_generated_dataset(tmp_path):
     assert len(sample['gt_bboxes']) == len(sample['gt_masks']) >= 1
 
 
-def test_missing_annotations_name_path_and_generator(tmp_path):
+def test_missing_annotations_name_path_and_generator(tmp_path, run_tool):
     root = tmp_path / 'coco'
     (root / 'train2017').mkdir(parents=True)
     (root / 'train2017' / '000000000001.jpg').write_bytes(b'')
@@ -184,7 +184,7 @@ def coco(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def trained(coco, tmp_path_factory):
+def trained(coco, tmp_path_factory, run_tool):
     work_dir = tmp_path_factory.mktemp('det_demo')
     proc = run_tool(
         'tools/train.py',
@@ -226,7 +226,7 @@ def test_demo_learns_boxes_and_masks(trained):
 
 
 @pytest.mark.slow
-def test_test_tools_evaluate_the_checkpoint(trained, coco, tmp_path):
+def test_test_tools_evaluate_the_checkpoint(trained, coco, tmp_path, run_tool):
     work_dir, log = trained
     checkpoint = str(work_dir / 'epoch_12.pth')
     ours = run_tool('tools/test.py', DEMO, checkpoint, '--work-dir',
@@ -243,7 +243,7 @@ def test_test_tools_evaluate_the_checkpoint(trained, coco, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def known_detector(tmp_path_factory):
+def known_detector(tmp_path_factory, load_config):
     """A checkpoint of the demo detector whose outputs are known: every
     cascade stage calls each RoI a 'square' with certainty and keeps its
     box, and the mask head fills the box. The RPN gives proposals whatever
@@ -254,7 +254,7 @@ def known_detector(tmp_path_factory):
     from mmengine.runner import save_checkpoint
     register_all_modules()
     torch.manual_seed(0)
-    cfg = config(DEMO)
+    cfg = load_config(DEMO)
     model = MODELS.build(cfg.model)
     square = cfg.metainfo['classes'].index('square')
     with torch.no_grad():
@@ -272,7 +272,7 @@ def known_detector(tmp_path_factory):
     return path
 
 
-def test_image_demo_names_the_configs_it_takes(tmp_path):
+def test_image_demo_names_the_configs_it_takes(tmp_path, run_tool):
     import matplotlib.cbook
     photo = str(
         matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
@@ -290,7 +290,8 @@ def test_image_demo_names_the_configs_it_takes(tmp_path):
 
 
 @pytest.mark.slow
-def test_image_demo_draws_boxes_and_masks(known_detector, coco, tmp_path):
+def test_image_demo_draws_boxes_and_masks(known_detector, coco, tmp_path,
+                                          run_tool):
     from PIL import Image
     image = osp.join(coco, 'val2017', '000000000001.jpg')
     out = tmp_path / 'drawn.png'
@@ -315,7 +316,7 @@ def test_image_demo_draws_boxes_and_masks(known_detector, coco, tmp_path):
 
 
 @pytest.mark.slow
-def test_mmdet_train_tool_and_resume(coco, tmp_path):
+def test_mmdet_train_tool_and_resume(coco, tmp_path, run_tool):
     """mmdet's own train.py runs the demo config; an interrupted run of
     ours resumes at the next epoch."""
     small = [
@@ -338,10 +339,10 @@ def test_mmdet_train_tool_and_resume(coco, tmp_path):
     ]
     proc = subprocess.Popen(
         args,
-        cwd=ROOT,
+        cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=dict(os.environ, PYTHONPATH=ROOT))
+        env=dict(os.environ, PYTHONPATH=REPO))
     last = work_dir / 'last_checkpoint'
     deadline = time.time() + 600
     while not (last.is_file() and 'epoch_1' in last.read_text()):

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pelk_mm.models import PeLK
-from pelk_mm.ops import PeripheralConv2d, PeripheralMixer
-from pelk_mm.utils import SPARSE_DENSITY, count_flops, count_params
+from pelk_mm.analysis import count_flops, count_params
+from pelk_mm.models import SPARSE_DENSITY, PeLK, PeripheralMixer
+from pelk_mm.ops import PeripheralConv2d
 
 # A small custom arch so that the behaviour tests run in seconds.
 SMALL_ARCH = dict(

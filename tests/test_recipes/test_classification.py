@@ -6,7 +6,8 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from test_segmentation import ROOT
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 @pytest.mark.parametrize('name, arch, drop_path, channels, prune, interval', [
@@ -16,8 +17,8 @@ from test_segmentation import ROOT
     ('pelk_b101_in1k.py', 'base-101', 0.5, 1331, 0.3, 100),
 ])
 def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
-                                   interval):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+                                   interval, load_config):
+    cfg = load_config(name)
     assert cfg.default_scope == 'mmpretrain'
     assert cfg.custom_imports.imports == ['pelk_mm']
     backbone = cfg.model.backbone
@@ -59,8 +60,9 @@ def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
     ('pelk_b_in1k-384.py', 'base', 'pelk_b_in1k'),
     ('pelk_b101_in1k-384.py', 'base-101', 'pelk_b101_in1k'),
 ])
-def test_384_configs_fine_tune_the_224_classifier(name, arch, start):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+def test_384_configs_fine_tune_the_224_classifier(name, arch, start,
+                                                  load_config):
+    cfg = load_config(name)
     assert cfg.load_from == f'work_dirs/{start}/epoch_300.pth'
     assert (cfg.model.backbone.arch,
             cfg.model.backbone.drop_path_rate) == (arch, 0.8)
@@ -86,9 +88,9 @@ def test_384_configs_fine_tune_the_224_classifier(name, arch, start):
     assert (sparsity.sparse_init, sparsity.prune_rate) == ('nonzero', 0.0)
 
 
-def test_classifier_builds_and_predicts():
+def test_classifier_builds_and_predicts(load_config):
     from mmpretrain.registry import MODELS
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pelk_t_in1k.py'))
+    cfg = load_config('pelk_t_in1k.py')
     init_default_scope('mmpretrain')
     model = MODELS.build(cfg.model).eval()
     with torch.no_grad():
@@ -114,19 +116,18 @@ SMALL_ARCHS = {
         kernel_sizes=[51, 49, 47, 13]),
 }
 
-CLS_DEMO = osp.join(ROOT, 'configs', 'pelk_mini_in1k_demo.py')
+CLS_DEMO = osp.join(REPO, 'configs', 'pelk_mini_in1k_demo.py')
 
 
 @pytest.fixture(scope='module')
 def imagenet(tmp_path_factory):
-    from pelk_mm.datasets import generate_imagenet
+    from pelk_mm.synthetic import generate_imagenet
     return generate_imagenet(str(tmp_path_factory.mktemp('imagenet')))
 
 
 @pytest.fixture(scope='module')
-def classifier(imagenet, tmp_path_factory):
+def classifier(imagenet, tmp_path_factory, run_tool):
     """The demo classifier trained with sparsity and EMA: (dir, log)."""
-    from test_segmentation import run_tool
     work_dir = tmp_path_factory.mktemp('cls_demo')
     proc = run_tool('tools/train.py', CLS_DEMO, '--work-dir', str(work_dir),
                     '--cfg-options',
@@ -153,9 +154,9 @@ def test_demo_classifier_learns(classifier):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('raw', [False, True])
-def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw):
+def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw,
+                                                 run_tool, load_config):
     from mmengine.registry import MODELS
-    from test_segmentation import run_tool
     work_dir, _ = classifier
     checkpoint = torch.load(work_dir / 'epoch_20.pth', weights_only=False)
     masks = checkpoint['sparsity']['masks']
@@ -188,7 +189,7 @@ def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw):
         pruned.float().mean().item(), abs=0.01)
     for scope, name in (('mmseg', 'upernet_pelk_t_ade20k.py'),
                         ('mmdet', 'cascade_mask_rcnn_pelk_t_coco.py')):
-        cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+        cfg = load_config(name)
         cfg.model.backbone.init_cfg.checkpoint = str(out)
         # The demo classifier is a reduced PeLK; the configs take its arch.
         cfg.model.backbone.arch = Config.fromfile(CLS_DEMO).demo_arch
@@ -212,22 +213,20 @@ def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw):
 
 
 @pytest.fixture(scope='module')
-def recipe_run(imagenet, tmp_path_factory):
+def recipe_run(imagenet, tmp_path_factory, run_tool, load_config):
     """Train a real ImageNet config for 2 iterations (one epoch of 4
     images, batch 2) with a reduced arch: (work dir, log)."""
-    from test_segmentation import run_tool
     runs = {}
 
     def run(name, load_from=None):
         if name in runs:
             return runs[name]
         work_dir = tmp_path_factory.mktemp(name.replace('.py', ''))
-        arch = Config.fromfile(osp.join(ROOT, 'configs',
-                                        name)).model.backbone.arch
+        arch = load_config(name).model.backbone.arch
         small = SMALL_ARCHS['base-101' if arch == 'base-101' else 'other']
         override = work_dir / 'config.py'
         override.write_text(
-            f"_base_ = {osp.join(ROOT, 'configs', name)!r}\n"
+            f"_base_ = {osp.join(REPO, 'configs', name)!r}\n"
             f"model = dict(backbone=dict(arch=dict(_delete_=True, "
             f"**{small!r})),\n"
             f"             head=dict(in_channels=40))\n"
@@ -269,11 +268,12 @@ def test_224_recipes_train_sparse_from_scratch(recipe_run, name):
     ('pelk_b_in1k-384.py', 'pelk_b_in1k.py'),
     ('pelk_b101_in1k-384.py', 'pelk_b101_in1k.py'),
 ])
-def test_384_recipes_fine_tune_their_224_checkpoint(recipe_run, name, start):
+def test_384_recipes_fine_tune_their_224_checkpoint(recipe_run, name, start,
+                                                    load_config):
     """The 384 recipes start from the checkpoint of the 224 recipe they
     name and keep its masks (no pruning): every zero stays zero."""
     start_dir, _ = recipe_run(start)
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    cfg = load_config(name)
     assert cfg.load_from == f'work_dirs/{start[:-3]}/epoch_300.pth'
     work_dir, log = recipe_run(name, str(start_dir / 'epoch_1.pth'))
     assert 'Load checkpoint from' in log and 'Epoch(train) [1][2/2]' in log

@@ -18,14 +18,8 @@ import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 
+from ..models.sparsity import SPARSE_DENSITY, is_sparse_weight
 from ..ops import PeripheralConv2d
-
-SPARSE_DENSITY = 0.6  # the paper's 40% sparsity
-
-
-def is_sparse_weight(name: str, param: torch.Tensor) -> bool:
-    """Whether SLaK's masks cover this parameter (conv and linear weights)."""
-    return name.endswith('weight') and param.dim() in (2, 4)
 
 
 def count_params(model: nn.Module,

@@ -3,31 +3,36 @@ import logging
 
 import pytest
 import torch
-from test_checkpoint import make_runner
 
 from pelk_mm.engine import DynamicSparsityHook
-from pelk_mm.utils.complexity import is_sparse_weight
+from pelk_mm.models import is_sparse_weight
 
 
-def sparsity_runner(tmp_path,
-                    max_iters,
-                    interval=2,
-                    resume=False,
-                    init='snip',
-                    prune_rate=0.5,
-                    **kwargs):
-    hook = dict(
-        type='pelk_mm.DynamicSparsityHook',
-        sparsity=0.4,
-        sparse_init=init,
-        prune_rate=prune_rate,
-        update_interval=interval)
-    return make_runner(
-        tmp_path,
-        max_iters=max_iters,
-        resume=resume,
-        custom_hooks=[hook],
-        **kwargs)
+@pytest.fixture
+def sparsity_runner(make_runner):
+    """``make_runner`` with the sparsity hook (SLaK's settings)."""
+
+    def make(tmp_path,
+             max_iters,
+             interval=2,
+             resume=False,
+             init='snip',
+             prune_rate=0.5,
+             **kwargs):
+        hook = dict(
+            type='pelk_mm.DynamicSparsityHook',
+            sparsity=0.4,
+            sparse_init=init,
+            prune_rate=prune_rate,
+            update_interval=interval)
+        return make_runner(
+            tmp_path,
+            max_iters=max_iters,
+            resume=resume,
+            custom_hooks=[hook],
+            **kwargs)
+
+    return make
 
 
 def the_hook(runner):
@@ -49,7 +54,8 @@ def sparse_weights(runner):
 
 
 @pytest.mark.parametrize('init', ['snip', 'random'])
-def test_density_holds_and_masked_weights_stay_zero(tmp_path, init):
+def test_density_holds_and_masked_weights_stay_zero(tmp_path, init,
+                                                    sparsity_runner):
     runner = sparsity_runner(tmp_path, max_iters=5, init=init)
     runner.train()
     layers = masked_params(runner)
@@ -74,7 +80,7 @@ def test_density_holds_and_masked_weights_stay_zero(tmp_path, init):
             assert int(mask.sum()) == round(mask.numel() * 0.6), name
 
 
-def test_snip_gives_each_layer_its_own_density(tmp_path):
+def test_snip_gives_each_layer_its_own_density(tmp_path, sparsity_runner):
     """SLaK's SNIP: one threshold over all layers decides each layer's
     density (they differ and average to 60%); within a layer the kept
     weights are placed at random, not at the top scores."""
@@ -104,7 +110,7 @@ def test_snip_gives_each_layer_its_own_density(tmp_path):
     assert overlaps and sum(overlaps) / len(overlaps) < 0.9
 
 
-def test_update_prunes_smallest_and_regrows_as_many(tmp_path):
+def test_update_prunes_smallest_and_regrows_as_many(tmp_path, sparsity_runner):
     runner = sparsity_runner(tmp_path, max_iters=1, interval=1000)
     runner.train()
     hook = the_hook(runner)
@@ -129,7 +135,7 @@ def test_update_prunes_smallest_and_regrows_as_many(tmp_path):
     assert torch.equal(param.detach()[kept], before[kept])
 
 
-def test_resume_restores_the_masks(tmp_path):
+def test_resume_restores_the_masks(tmp_path, sparsity_runner):
     runner = sparsity_runner(tmp_path, max_iters=4, interval=2)
     runner.train()
     saved = torch.load(tmp_path / 'iter_4.pth', weights_only=False)
@@ -142,7 +148,8 @@ def test_resume_restores_the_masks(tmp_path):
         assert torch.equal(hook.masks[name].bool().cpu(), mask), name
 
 
-def test_fine_tuning_keeps_the_masks_of_a_sparse_checkpoint(tmp_path):
+def test_fine_tuning_keeps_the_masks_of_a_sparse_checkpoint(
+        tmp_path, sparsity_runner):
     """What the 384 configs do: load a sparse model and keep its masks
     (restored from the checkpoint) with no pruning: its zeros stay zeros."""
     runner = sparsity_runner(tmp_path / 'pretrain', max_iters=2)
@@ -172,7 +179,8 @@ def runner_log(runner):
     return records
 
 
-def test_nonzero_init_takes_the_zeros_of_the_loaded_weights(tmp_path):
+def test_nonzero_init_takes_the_zeros_of_the_loaded_weights(
+        tmp_path, sparsity_runner):
     """SLaK's downstream rule: the masks are the non-zeros of what was
     loaded, and stay fixed; the other weights train."""
     source = sparsity_runner(tmp_path / 'source', max_iters=1)
@@ -198,7 +206,7 @@ def test_nonzero_init_takes_the_zeros_of_the_loaded_weights(tmp_path):
         assert not torch.equal(param, source.model.state_dict()[name]), name
 
 
-def test_nonzero_init_leaves_a_dense_model_dense(tmp_path):
+def test_nonzero_init_leaves_a_dense_model_dense(tmp_path, sparsity_runner):
     runner = sparsity_runner(tmp_path, max_iters=1, init='nonzero')
     log = runner_log(runner)
     runner.train()
@@ -208,7 +216,7 @@ def test_nonzero_init_leaves_a_dense_model_dense(tmp_path):
         for r in log)
 
 
-def test_masks_that_do_not_fit_are_computed_again(tmp_path):
+def test_masks_that_do_not_fit_are_computed_again(tmp_path, sparsity_runner):
     runner = sparsity_runner(tmp_path / 'a', max_iters=2, init='random')
     runner.train()
     checkpoint = torch.load(tmp_path / 'a' / 'iter_2.pth', weights_only=False)
