@@ -178,8 +178,7 @@ def test_resumed_run_draws_what_the_uninterrupted_one_draws(
     assert all(same) if restores else not any(same)
     if restores:
         state = load_from_local(str(tmp_path / 'interrupted' / 'iter_2.pth'))
-        assert len(state['rng_states']) == 1
-        assert set(state['rng_states'][0]) >= {'torch', 'numpy', 'random'}
+        assert set(state['rng_states']) >= {'torch', 'numpy', 'random'}
 
 
 def test_random_states_are_left_alone_by_load_from(tmp_path, make_runner):

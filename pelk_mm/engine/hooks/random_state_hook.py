@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from mmengine.dist import all_gather_object, get_rank, get_world_size
+from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 
 from ...registry import HOOKS
@@ -38,11 +38,18 @@ class RandomStateHook(Hook):
     a seeded, deterministic run resumed from iteration ``i`` re-seeds and
     draws different drop-path and dropout masks from then on than the same
     run not interrupted (close, not equal, losses). This hook adds the states
-    of torch's (CPU and, if in use, CUDA), numpy's and Python's generators of
-    every process to each checkpoint (``checkpoint['rng_states']``, one entry
-    per rank), and puts them back when training resumes, after every other
-    ``before_train`` hook (priority ``LOWEST``). Loading a checkpoint with
-    ``load_from`` (not resuming) restores nothing.
+    of torch's (CPU and, if in use, CUDA), numpy's and Python's generators to
+    each checkpoint (``checkpoint['rng_states']``) and puts them back when
+    training resumes, after every other ``before_train`` hook (priority
+    ``LOWEST``). Loading a checkpoint with ``load_from`` (not resuming)
+    restores nothing.
+
+    Distributed runs: mmengine saves checkpoints on rank 0 only, so the
+    states saved are rank 0's, and every rank gets them back. That is exact
+    with mmengine's default ``randomness.diff_rank_seed=False``, where all
+    ranks are seeded alike and draw alike; with ``diff_rank_seed=True`` only
+    rank 0 is restored and the others go on from their re-seeded state (a
+    warning says so).
 
     What it does not cover: with ``num_workers=0`` the data transforms draw
     from the main process's generators, and mmengine replays the batches
@@ -58,15 +65,14 @@ class RandomStateHook(Hook):
         self._resumed: Optional[tuple] = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        # Every rank saves through the runner; only rank 0 writes the file.
-        checkpoint['rng_states'] = all_gather_object(_capture())
+        checkpoint['rng_states'] = _capture()  # rank 0: the one that saves
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # Kept until before_train: mmengine may still re-seed after loading
         # (a seed in the checkpoint unlike the config's).
-        states = checkpoint.get('rng_states')
         meta = checkpoint.get('meta', {})
-        self._resumed = (states, meta.get('epoch'), meta.get('iter'))
+        self._resumed = (checkpoint.get('rng_states'), meta.get('epoch'),
+                         meta.get('iter'))
 
     def before_train(self, runner) -> None:
         if self._resumed is None:
@@ -82,10 +88,12 @@ class RandomStateHook(Hook):
                 'the checkpoint resumed from holds no random number '
                 'generator states (written without pelk_mm.RandomStateHook):'
                 ' the run goes on re-seeded, not exactly as uninterrupted')
-        elif len(states) != get_world_size():
+            return
+        randomness = runner.cfg.get('randomness') or {}
+        if get_rank() > 0 and randomness.get('diff_rank_seed', False):
             warnings.warn(
-                f'the checkpoint resumed from was written by {len(states)} '
-                f'processes and this run has {get_world_size()}: random '
-                f'number generator states are not restored')
-        else:
-            _restore(states[get_rank()])
+                f'rank {get_rank()} keeps its re-seeded random number '
+                f'generators: with diff_rank_seed=True only rank 0\'s states '
+                f'are in the checkpoint')
+            return
+        _restore(states)
