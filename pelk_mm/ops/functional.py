@@ -108,6 +108,10 @@ def choose_path(kernel_size: int,
 
 
 def _sat_available() -> bool:
+    # The fused extension is opaque to torch.compile: inside a compiled
+    # region the FFT and direct paths (plain torch) are chosen instead.
+    if torch.compiler.is_compiling():
+        return False
     from . import sat
     return sat.is_built()
 
@@ -179,7 +183,8 @@ def depthwise_conv(x: torch.Tensor,
 def grid_depthwise_conv(x: torch.Tensor,
                         weight: torch.Tensor,
                         grid: torch.Tensor,
-                        path: str = 'auto') -> torch.Tensor:
+                        path: str = 'auto',
+                        kernel_size: Optional[int] = None) -> torch.Tensor:
     """Depthwise "same" conv of a kernel given by block weights on a grid.
 
     Args:
@@ -187,16 +192,20 @@ def grid_depthwise_conv(x: torch.Tensor,
         weight (Tensor): Block weights (C, k', k').
         grid (Tensor): int64 cell widths (k',), summing to K.
         path (str): ``'auto'``, ``'direct'``, ``'fft'`` or ``'sat'``.
+        kernel_size (int, optional): K, if known (see
+            :func:`~pelk_mm.ops.grid.expand_by_grid`). Defaults to the sum
+            of ``grid``.
 
     Returns:
         Tensor: (B, C, H, W).
     """
+    if kernel_size is None:
+        kernel_size = int(grid.sum())
     if path == 'auto':
         requires_grad = torch.is_grad_enabled() and (x.requires_grad
                                                      or weight.requires_grad)
-        path = choose_path(
-            int(grid.sum()), x.shape[-2], x.shape[-1], requires_grad,
-            len(grid), x.device)
+        path = choose_path(kernel_size, x.shape[-2], x.shape[-1],
+                           requires_grad, len(grid), x.device)
     if path == 'sat':
         from .sat import grid_depthwise_conv_sat
         return grid_depthwise_conv_sat(x, weight, grid)
@@ -204,8 +213,8 @@ def grid_depthwise_conv(x: torch.Tensor,
     # the gradients of up to (K / 4)^2 taps, which half precision would
     # accumulate with a rounding per tap; this way it is rounded once.
     compute_dtype = torch.promote_types(weight.dtype, torch.float32)
-    return depthwise_conv(x, expand_by_grid(weight.to(compute_dtype), grid),
-                          path)
+    kernel = expand_by_grid(weight.to(compute_dtype), grid, kernel_size)
+    return depthwise_conv(x, kernel, path)
 
 
 def _window_bounds(length: int, size: int, device) -> tuple:
@@ -255,7 +264,8 @@ def peripheral_conv2d(x: torch.Tensor,
                       pos_border: str = 'valid',
                       bias: Optional[torch.Tensor] = None,
                       path: str = 'auto',
-                      grid: Optional[torch.Tensor] = None) -> torch.Tensor:
+                      grid: Optional[torch.Tensor] = None,
+                      kernel_size: Optional[int] = None) -> torch.Tensor:
     """Peripheral convolution, fast paths.
 
     Args:
@@ -270,12 +280,13 @@ def peripheral_conv2d(x: torch.Tensor,
             ``'sat'``.
         grid (Tensor, optional): int64 cell widths (k',) of the sharing
             grid when ``kernel`` holds block weights.
+        kernel_size (int, optional): K, with ``grid``, if known.
 
     Returns:
         Tensor: Output of shape (B, C, H, W).
     """
     out = depthwise_conv(x, kernel, path) if grid is None else \
-        grid_depthwise_conv(x, kernel, grid, path)
+        grid_depthwise_conv(x, kernel, grid, path, kernel_size)
     if pos_kernel is not None:
         term = positional_term(pos_kernel, *x.shape[-2:], pos_border)
         out = out + term.to(out.dtype)

@@ -12,7 +12,7 @@ centre leaves 1 after 1+1+1+2+4+8+16), the rule is applied literally: the
 outermost cell is 1 wide rather than being merged into its neighbour. A
 remainder of 0 (e.g. 67 with a 7x7 centre) adds no cell.
 """
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -72,7 +72,9 @@ def grid_tensor(grid: List[int], device=None) -> torch.Tensor:
     return torch.as_tensor(grid, dtype=torch.long, device=device)
 
 
-def expand_by_grid(weight: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+def expand_by_grid(weight: torch.Tensor,
+                   grid: torch.Tensor,
+                   size: Optional[int] = None) -> torch.Tensor:
     """Expand ``(..., k', k')`` block weights to a dense ``(..., K, K)``
     kernel.
 
@@ -81,10 +83,15 @@ def expand_by_grid(weight: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     Args:
         weight (Tensor): Block weights of shape ``(..., k', k')``.
         grid (Tensor): int64 cell widths of length k', summing to K.
+        size (int, optional): K, if the caller knows it (modules do, from
+            their construction): then nothing is read back from ``grid``,
+            which keeps the expansion free of a device sync and traceable
+            with static shapes. Defaults to ``int(grid.sum())``.
 
     Returns:
         Tensor: The dense kernel, shape ``(..., K, K)``.
     """
-    size = int(grid.sum())
+    if size is None:
+        size = int(grid.sum())
     dense = weight.repeat_interleave(grid, dim=-1, output_size=size)
     return dense.repeat_interleave(grid, dim=-2, output_size=size)

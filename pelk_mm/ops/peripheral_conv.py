@@ -116,7 +116,7 @@ class PeripheralConv2d(nn.Module):
 
     def expand_kernel(self) -> torch.Tensor:
         """The dense depthwise kernel, shape (C, 1, K, K)."""
-        return expand_by_grid(self.weight, self.grid_index)
+        return expand_by_grid(self.weight, self.grid_index, self.kernel_size)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.channels:
@@ -138,7 +138,7 @@ class PeripheralConv2d(nn.Module):
             # Deployed: the positional term and the bias depend only on the
             # map size; compute them once per size.
             out = grid_depthwise_conv(x, self.weight[:, 0], self.grid_index,
-                                      self.path)
+                                      self.path, self.kernel_size)
             return out + self._constant_terms(x)
         return peripheral_conv2d(
             x,
@@ -147,7 +147,8 @@ class PeripheralConv2d(nn.Module):
             self.pos_border,
             self.bias,
             self.path,
-            grid=self.grid_index)
+            grid=self.grid_index,
+            kernel_size=self.kernel_size)
 
     def _constant_terms(self, x: torch.Tensor) -> torch.Tensor:
         """Positional term + bias of a deployed conv, cached per map size."""

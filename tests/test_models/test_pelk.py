@@ -326,3 +326,21 @@ def test_deployed_constant_terms_follow_loaded_weights():
         model(x)  # fills the caches
         model.load_state_dict(other.state_dict())
         assert torch.allclose(model(x)[0], other(x)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize('deployed', [False, True])
+def test_torch_compile_traces_pelk_t_without_graph_breaks(deployed):
+    """K and k' are Python ints fixed at construction and the fused CPU
+    extension is not offered inside a compiled region, so dynamo traces the
+    whole backbone as one graph (training: with gradients)."""
+    model = PeLK('tiny')
+    if deployed:
+        model.eval()
+        for module in model.modules():
+            if hasattr(module, 'switch_to_deploy'):
+                module.switch_to_deploy()
+    torch._dynamo.reset()
+    with torch.set_grad_enabled(not deployed):
+        explained = torch._dynamo.explain(model)(torch.randn(1, 3, 64, 64))
+    assert explained.graph_break_count == 0, explained.break_reasons[:3]
+    assert explained.graph_count == 1

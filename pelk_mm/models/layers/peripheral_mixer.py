@@ -118,7 +118,8 @@ class PeripheralMixer(nn.Module):
         pos_embed = large.pos_embed
         if pos_embed is not None:
             # Freeze W * h now: h must not meet the merged small kernel.
-            pos_kernel = expand_by_grid(weight[:, 0], large.grid_index)
+            pos_kernel = expand_by_grid(weight[:, 0], large.grid_index,
+                                        large.kernel_size)
             large.register_buffer('pos_kernel', pos_kernel * pos_embed)
         if self.small is not None:
             small_weight, small_bias = _fold_bn(self.small.weight,
