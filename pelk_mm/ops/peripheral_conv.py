@@ -91,14 +91,20 @@ class PeripheralConv2d(nn.Module):
         self.grid = sharing_grid(kernel_size, center_size, base)
         self.pos_border = pos_border
         self.path = path
+        # The widths again, as a tensor on the module's device, for the
+        # kernels (``self.grid`` is the Python list shapes are taken from).
         self.register_buffer(
-            'grid_index', grid_tensor(self.grid), persistent=False)
+            'grid_widths', grid_tensor(self.grid), persistent=False)
         num_cells = len(self.grid)
         self.weight = nn.Parameter(
             torch.empty(channels, 1, num_cells, num_cells))
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
         # A tuple keeps the shared module out of this module's children.
         self._pos_embed = (pos_embed, )
+        # The inference form (see set_deployed): W * h frozen.
+        self.deploy = False
+        self.register_buffer('pos_kernel', None)
+        self._constant_cache = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -116,7 +122,7 @@ class PeripheralConv2d(nn.Module):
 
     def expand_kernel(self) -> torch.Tensor:
         """The dense depthwise kernel, shape (C, 1, K, K)."""
-        return expand_by_grid(self.weight, self.grid_index, self.kernel_size)
+        return expand_by_grid(self.weight, self.grid_widths, self.kernel_size)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.channels:
@@ -126,18 +132,38 @@ class PeripheralConv2d(nn.Module):
 
     def _pos_kernel(self, kernel: Optional[torch.Tensor] = None):
         """``W * h`` (C, K, K), or the frozen one of deploy mode, or None."""
-        if self.pos_embed is not None:
-            if kernel is None:
-                kernel = self.expand_kernel()[:, 0]
-            return kernel * self.pos_embed
-        return getattr(self, 'pos_kernel', None)  # set by deploy
+        if self.deploy:
+            return self.pos_kernel
+        if self.pos_embed is None:
+            return None
+        if kernel is None:
+            kernel = self.expand_kernel()[:, 0]
+        return kernel * self.pos_embed
+
+    @torch.no_grad()
+    def set_deployed(self, weight: torch.Tensor, bias: torch.Tensor,
+                     pos_kernel: Optional[torch.Tensor]) -> None:
+        """Become the inference form of a conv whose surroundings were
+        folded in (:meth:`PeripheralMixer.switch_to_deploy`).
+
+        Args:
+            weight (Tensor): The new block weights, (C, 1, k', k').
+            bias (Tensor): The new bias, (C, ).
+            pos_kernel (Tensor, optional): ``W * h`` frozen from the
+                weights it belongs to, (C, K, K); None without embedding.
+        """
+        self.weight.data.copy_(weight)
+        self.bias = nn.Parameter(bias)
+        self.pos_kernel = pos_kernel
+        self._pos_embed = (None, )
+        self.deploy = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        if hasattr(self, 'pos_kernel') and not torch.is_grad_enabled():
+        if self.deploy and not torch.is_grad_enabled():
             # Deployed: the positional term and the bias depend only on the
             # map size; compute them once per size.
-            out = grid_depthwise_conv(x, self.weight[:, 0], self.grid_index,
+            out = grid_depthwise_conv(x, self.weight[:, 0], self.grid_widths,
                                       self.path, self.kernel_size)
             return out + self._constant_terms(x)
         return peripheral_conv2d(
@@ -147,21 +173,21 @@ class PeripheralConv2d(nn.Module):
             self.pos_border,
             self.bias,
             self.path,
-            grid=self.grid_index,
+            grid=self.grid_widths,
             kernel_size=self.kernel_size)
 
     def _constant_terms(self, x: torch.Tensor) -> torch.Tensor:
         """Positional term + bias of a deployed conv, cached per map size."""
+        if self.pos_kernel is None:
+            return self.bias.to(x.dtype).view(-1, 1, 1)
         # Tensor versions change when a state dict is loaded in place.
         key = (tuple(x.shape[-2:]), x.dtype, x.device,
-               self.pos_kernel._version,
-               None if self.bias is None else self.bias._version)
-        cached = getattr(self, '_constant_cache', None)
+               self.pos_kernel._version, self.bias._version)
+        cached = self._constant_cache
         if cached is None or cached[0] != key:
             term = positional_term(self.pos_kernel, *x.shape[-2:],
                                    self.pos_border)
-            if self.bias is not None:
-                term = term + self.bias.view(-1, 1, 1)
+            term = term + self.bias.view(-1, 1, 1)
             cached = (key, term.to(x.dtype))
             self._constant_cache = cached
         return cached[1]

@@ -336,9 +336,7 @@ def test_torch_compile_traces_pelk_t_without_graph_breaks(deployed):
     model = PeLK('tiny')
     if deployed:
         model.eval()
-        for module in model.modules():
-            if hasattr(module, 'switch_to_deploy'):
-                module.switch_to_deploy()
+        model.switch_to_deploy()
     torch._dynamo.reset()
     with torch.set_grad_enabled(not deployed):
         explained = torch._dynamo.explain(model)(torch.randn(1, 3, 64, 64))

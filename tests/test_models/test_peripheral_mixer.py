@@ -30,12 +30,15 @@ def test_partial_channels_pass_as_identity():
     assert not torch.allclose(y[:, :6], x[:, :6])
 
 
-@pytest.mark.parametrize('kernel_size, center_size, small_kernel',
-                         [(51, 5, 5), (31, 5, 3), (101, 7, 5), (13, 5, None)])
-def test_switch_to_deploy_keeps_outputs(kernel_size, center_size,
-                                        small_kernel):
+@pytest.mark.parametrize('kernel_size, center_size, small_kernel, pos',
+                         [(51, 5, 5, True), (31, 5, 3, True),
+                          (101, 7, 5, True), (13, 5, None, True),
+                          (31, 5, 5, False)])
+def test_switch_to_deploy_keeps_outputs(kernel_size, center_size, small_kernel,
+                                        pos):
     torch.manual_seed(0)
-    pos_embed = KernelPositionEmbedding(6, kernel_size, std=0.5)
+    pos_embed = KernelPositionEmbedding(6, kernel_size, std=0.5) \
+        if pos else None
     mixer = PeripheralMixer(
         16,
         kernel_size,
@@ -56,7 +59,8 @@ def test_switch_to_deploy_keeps_outputs(kernel_size, center_size,
     num_cells = len(mixer.large.grid)
     mixer.switch_to_deploy()
     assert mixer.deploy and mixer.large.weight.shape[-1] == num_cells
-    assert not hasattr(mixer, 'large_norm') and mixer.small is None
+    assert mixer.large.deploy and mixer.large_norm is mixer.small is None
+    assert 'large_norm.weight' not in mixer.state_dict()
     assert rel_err(mixer(x), expected) < 1e-5
     assert rel_err(mixer.large.forward_reference(x[:, :6]),
                    mixer(x)[:, :6]) < 1e-5

@@ -115,7 +115,7 @@ def test_valid_border_is_positional_and_padded_is_a_bias():
 @pytest.mark.parametrize('border', ['valid', 'padded'])
 def test_gradcheck_float64(path, border):
     torch.manual_seed(0)
-    grid = PeripheralConv2d(2, 13).grid_index
+    grid = PeripheralConv2d(2, 13).grid_widths
 
     def peripheral(x, weight, bias, h):
         kernel = expand_by_grid(weight, grid)
@@ -257,7 +257,7 @@ def test_half_precision_within_derived_bound(path, dtype):
     the same bound. No tolerance here depends on the machine.
     """
     torch.manual_seed(0)
-    grid = PeripheralConv2d(3, 31).grid_index
+    grid = PeripheralConv2d(3, 31).grid_widths
     x = torch.randn(2, 3, 24, 20).to(dtype).requires_grad_()
     weight = (torch.randn(3, 11, 11) / 31).to(dtype).requires_grad_()
     grad_out = torch.randn(2, 3, 24, 20).to(dtype)

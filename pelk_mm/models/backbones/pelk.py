@@ -337,6 +337,7 @@ class PeLK(BaseModule):
                          bias=0.),
                  ]):
         super().__init__(init_cfg=init_cfg)
+        self.deploy = False  # switch_to_deploy() makes the inference form
         arch = self._parse_arch(arch)
         self.depths = list(arch['depths'])
         self.channels = list(arch['channels'])
@@ -593,6 +594,7 @@ class PeLK(BaseModule):
                 module.switch_to_deploy()
         for stage in self.stages:
             stage.pos_embed = None  # folded into each conv's pos_kernel
+        self.deploy = True
 
     def get_layer_depth(self, param_name: str, prefix: str = ''):
         """Layer id of a parameter, for layer-wise learning-rate decay.

@@ -115,12 +115,11 @@ class PeripheralMixer(nn.Module):
             return
         large = self.large
         weight, bias = _fold_bn(large.weight, self.large_norm)
-        pos_embed = large.pos_embed
-        if pos_embed is not None:
+        pos_kernel = None
+        if large.pos_embed is not None:
             # Freeze W * h now: h must not meet the merged small kernel.
-            pos_kernel = expand_by_grid(weight[:, 0], large.grid_index,
-                                        large.kernel_size)
-            large.register_buffer('pos_kernel', pos_kernel * pos_embed)
+            pos_kernel = expand_by_grid(weight[:, 0], large.grid_widths,
+                                        large.kernel_size) * large.pos_embed
         if self.small is not None:
             small_weight, small_bias = _fold_bn(self.small.weight,
                                                 self.small_norm)
@@ -128,9 +127,6 @@ class PeripheralMixer(nn.Module):
             stop = start + small_weight.shape[-1]
             weight[..., start:stop, start:stop] += small_weight
             bias = bias + small_bias
-        large.weight.data.copy_(weight)
-        large.bias = nn.Parameter(bias)
-        large._pos_embed = (None, )
-        del self.large_norm
-        self.small = self.small_norm = None
+        large.set_deployed(weight, bias, pos_kernel)
+        self.large_norm = self.small = self.small_norm = None
         self.deploy = True
