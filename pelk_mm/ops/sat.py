@@ -18,6 +18,7 @@ runs on the CPU in float32 and float64; half-precision inputs are computed
 in float32 and cast back.
 """
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -36,12 +37,13 @@ _module = None
 _error: Optional[str] = None
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_identity() -> str:
     """What ``-march=native`` compiles for: the CPU's model and features.
 
     The distinct ``model name`` / ``flags`` lines of ``/proc/cpuinfo`` (and
     their Arm counterparts), or the platform's machine and processor names
-    where that file does not exist.
+    where that file does not exist. Read once per process.
     """
     keys = ('model name', 'flags', 'Features', 'CPU implementer', 'CPU part')
     try:
@@ -65,9 +67,14 @@ def build_directory() -> str:
     """
     root = os.environ.get('PELK_MM_EXT_DIR') or osp.join(
         osp.expanduser('~'), '.cache', 'pelk_mm', 'extensions')
+    return _build_directory(root, cpu_identity())
+
+
+@functools.lru_cache(maxsize=None)
+def _build_directory(root: str, cpu: str) -> str:
     installation = hashlib.sha1(
         f'{osp.realpath(torch.__file__)}|{osp.realpath(_SOURCE)}|'
-        f'{cpu_identity()}'.encode())
+        f'{cpu}'.encode())
     path = osp.join(
         root, f'torch{torch.__version__.replace("+", "_")}-'
         f'{installation.hexdigest()[:10]}')
@@ -150,12 +157,19 @@ def is_built() -> bool:
     """Whether the extension is loaded, or built and up to date in
     :func:`build_directory` (so loading it compiles nothing). Never builds:
     :func:`~pelk_mm.ops.functional.choose_path` asks this, so asking for a
-    cost cannot start a one-minute compile."""
+    cost cannot start a one-minute compile. The folder is looked at once
+    per process (``auto`` asks on every forward until the extension is
+    loaded)."""
     if _module is not None:
         return True
     if _error is not None:
         return False
-    library = osp.join(build_directory(), 'pelk_peripheral_sat.so')
+    return _built_in(build_directory())
+
+
+@functools.lru_cache(maxsize=None)
+def _built_in(path: str) -> bool:
+    library = osp.join(path, 'pelk_peripheral_sat.so')
     return osp.isfile(library) and \
         osp.getmtime(library) >= osp.getmtime(_SOURCE)
 
