@@ -2,10 +2,11 @@
 
 PeLK (like SLaK) is trained with 40% dynamic sparsity on its conv and linear
 weights, and the paper's tables count the sparse model. These helpers count
-a dense model and apply that density to the weights SLaK masks: every 2-D
-(linear) and 4-D (conv, including the peripheral block weights) weight, of
-the whole model or of the part under ``sparse_prefix`` (the backbone of a
-detector or segmentor, whose heads are dense).
+a dense model and apply that density to the weights SLaK masks (conv and
+linear weights, the peripheral block weights included; see
+:mod:`pelk_mm.models.sparsity`), of the whole model or of the part under
+``sparse_prefix`` (the backbone of a detector or segmentor, whose heads are
+dense).
 
 FLOPs come from :class:`mmengine.analysis.FlopAnalyzer` (one multiply-add is
 one FLOP, the OpenMMLab convention), except for the peripheral convs, which
@@ -18,7 +19,8 @@ import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 
-from ..models.sparsity import SPARSE_DENSITY, is_sparse_weight
+from ..models.sparsity import (SPARSE_DENSITY, holds_sparse_weight,
+                               sparse_weights)
 from ..ops import PeripheralConv2d
 
 
@@ -27,15 +29,9 @@ def count_params(model: nn.Module,
                  sparse_prefix: str = '') -> float:
     """Number of parameters, sparse weights under ``sparse_prefix`` counted
     at ``density``."""
-    return sum(p.numel() * (density if n.startswith(sparse_prefix)
-                            and is_sparse_weight(n, p) else 1.0)
+    sparse = sparse_weights(model, sparse_prefix)
+    return sum(p.numel() * (density if n in sparse else 1.0)
                for n, p in model.named_parameters())
-
-
-def _holds_sparse_weight(module: nn.Module) -> bool:
-    return any(
-        is_sparse_weight(n, p)
-        for n, p in module.named_parameters(recurse=False))
 
 
 def _peripheral_flops(model: nn.Module, run) -> Dict[str, float]:
@@ -90,7 +86,7 @@ def count_flops(model: nn.Module,
         by_module[name] = by_module.get(name, 0) + value
     sparse = sum(
         by_module.get(name, 0) for name, module in model.named_modules()
-        if name.startswith(sparse_prefix) and _holds_sparse_weight(module))
+        if name.startswith(sparse_prefix) and holds_sparse_weight(module))
     total = analyzer.total() + sum(peripheral.values())
     return total - (1.0 - density) * sparse
 

@@ -58,7 +58,8 @@ class PeripheralConv2d(nn.Module):
     Shape:
         - Input: (B, C, H, W), any H and W (also smaller than K).
         - Output: (B, C, H, W).
-        - ``weight``: (C, 1, k', k').
+        - ``weight``: (C, k', k'), the block weights. Checkpoints that hold
+          them as (C, 1, k', k') (as ``nn.Conv2d`` would) load too.
     """
 
     def __init__(self,
@@ -96,8 +97,7 @@ class PeripheralConv2d(nn.Module):
         self.register_buffer(
             'grid_widths', grid_tensor(self.grid), persistent=False)
         num_cells = len(self.grid)
-        self.weight = nn.Parameter(
-            torch.empty(channels, 1, num_cells, num_cells))
+        self.weight = nn.Parameter(torch.empty(channels, num_cells, num_cells))
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
         # A tuple keeps the shared module out of this module's children.
         self._pos_embed = (pos_embed, )
@@ -121,7 +121,7 @@ class PeripheralConv2d(nn.Module):
         return None if module is None else module.weight
 
     def expand_kernel(self) -> torch.Tensor:
-        """The dense depthwise kernel, shape (C, 1, K, K)."""
+        """The dense depthwise kernel, shape (C, K, K)."""
         return expand_by_grid(self.weight, self.grid_widths, self.kernel_size)
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -137,7 +137,7 @@ class PeripheralConv2d(nn.Module):
         if self.pos_embed is None:
             return None
         if kernel is None:
-            kernel = self.expand_kernel()[:, 0]
+            kernel = self.expand_kernel()
         return kernel * self.pos_embed
 
     @torch.no_grad()
@@ -147,7 +147,7 @@ class PeripheralConv2d(nn.Module):
         folded in (:meth:`PeripheralMixer.switch_to_deploy`).
 
         Args:
-            weight (Tensor): The new block weights, (C, 1, k', k').
+            weight (Tensor): The new block weights, (C, k', k').
             bias (Tensor): The new bias, (C, ).
             pos_kernel (Tensor, optional): ``W * h`` frozen from the
                 weights it belongs to, (C, K, K); None without embedding.
@@ -158,17 +158,24 @@ class PeripheralConv2d(nn.Module):
         self._pos_embed = (None, )
         self.deploy = True
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Block weights saved as a depthwise conv's (C, 1, k', k').
+        weight = state_dict.get(prefix + 'weight')
+        if weight is not None and weight.dim() == 4 and weight.shape[1] == 1:
+            state_dict[prefix + 'weight'] = weight[:, 0]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         if self.deploy and not torch.is_grad_enabled():
             # Deployed: the positional term and the bias depend only on the
             # map size; compute them once per size.
-            out = grid_depthwise_conv(x, self.weight[:, 0], self.grid_widths,
+            out = grid_depthwise_conv(x, self.weight, self.grid_widths,
                                       self.path, self.kernel_size)
             return out + self._constant_terms(x)
         return peripheral_conv2d(
             x,
-            self.weight[:, 0],
+            self.weight,
             self._pos_kernel(),
             self.pos_border,
             self.bias,
@@ -195,7 +202,7 @@ class PeripheralConv2d(nn.Module):
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """The same output through plain ``F.conv2d`` (slow, for tests)."""
         self._check_input(x)
-        kernel = self.expand_kernel()[:, 0]
+        kernel = self.expand_kernel()
         pos_kernel = self._pos_kernel(kernel)
         return peripheral_conv2d_reference(x, kernel, pos_kernel,
                                            self.pos_border, self.bias)

@@ -18,12 +18,15 @@ the blocks). Two ways to resize, both centre-aligned:
 The positional embedding h is resized the same way, without the scaling: it
 is added to the input at each tap (Eq. 3), so zeros are neutral.
 """
-from typing import List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .grid import expand_by_grid, grid_tensor, sharing_grid
+
+if TYPE_CHECKING:
+    from .peripheral_conv import PeripheralConv2d
 
 RESIZE_MODES = ('pad', 'interpolate')
 
@@ -134,3 +137,91 @@ def resize_pos_embed(pos_embed: torch.Tensor,
                      mode: str = 'pad') -> torch.Tensor:
     """Resize a (C, K1, K1) positional embedding to (C, K2, K2)."""
     return resize_dense(pos_embed, size, mode, scale=False)
+
+
+def regrid_state_dict(state_dict: dict,
+                      convs: Dict[str, 'PeripheralConv2d'],
+                      pos_embed_key: str,
+                      mode: Optional[str],
+                      name: str = 'the checkpoint') -> Optional[str]:
+    """Re-grid, in place, the entries of a group of peripheral convs that
+    share one positional embedding (a PeLK stage) to the convs' kernels.
+
+    The stored kernel size is told by the stored positional embedding
+    (C, K1, K1), and each conv's stored grid by its number of cells (the
+    conv's own centre size preferred where sizes are ambiguous). Entries
+    already on the convs' grids are left alone.
+
+    Args:
+        state_dict (dict): The entries, re-gridded in place.
+        convs (dict[str, PeripheralConv2d]): The target convs by the key
+            prefix of their entries (``'stages.0.blocks.0.mixer.large.'``).
+        pos_embed_key (str): Key of the shared embedding (it tells the
+            stored kernel size, and is resized with the weights).
+        mode (str, optional): ``'pad'``, ``'interpolate'``, or None to
+            refuse re-gridding with an error.
+        name (str): What the entries belong to, for messages.
+
+    Returns:
+        str | None: What was re-gridded, for the caller to log; None when
+        nothing needed it.
+
+    Raises:
+        ValueError: If the entries are on other grids and ``mode`` is None,
+            or they cannot be re-gridded (no embedding that tells their
+            kernel size).
+    """
+    if not convs:
+        return None
+    if mode is not None and mode not in RESIZE_MODES:
+        raise ValueError(
+            f'mode must be one of {RESIZE_MODES} or None, got {mode!r}')
+    first_prefix, first = next(iter(convs.items()))
+    kernel_size = first.kernel_size
+    stored = state_dict.get(pos_embed_key)
+    if stored is None:
+        weight = state_dict.get(first_prefix + 'weight')
+        if weight is not None and weight.shape[-1] != len(first.grid):
+            cells = len(first.grid)
+            raise ValueError(
+                f'{name}: the checkpoint holds {weight.shape[-1]}x'
+                f'{weight.shape[-1]} peripheral weights, this model '
+                f'{cells}x{cells} (kernel {kernel_size}), and it has no '
+                f'positional embedding that tells its kernel size (trained '
+                f'with pos_embed=False, or deployed); build the backbone '
+                f'with the kernel_sizes it was trained with')
+        return None
+    old_size = stored.shape[-1]
+    old_grids = {}  # conv prefix -> the grid its stored weights are on
+    for conv_prefix, conv in convs.items():
+        weight = state_dict.get(conv_prefix + 'weight')
+        if weight is not None:
+            # The conv's own centre first: a checkpoint on this very grid is
+            # then recognised even where sizes are ambiguous.
+            center_size = infer_center_size(
+                old_size,
+                weight.shape[-1],
+                conv.base,
+                prefer=(conv.center_size, 5, 7))
+            old_grids[conv_prefix] = sharing_grid(old_size, center_size,
+                                                  conv.base)
+    if old_size == kernel_size and all(
+            old_grids.get(conv_prefix, conv.grid) == conv.grid
+            for conv_prefix, conv in convs.items()):
+        return None
+    if mode is None:
+        raise ValueError(
+            f'{name}: the checkpoint was trained with {old_size}x{old_size} '
+            f'kernels on other sharing grids than this model\'s '
+            f'{kernel_size}x{kernel_size} ones; set kernel_resize=\'pad\' or '
+            f'\'interpolate\' in the backbone to re-grid them, or use the '
+            f'kernel_sizes and center_size of the checkpoint')
+    state_dict[pos_embed_key] = resize_pos_embed(stored, kernel_size, mode)
+    for conv_prefix, grid in old_grids.items():
+        key = conv_prefix + 'weight'
+        state_dict[key] = regrid_weight(state_dict[key], grid,
+                                        convs[conv_prefix].grid, mode)
+    return (f'{name}: re-gridded the peripheral kernels and the positional '
+            f'embedding of the checkpoint from {old_size}x{old_size} (grid '
+            f'{next(iter(old_grids.values()), None)}) to {kernel_size}x'
+            f'{kernel_size} (grid {first.grid}) (kernel_resize={mode!r})')

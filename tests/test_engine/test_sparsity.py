@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pelk_mm.engine import DynamicSparsityHook
-from pelk_mm.models import is_sparse_weight
+from pelk_mm.models import sparse_weights
 
 
 @pytest.fixture
@@ -45,21 +45,13 @@ def masked_params(runner):
     return {n: (params[n], m) for n, m in hook.masks.items()}
 
 
-def sparse_weights(runner):
-    """Every conv and linear weight: what SLaK masks."""
-    return {
-        n: p
-        for n, p in runner.model.named_parameters() if is_sparse_weight(n, p)
-    }
-
-
 @pytest.mark.parametrize('init', ['snip', 'random'])
 def test_density_holds_and_masked_weights_stay_zero(tmp_path, init,
                                                     sparsity_runner):
     runner = sparsity_runner(tmp_path, max_iters=5, init=init)
     runner.train()
     layers = masked_params(runner)
-    weights = sparse_weights(runner)
+    weights = sparse_weights(runner.model)
     # Every conv and linear weight, the classification head's too (SLaK);
     # those SNIP leaves at least 99% dense stay unmasked.
     assert set(the_hook(runner)._params(runner)) == set(weights)
@@ -87,7 +79,7 @@ def test_snip_gives_each_layer_its_own_density(tmp_path, sparsity_runner):
     runner = sparsity_runner(tmp_path, max_iters=1, interval=1000)
     hook = the_hook(runner)
     runner.train()
-    weights = sparse_weights(runner)
+    weights = sparse_weights(runner.model)
     densities = {
         n: float(hook.masks[n].mean()) if n in hook.masks else 1.0
         for n in weights
@@ -187,7 +179,7 @@ def test_nonzero_init_takes_the_zeros_of_the_loaded_weights(
     torch.manual_seed(0)
     zeros = {}
     with torch.no_grad():
-        for name, param in sparse_weights(source).items():
+        for name, param in sparse_weights(source.model).items():
             zeros[name] = torch.rand(param.shape) < 0.4
             param[zeros[name]] = 0
     torch.save({'state_dict': source.model.state_dict()},
@@ -200,7 +192,7 @@ def test_nonzero_init_takes_the_zeros_of_the_loaded_weights(
         load_from=str(tmp_path / 'sparse.pth'))
     runner.train()
     hook = the_hook(runner)
-    for name, param in sparse_weights(runner).items():
+    for name, param in sparse_weights(runner.model).items():
         assert torch.equal(hook.masks[name].bool(), ~zeros[name]), name
         assert torch.all(param[zeros[name]] == 0), name
         assert not torch.equal(param, source.model.state_dict()[name]), name
@@ -232,7 +224,7 @@ def test_masks_that_do_not_fit_are_computed_again(tmp_path, sparsity_runner):
     log = runner_log(tuned)
     tuned.train()
     mask = the_hook(tuned).masks[name]
-    assert mask.shape == sparse_weights(tuned)[name].shape
+    assert mask.shape == sparse_weights(tuned.model)[name].shape
     assert any('do not fit this model' in r.getMessage() for r in log)
 
 

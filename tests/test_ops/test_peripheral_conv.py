@@ -91,9 +91,7 @@ def test_positional_term_is_eq3(border):
     conv, pos_embed = make_conv(
         3, 13, bias=False, dtype=torch.float64, pos_border=border)
     x = torch.randn(2, 3, 9, 16, dtype=torch.float64)
-    expected = eq3_literal(x,
-                           conv.expand_kernel()[:, 0], pos_embed.weight,
-                           border)
+    expected = eq3_literal(x, conv.expand_kernel(), pos_embed.weight, border)
     assert rel_err(conv(x), expected) < 1e-10
     assert rel_err(conv.forward_reference(x), expected) < 1e-10
 
@@ -134,9 +132,26 @@ def test_gradcheck_float64(path, border):
 
 def test_expand_kernel_shape_and_parameter_count():
     conv = PeripheralConv2d(46, 51)
-    assert conv.weight.shape == (46, 1, 13, 13)
-    assert conv.expand_kernel().shape == (46, 1, 51, 51)
+    assert conv.weight.shape == (46, 13, 13)
+    assert conv.expand_kernel().shape == (46, 51, 51)
     assert sum(p.numel() for p in conv.parameters()) == 46 * 169
+
+
+def test_block_weights_saved_as_a_depthwise_conv_load():
+    """Checkpoints holding the block weights as (C, 1, k', k'), as
+    ``nn.Conv2d`` would store them, load into the (C, k', k') parameter."""
+    torch.manual_seed(0)
+    source = PeripheralConv2d(4, 13, bias=True)
+    state = source.state_dict()
+    state['weight'] = state['weight'].unsqueeze(1)
+    target = PeripheralConv2d(4, 13, bias=True)
+    target.load_state_dict(state)
+    assert torch.equal(target.weight, source.weight)
+    x = torch.randn(1, 4, 10, 10)
+    assert torch.equal(target(x), source(x))
+    wrong = dict(state, weight=torch.zeros(4, 2, 7, 7))
+    with pytest.raises(RuntimeError, match='size mismatch for weight'):
+        target.load_state_dict(wrong)
 
 
 def test_automatic_path_choice():

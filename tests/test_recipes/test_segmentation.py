@@ -561,18 +561,15 @@ def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path, run_tool):
     conv and linear weight stays zero, the others train."""
     import torch
 
-    from pelk_mm.models import PeLK, is_sparse_weight
+    from pelk_mm.models import PeLK, sparse_weights
     torch.manual_seed(0)
-    state = {
-        f'backbone.{k}': v
-        for k, v in PeLK('tiny', out_indices=(0, 1, 2,
-                                              3)).state_dict().items()
-    }
+    backbone = PeLK('tiny', out_indices=(0, 1, 2, 3))
+    state = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
     zeros = {}
-    for key, value in state.items():
-        if is_sparse_weight(key, value):
-            zeros[key] = torch.rand(value.shape) < 0.4
-            value[zeros[key]] = 0
+    for key in sparse_weights(backbone):
+        value = state[f'backbone.{key}']
+        zeros[f'backbone.{key}'] = torch.rand(value.shape) < 0.4
+        value[zeros[f'backbone.{key}']] = 0
     backbone_file = tmp_path / 'sparse_backbone.pth'
     torch.save({'state_dict': state}, backbone_file)
     override = tmp_path / 'config.py'

@@ -1,6 +1,7 @@
 """SLaK's dynamic sparsity as an mmengine hook (PeLK trains with it).
 
-Every conv and linear weight (2-D and 4-D, as SLaK) of the chosen part of
+Every conv and linear weight (as SLaK; the peripheral block weights too, see
+:mod:`pelk_mm.models.sparsity`) of the chosen part of
 the model (default: all of it, the classification head included) gets a
 binary mask. The masks start from one of:
 
@@ -39,7 +40,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from ...models.sparsity import is_sparse_weight
+from ...models.sparsity import sparse_weights
 from ...registry import HOOKS
 
 # A layer at least this dense after initialisation is left unmasked (SLaK).
@@ -105,11 +106,7 @@ class DynamicSparsityHook(Hook):
         return model.module if is_model_wrapper(model) else model
 
     def _params(self, runner) -> Dict[str, nn.Parameter]:
-        return {
-            n: p
-            for n, p in self._model(runner).named_parameters()
-            if n.startswith(self.prefix) and is_sparse_weight(n, p)
-        }
+        return sparse_weights(self._model(runner), self.prefix)
 
     def _sync(self) -> None:
         for mask in self.masks.values():

@@ -18,8 +18,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...ops import (RESIZE_MODES, KernelPositionEmbedding, PeripheralConv2d,
-                    infer_center_size, regrid_weight, resize_pos_embed,
-                    sharing_grid)
+                    regrid_state_dict)
 from ...registry import MODELS
 from ..layers import PeripheralMixer
 
@@ -128,66 +127,16 @@ class PeLKStage(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _regrid_checkpoint(self, state_dict: dict, prefix: str) -> None:
-        convs = [(f'{prefix}{name}.', module)
-                 for name, module in self.named_modules()
-                 if isinstance(module, PeripheralConv2d)]
-        if not convs:
-            return
-        kernel_size = convs[0][1].kernel_size
-        stored = state_dict.get(prefix + 'pos_embed.weight')
-        if stored is None:
-            weight = state_dict.get(convs[0][0] + 'weight')
-            if weight is not None and weight.shape[-1] != len(
-                    convs[0][1].grid):
-                raise ValueError(
-                    f'{prefix[:-1]}: the checkpoint holds {weight.shape[-1]}'
-                    f'x{weight.shape[-1]} peripheral weights, this model '
-                    f'{len(convs[0][1].grid)}x{len(convs[0][1].grid)} '
-                    f'(kernel {kernel_size}), and it has no positional '
-                    f'embedding that tells its kernel size (trained with '
-                    f'pos_embed=False, or deployed); build the backbone with '
-                    f'the kernel_sizes it was trained with')
-            return
-        old_size = stored.shape[-1]
-        old_grids = {}  # conv prefix -> the grid its stored weights are on
-        for conv_prefix, conv in convs:
-            weight = state_dict.get(conv_prefix + 'weight')
-            if weight is not None:
-                # The model's own centre first: a checkpoint on this very
-                # grid is then recognised even where sizes are ambiguous.
-                center_size = infer_center_size(
-                    old_size,
-                    weight.shape[-1],
-                    conv.base,
-                    prefer=(conv.center_size, 5, 7))
-                old_grids[conv_prefix] = sharing_grid(old_size, center_size,
-                                                      conv.base)
-        if old_size == kernel_size and all(
-                old_grids.get(conv_prefix, conv.grid) == conv.grid
-                for conv_prefix, conv in convs):
-            return
-        if self.kernel_resize is None:
-            raise ValueError(
-                f'{prefix[:-1]}: the checkpoint was trained with {old_size}x'
-                f'{old_size} kernels on other sharing grids than this '
-                f'model\'s {kernel_size}x{kernel_size} ones; set '
-                f'kernel_resize=\'pad\' or \'interpolate\' in the backbone '
-                f'to re-grid them, or use the kernel_sizes and center_size '
-                f'of the checkpoint')
-        if self.pos_embed is not None:
-            state_dict[prefix + 'pos_embed.weight'] = resize_pos_embed(
-                stored, kernel_size, self.kernel_resize)
-        for conv_prefix, conv in convs:
-            if conv_prefix in old_grids:
-                state_dict[conv_prefix + 'weight'] = regrid_weight(
-                    state_dict[conv_prefix + 'weight'], old_grids[conv_prefix],
-                    conv.grid, self.kernel_resize)
-        MMLogger.get_current_instance().warning(
-            f'{prefix[:-1]}: re-gridded the peripheral kernels and the '
-            f'positional embedding of the checkpoint from {old_size}x'
-            f'{old_size} (grid {next(iter(old_grids.values()), None)}) to '
-            f'{kernel_size}x{kernel_size} (grid {convs[0][1].grid}) '
-            f'(kernel_resize={self.kernel_resize!r})')
+        convs = {
+            f'{prefix}{name}.': module
+            for name, module in self.named_modules()
+            if isinstance(module, PeripheralConv2d)
+        }
+        done = regrid_state_dict(state_dict, convs,
+                                 prefix + 'pos_embed.weight',
+                                 self.kernel_resize, prefix[:-1])
+        if done:
+            MMLogger.get_current_instance().warning(done)
 
 
 @MODELS.register_module()
@@ -205,10 +154,11 @@ class PeLK(BaseModule):
 
     Widths are SLaK's (ConvNeXt's x1.3, truncated): the paper trains with
     SLaK's dynamic sparsity, so its parameter and FLOP counts are of the 40%
-    sparse model. How the counts are taken (``tests/test_pelk.py``):
+    sparse model. How the counts are taken:
 
-    * Params: every parameter, with the conv and linear weights (the 2-D and
-      4-D ones, where SLaK's masks live) counted at density 0.6.
+    * Params: every parameter, with the conv and linear weights (where
+      SLaK's masks live, the peripheral block weights included; see
+      :mod:`pelk_mm.models.sparsity`) counted at density 0.6.
     * FLOPs: ``mmengine.analysis.FlopAnalyzer`` (one multiply-add is one
       FLOP) with the peripheral conv counted as the dense KxK depthwise conv
       it equals, conv and linear layers at density 0.6, with a 1000-class

@@ -118,14 +118,14 @@ class PeripheralMixer(nn.Module):
         pos_kernel = None
         if large.pos_embed is not None:
             # Freeze W * h now: h must not meet the merged small kernel.
-            pos_kernel = expand_by_grid(weight[:, 0], large.grid_widths,
+            pos_kernel = expand_by_grid(weight, large.grid_widths,
                                         large.kernel_size) * large.pos_embed
         if self.small is not None:
             small_weight, small_bias = _fold_bn(self.small.weight,
                                                 self.small_norm)
             start = (len(large.grid) - small_weight.shape[-1]) // 2
             stop = start + small_weight.shape[-1]
-            weight[..., start:stop, start:stop] += small_weight
+            weight[:, start:stop, start:stop] += small_weight[:, 0]
             bias = bias + small_bias
         large.set_deployed(weight, bias, pos_kernel)
         self.large_norm = self.small = self.small_norm = None
