@@ -8,12 +8,14 @@ _base_ = [
 ]
 # pelk_mm's own: checkpoints written crash-safe (temporary file, rename,
 # then rotation) with the random generators' states, so that a resumed run
-# goes on as the uninterrupted one, and a stop at the first NaN/Inf loss
-# before it is saved.
+# goes on as the uninterrupted one, a stop at the first NaN/Inf loss before
+# it is saved, and a refusal to start on a GPU with an mmcv built without
+# CUDA ops (RoIAlign and NMS would fail in the first iteration).
 default_hooks = dict(
     checkpoint=dict(type='pelk_mm.AtomicCheckpointHook'),
     random_state=dict(type='pelk_mm.RandomStateHook'),
-    finite_loss=dict(type='pelk_mm.FiniteLossHook'))
+    finite_loss=dict(type='pelk_mm.FiniteLossHook'),
+    mmcv_ops=dict(type='pelk_mm.MMCVOpsCheckHook'))
 # SLaK's sparse=True backbones: the zeros of the 40%-sparse ImageNet
 # backbone stay zeros while fine-tuning (masks = its non-zero conv and linear
 # weights, fixed), so the model is the sparse one the paper counts. A dense

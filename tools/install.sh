@@ -11,14 +11,29 @@
 #                                        pkg_resources)
 #   mmengine 0.10.7
 #   mmcv 2.1.0 with compiled ops         (built from source; pip caches the
-#                                        wheel, so later runs reuse it)
+#                                        wheel, so later runs reuse it; with
+#                                        CUDA kernels where nvcc is found,
+#                                        see below)
 #   mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0, ftfy, regex,
 #   opencv-python<5, pytest, flake8 7.1.1, isort 5.13.2, yapf 0.40.2
 #   (the house style's checkers, `make lint`), and pelk_mm itself
 #   (editable).
 #
-# Usage: bash tools/install.sh   (or `make install`)
-# Environment: PYTHON (default python3.11), VENV (default .venv).
+# mmcv's CUDA ops: mmcv compiles them only where the build sees a CUDA
+# toolkit. Where `nvcc` is on PATH (or in $CUDA_HOME/bin), this script builds
+# them (FORCE_CUDA=1) for the architectures in TORCH_CUDA_ARCH_LIST, else for
+# the GPUs nvidia-smi lists, else for 7.5-9.0 (+PTX); without nvcc, CPU ops
+# only. A cached CPU-only wheel is not reused for a CUDA build, and an mmcv
+# without CUDA ops is rebuilt once nvcc is there. Install on a node with the
+# CUDA toolkit of your torch; `bash tools/install.sh --mmcv-build-plan`
+# prints what it would build, and changes nothing. PELK_MM_MMCV_CUDA=0
+# builds CPU ops only whatever is there (CPU-only machines that have nvcc,
+# such as CI: the CUDA build takes 20-60 minutes), =1 insists on CUDA ops.
+#
+# Usage: bash tools/install.sh [--mmcv-build-plan]   (or `make install`)
+# Environment: PYTHON (default python3.11), VENV (default .venv),
+#              PELK_MM_MMCV_CUDA (auto, 0 or 1; default auto),
+#              TORCH_CUDA_ARCH_LIST, CUDA_HOME, MAX_JOBS.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +46,56 @@ START=$(date +%s)
 log() { printf '[install %4ds] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 ok() { "$PY" - >/dev/null 2>&1 <<<"$1"; }
 pip_install() { "$PY" -m pip install --disable-pip-version-check "$@"; }
+
+# What mmcv is built with here: prints "FORCE_CUDA=0" or "FORCE_CUDA=1
+# TORCH_CUDA_ARCH_LIST=..." and, on stderr, why.
+mmcv_build_plan() {
+  local nvcc archs
+  case "${PELK_MM_MMCV_CUDA:-auto}" in
+    0)
+      echo "mmcv: CPU ops only (PELK_MM_MMCV_CUDA=0)" >&2
+      echo "FORCE_CUDA=0"
+      return ;;
+    1|auto) ;;
+    *)
+      echo "install: PELK_MM_MMCV_CUDA must be auto, 0 or 1, got" \
+           "'$PELK_MM_MMCV_CUDA'" >&2
+      exit 1 ;;
+  esac
+  nvcc="$(command -v nvcc 2>/dev/null || true)"
+  if [ -z "$nvcc" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then
+    nvcc="$CUDA_HOME/bin/nvcc"
+  fi
+  if [ -z "$nvcc" ] && [ "${PELK_MM_MMCV_CUDA:-auto}" = 1 ]; then
+    echo "install: PELK_MM_MMCV_CUDA=1 but no nvcc on PATH or in" \
+         "\$CUDA_HOME/bin; install the CUDA toolkit of your torch" \
+         "($("$PY" -c 'import torch; print(torch.version.cuda)' 2>/dev/null || echo '?'))" >&2
+    exit 1
+  fi
+  if [ -z "$nvcc" ]; then
+    echo "mmcv: no nvcc (CUDA toolkit) found: CPU ops only; install on a GPU" \
+         "node with nvcc to run detectors on GPUs" >&2
+    echo "FORCE_CUDA=0"
+    return
+  fi
+  if [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    archs="$TORCH_CUDA_ARCH_LIST"
+    echo "mmcv: CUDA ops with $nvcc for TORCH_CUDA_ARCH_LIST=$archs (given)" >&2
+  elif archs="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \
+                | sort -u | paste -sd ';' -)" && [ -n "$archs" ]; then
+    echo "mmcv: CUDA ops with $nvcc for the visible GPUs ($archs)" >&2
+  else
+    archs="7.5;8.0;8.6;8.9;9.0+PTX"
+    echo "mmcv: CUDA ops with $nvcc; no GPU visible, so for $archs" \
+         "(set TORCH_CUDA_ARCH_LIST to choose)" >&2
+  fi
+  echo "FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$archs"
+}
+
+if [ "${1:-}" = "--mmcv-build-plan" ]; then
+  mmcv_build_plan
+  exit 0
+fi
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
   echo "install: $PYTHON not found. pelk_mm is tested with Python 3.11;" \
@@ -58,10 +123,29 @@ if ! ok 'import mmengine, sys; sys.exit(mmengine.__version__ != "0.10.7")'; then
   pip_install -q mmengine==0.10.7 'opencv-python<5'
 fi
 
-if ! ok 'import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; sys.exit(mmcv.__version__ != "2.1.0")'; then
-  log "building mmcv 2.1.0 with compiled ops (8-19 minutes on 2 cores; cached afterwards)"
-  MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-2}" \
-    pip_install --no-build-isolation mmcv==2.1.0
+PLAN="$(mmcv_build_plan 2>/dev/null)" || { mmcv_build_plan >/dev/null; exit 1; }
+# The CUDA version of mmcv's ops as the build plan needs it ("not available"
+# is mmcv's answer for CPU-only ops).
+if [ "${PLAN%% *}" = "FORCE_CUDA=1" ]; then
+  MMCV_CUDA_OK='from mmcv.ops import get_compiling_cuda_version as v; sys.exit(v() == "not available")'
+else
+  MMCV_CUDA_OK='pass'
+fi
+if ! ok "import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; assert mmcv.__version__ == '2.1.0'; $MMCV_CUDA_OK"; then
+  mmcv_build_plan >/dev/null  # says what it builds, and why
+  CACHE=()
+  if [ "${PLAN%% *}" = "FORCE_CUDA=1" ]; then
+    log "building mmcv 2.1.0 with compiled CPU and CUDA ops (20-60 minutes)"
+    # pip's wheel cache does not know how a wheel was built: never take a
+    # CPU-only one from it for this build. An mmcv already there is replaced
+    # once the new one is built (a failed build leaves it in place).
+    CACHE=(--no-cache-dir --force-reinstall --no-deps)
+  else
+    log "building mmcv 2.1.0 with compiled CPU ops (8-19 minutes on 2 cores; cached afterwards)"
+  fi
+  env MMCV_WITH_OPS=1 $PLAN MAX_JOBS="${MAX_JOBS:-2}" \
+    "$PY" -m pip install --disable-pip-version-check ${CACHE[@]+"${CACHE[@]}"} \
+    --no-build-isolation mmcv==2.1.0
   if ! ok 'import mmcv.ops; from mmcv.ops import nms, roi_align'; then
     echo "install: mmcv 2.1.0 was installed without its compiled ops" \
          "(mmcv.ops does not import). Remove it with" \
@@ -69,7 +153,14 @@ if ! ok 'import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; sys.ex
          "('$PY -m pip cache remove mmcv') and run this script again." >&2
     exit 1
   fi
+  if ! ok "import sys; $MMCV_CUDA_OK"; then
+    echo "install: nvcc was found but mmcv 2.1.0 was built without CUDA ops;" \
+         "check that nvcc's CUDA matches torch's ($("$PY" -c 'import torch; print(torch.version.cuda)'))" \
+         "and see the build log above." >&2
+    exit 1
+  fi
 fi
+MMCV_OPS="$("$PY" -c 'from mmcv.ops import get_compiling_cuda_version as v; c = v(); print("CPU ops only" if c == "not available" else f"CPU + CUDA {c} ops")')"
 
 if ! ok 'import mmdet, mmseg, mmpretrain, ftfy, regex, cv2, pytest, sys; sys.exit(not (mmdet.__version__ == "3.3.0" and mmseg.__version__ == "1.2.2" and mmpretrain.__version__ == "1.2.0"))'; then
   log "installing mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0"
@@ -82,7 +173,9 @@ if ! ok 'import sys, flake8, isort, yapf; sys.exit(not (flake8.__version__, isor
   pip_install -q flake8==7.1.1 isort==5.13.2 yapf==0.40.2
 fi
 
-if ! ok 'import pelk_mm' || [ setup.cfg -nt "$VENV/.pelk_mm-installed" ]; then
+if ! ok 'import pelk_mm' || [ ! -e pelk_mm/.mim/model-index.yml ] \
+    || [ setup.cfg -nt "$VENV/.pelk_mm-installed" ] \
+    || [ setup.py -nt "$VENV/.pelk_mm-installed" ]; then
   log "installing pelk_mm (editable)"
   pip_install -q --no-build-isolation --no-deps -e .
   touch "$VENV/.pelk_mm-installed"
@@ -98,4 +191,4 @@ if ! "$PY" -c 'from pelk_mm.ops import sat; sat.load()'; then
   exit 1
 fi
 
-log "done: $("$PY" -c 'import torch, mmcv, mmengine, mmdet, mmseg, mmpretrain; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}")')"
+log "done: $("$PY" -c 'import torch, mmcv, mmengine, mmdet, mmseg, mmpretrain; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}")') (mmcv: $MMCV_OPS)"

@@ -1,4 +1,5 @@
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
 
 from pelk_mm.engine import find_resumable_checkpoint, load_from_local
+from pelk_mm.engine.hooks import MMCVOpsCheckHook, check_mmcv_ops
 
 
 def test_progress_bar_hook_draws_every_iteration(tmp_path, capfd, make_runner):
@@ -74,6 +76,8 @@ def test_every_recipe_uses_the_safety_hooks(config, load_config):
     if config.startswith('upernet'):
         assert cfg.default_hooks.seg_labels.type == \
             'pelk_mm.SegLabelCheckHook'
+    if config.startswith('cascade'):
+        assert cfg.default_hooks.mmcv_ops.type == 'pelk_mm.MMCVOpsCheckHook'
     assert cfg.default_hooks.checkpoint.type == \
         'pelk_mm.AtomicCheckpointHook'
     assert cfg.default_hooks.checkpoint.interval > 0
@@ -232,3 +236,36 @@ def test_seg_label_check_hook_names_the_file_and_values_as_stored():
     tta['data_samples'] = [tta['data_samples']]  # views of one image
     with pytest.raises(ValueError, match=r'values \[9\]'):
         check(Dataset, tta)
+
+
+def test_mmcv_without_cuda_ops_is_refused_for_a_cuda_model():
+    cuda = torch.device('cuda', 0)
+    with pytest.raises(
+            RuntimeError,
+            match=r'(?s)runs on cuda:0.*built '
+            r'without CUDA.*FORCE_CUDA=1.*nvcc'):
+        check_mmcv_ops(cuda, compiled_cuda='not available')
+    check_mmcv_ops(cuda, compiled_cuda='12.8')
+    check_mmcv_ops(torch.device('cpu'), compiled_cuda='not available')
+
+
+def test_mmcv_ops_check_hook_looks_where_the_model_runs(monkeypatch):
+    """Simulated: mmcv built without CUDA, a model whose parameters are on
+    the GPU (a CPU tensor reporting ``cuda:0``)."""
+    from pelk_mm.engine.hooks import mmcv_ops_check_hook
+    monkeypatch.setattr(mmcv_ops_check_hook, 'mmcv_cuda_version',
+                        lambda: 'not available')
+
+    class OnDevice(torch.nn.Module):
+
+        def __init__(self, device):
+            super().__init__()
+            self.device = device
+
+        def parameters(self, recurse=True):
+            yield SimpleNamespace(device=torch.device(self.device))
+
+    hook = MMCVOpsCheckHook()
+    hook.before_run(SimpleNamespace(model=OnDevice('cpu')))
+    with pytest.raises(RuntimeError, match='built without CUDA'):
+        hook.before_run(SimpleNamespace(model=OnDevice('cuda')))
