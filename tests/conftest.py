@@ -19,6 +19,16 @@ from pelk_mm.models import PeLK
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: skipped, saying so, without it."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs a CUDA GPU (none visible)')
+    for item in items:
+        if 'gpu' in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def mmlogger_records():
     """Records of what goes through mmengine's current logger."""

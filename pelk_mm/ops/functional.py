@@ -23,11 +23,13 @@ Paths (``path``):
 * ``'sat'``: the fused summed-area-table extension (:mod:`pelk_mm.ops.sat`,
   CPU): about k'^2 + 4k' operations per pixel, from the block weights; it
   needs the grid, so only :func:`peripheral_conv2d` with ``grid`` takes it.
-* ``'auto'``: picks one from a cost model (see :func:`choose_path`).
+* ``'auto'``: picks one from a cost model per device type (see
+  :func:`choose_path`), or the one ``PELK_MM_PATH`` names.
 """
 import math
+import os
 from functools import lru_cache
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,19 +39,47 @@ from .grid import expand_by_grid
 PATHS = ('auto', 'direct', 'fft', 'sat')
 POS_BORDERS = ('valid', 'padded')
 
-# Cost model of the automatic choice, in multiply-adds of the direct conv,
-# measured with tools/benchmark/peripheral_conv.py on a 2-core x86 CPU
-# (torch 2.12): one "N log2 N" unit of the FFT path costs about 2 of them;
-# the direct forward runs ~20x faster per multiply-add up to K = 13, where
-# oneDNN has a specialised depthwise kernel (its backward does not).
-_FFT_UNIT_COST = 2.0
-_FAST_DIRECT_MAX_KERNEL = 13
-_FAST_DIRECT_SPEEDUP = 20.0
-# One operation (of k'^2 + 4k' per pixel) of the fused summed-area-table
-# path, in the same units, and how much more its backward weighs relative to
-# the FFT path's (interleaved runs of tools/benchmark/peripheral_conv.py).
-_SAT_UNIT_COST = 0.2
-_SAT_TRAINING_FACTOR = 1.1
+
+class PathCosts(NamedTuple):
+    """Constants of the automatic choice on one device type, in
+    multiply-adds of the direct conv.
+
+    Attributes:
+        fft_unit (float): One ``N log2 N`` unit of the FFT path.
+        fast_direct_max_kernel (int): Up to this K the direct conv has a
+            specialised inference kernel...
+        fast_direct_speedup (float): ...that is this much faster per
+            multiply-add (its backward is not).
+        sat_unit (float, optional): One operation (of ``k'^2 + 4k'`` per
+            pixel) of the fused summed-area-table path; None where it does
+            not run.
+        sat_training_factor (float): How much more its backward weighs
+            relative to the FFT path's.
+    """
+    fft_unit: float
+    fast_direct_max_kernel: int
+    fast_direct_speedup: float
+    sat_unit: Optional[float]
+    sat_training_factor: float = 1.0
+
+
+PATH_COSTS = {
+    # Measured with tools/benchmark/peripheral_conv.py on a 2-core x86 CPU
+    # (torch 2.12, interleaved runs): oneDNN has a specialised depthwise
+    # kernel up to K = 13, ~20x faster per multiply-add.
+    'cpu': PathCosts(2.0, 13, 20.0, 0.2, 1.1),
+    # NOT MEASURED: no GPU has run pelk_mm yet. A reasoned default until
+    # tools/benchmark/peripheral_conv.py --device cuda is run: cuDNN's
+    # depthwise convs are efficient for small kernels only (RepLKNet's
+    # finding), while cuFFT's cost is dominated by memory traffic and kernel
+    # launches (several per call), so one N log2 N unit is priced higher
+    # than on the CPU; the summed-area-table extension is CPU code.
+    'cuda': PathCosts(4.0, 13, 8.0, None),
+}
+
+# PELK_MM_PATH=direct|fft|sat makes every 'auto' choice that path (read at
+# import); unset or 'auto': the cost model above.
+PATH_OVERRIDE = os.environ.get('PELK_MM_PATH', 'auto') or 'auto'
 
 
 @lru_cache(maxsize=None)
@@ -75,12 +105,14 @@ def choose_path(kernel_size: int,
     """Pick the cheapest path for one feature map.
 
     The direct conv costs ``K^2 * H * W`` multiply-adds per plane (less in
-    inference up to K = 13, see ``_FAST_DIRECT_MAX_KERNEL``). The FFT path
-    costs about ``N log2 N`` units for ``N = Nh * Nw >= (H + K//2) *
-    (W + K//2)`` per plane, for any K. The summed-area-table path (offered
-    when ``num_cells`` k' is given, the device is the CPU and the extension
-    is already built: ``make install`` builds it, and asking for a cost
-    never does) costs about ``k'^2 + 4k'`` units per pixel.
+    inference up to ``fast_direct_max_kernel``). The FFT path costs about
+    ``N log2 N`` units for ``N = Nh * Nw >= (H + K//2) * (W + K//2)`` per
+    plane, for any K. The summed-area-table path (offered when ``num_cells``
+    k' is given, the device is the CPU and the extension is already built:
+    ``make install`` builds it, and asking for a cost never does) costs about
+    ``k'^2 + 4k'`` units per pixel. The constants are per device type
+    (:data:`PATH_COSTS`: measured on the CPU, a reasoned default on CUDA).
+    ``PELK_MM_PATH`` in the environment overrides the choice.
 
     Args:
         kernel_size (int): Kernel size K.
@@ -92,19 +124,43 @@ def choose_path(kernel_size: int,
 
     Returns:
         str: ``'direct'``, ``'fft'`` or ``'sat'``.
+
+    Raises:
+        ValueError: If ``PELK_MM_PATH`` names no path, or a path that cannot
+            run here.
     """
+    device_type = 'cpu' if device is None else torch.device(device).type
+    if PATH_OVERRIDE != 'auto':
+        return _overridden_path(num_cells, device_type)
+    costs_of = PATH_COSTS.get(device_type, PATH_COSTS['cpu'])
     pad = kernel_size // 2
     nh = fft_size(max(height + pad, kernel_size))
     nw = fft_size(max(width + pad, kernel_size))
     costs = {'direct': kernel_size * kernel_size * height * width}
-    if kernel_size <= _FAST_DIRECT_MAX_KERNEL and not requires_grad:
-        costs['direct'] /= _FAST_DIRECT_SPEEDUP
-    costs['fft'] = _FFT_UNIT_COST * nh * nw * math.log2(nh * nw)
-    on_cpu = device is None or torch.device(device).type == 'cpu'
-    if num_cells is not None and on_cpu and _sat_available():
-        costs['sat'] = _SAT_UNIT_COST * (num_cells**2 + 4 * num_cells) * \
-            height * width * (_SAT_TRAINING_FACTOR if requires_grad else 1)
+    if kernel_size <= costs_of.fast_direct_max_kernel and not requires_grad:
+        costs['direct'] /= costs_of.fast_direct_speedup
+    costs['fft'] = costs_of.fft_unit * nh * nw * math.log2(nh * nw)
+    if (num_cells is not None and costs_of.sat_unit is not None
+            and device_type == 'cpu' and _sat_available()):
+        costs['sat'] = costs_of.sat_unit * (num_cells**2 + 4 * num_cells) * \
+            height * width * (
+                costs_of.sat_training_factor if requires_grad else 1)
     return min(costs, key=costs.get)
+
+
+def _overridden_path(num_cells: Optional[int], device_type: str) -> str:
+    if PATH_OVERRIDE not in PATHS:
+        raise ValueError(f'PELK_MM_PATH must be one of {PATHS}, got '
+                         f'{PATH_OVERRIDE!r}')
+    if PATH_OVERRIDE == 'sat' and num_cells is None:
+        raise ValueError("PELK_MM_PATH=sat: the 'sat' path works from block "
+                         "weights on a grid, which this dense depthwise conv "
+                         "has not; unset PELK_MM_PATH or choose direct/fft")
+    if PATH_OVERRIDE == 'sat' and device_type != 'cpu':
+        raise ValueError(f"PELK_MM_PATH=sat: the summed-area-table extension "
+                         f"runs on the CPU only, this map is on "
+                         f"{device_type}; choose direct or fft")
+    return PATH_OVERRIDE
 
 
 def _sat_available() -> bool:
@@ -167,8 +223,12 @@ def depthwise_conv(x: torch.Tensor,
     if path == 'auto':
         requires_grad = torch.is_grad_enabled() and (x.requires_grad
                                                      or kernel.requires_grad)
-        path = choose_path(kernel.shape[-1], x.shape[-2], x.shape[-1],
-                           requires_grad)
+        path = choose_path(
+            kernel.shape[-1],
+            x.shape[-2],
+            x.shape[-1],
+            requires_grad,
+            device=x.device)
     if path == 'direct':
         return depthwise_conv_direct(x, kernel)
     if path == 'fft':

@@ -181,6 +181,56 @@ def test_automatic_path_choice():
     assert choose_path(13, 64, 64, num_cells=9) == 'direct'
 
 
+def test_cuda_choice_uses_its_own_constants():
+    """On CUDA: never the CPU extension; the direct conv for small kernels
+    in inference, FFT for large ones (the reasoned default)."""
+    from pelk_mm.ops.functional import PATH_COSTS
+    assert PATH_COSTS['cuda'] != PATH_COSTS['cpu']
+    assert choose_path(5, 128, 128, device='cuda') == 'direct'
+    assert choose_path(13, 14, 14, num_cells=9, device='cuda') == 'direct'
+    for k, cells in ((51, 13), (101, 17)):
+        for size in (14, 56, 128):
+            assert choose_path(k, size, size, True, cells, 'cuda') == 'fft'
+    # An FFT unit weighs more on CUDA: a small training kernel that the CPU
+    # runs through FFT stays direct there.
+    assert choose_path(7, 32, 32, True) == 'fft'
+    assert choose_path(7, 32, 32, True, device='cuda') == 'direct'
+
+
+@pytest.mark.parametrize('forced', ['direct', 'fft', 'sat'])
+def test_pelk_mm_path_overrides_the_choice(monkeypatch, forced):
+    from pelk_mm.ops import functional
+    monkeypatch.setattr(functional, 'PATH_OVERRIDE', forced)
+    assert choose_path(51, 64, 64, num_cells=13) == forced
+    assert choose_path(3, 8, 8, True, 5) == forced
+    conv = PeripheralConv2d(2, 13)
+    x = torch.randn(1, 2, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(conv(x), conv.forward_reference(x), atol=1e-5)
+
+
+def test_pelk_mm_path_refusals(monkeypatch):
+    from pelk_mm.ops import functional
+    monkeypatch.setattr(functional, 'PATH_OVERRIDE', 'sat')
+    with pytest.raises(ValueError, match='runs on the CPU only'):
+        choose_path(51, 64, 64, num_cells=13, device='cuda')
+    with pytest.raises(ValueError, match='block weights on a grid'):
+        choose_path(51, 64, 64)
+    monkeypatch.setattr(functional, 'PATH_OVERRIDE', 'fast')
+    with pytest.raises(ValueError, match="PELK_MM_PATH must be one of"):
+        choose_path(51, 64, 64)
+
+
+def test_pelk_mm_path_is_read_from_the_environment():
+    code = ('from pelk_mm.ops import choose_path; '
+            'print(choose_path(51, 64, 64, num_cells=13))')
+    out = subprocess.run([sys.executable, '-c', code],
+                         capture_output=True,
+                         text=True,
+                         env=dict(os.environ, PELK_MM_PATH='direct'))
+    assert out.stdout.strip() == 'direct', out.stderr
+
+
 def test_sat_path_needs_the_grid():
     with pytest.raises(ValueError, match="'sat' path works from the block"):
         peripheral_conv2d(
@@ -352,3 +402,28 @@ def test_sat_extension_load_survives_a_killed_build(tmp_path):
     assert run.returncode == 0, run.stderr
     assert 'left by an extension build that was killed' in run.stderr
     assert not (cached / 'lock').exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    'dtype', [torch.bfloat16, torch.float16], ids=['bf16', 'fp16'])
+@pytest.mark.parametrize('path', ['auto', 'direct', 'fft'])
+def test_cuda_paths_under_autocast_match_float32(path, dtype):
+    """On the GPU under autocast, as mixed-precision training runs it: the
+    output and both gradients within a few half-precision roundings
+    (norm-wise) of the float32 reference."""
+    torch.manual_seed(0)
+    conv, pos_embed = make_conv(6, 31, path=path)
+    conv, pos_embed = conv.cuda(), pos_embed.cuda()
+    x = torch.randn(2, 6, 40, 36, device='cuda', requires_grad=True)
+    grad_out = torch.randn(2, 6, 40, 36, device='cuda')
+    leaves = [x, conv.weight, conv.bias, pos_embed.weight]
+    with torch.autocast('cuda', dtype=dtype):
+        out = conv(x)
+    grads = torch.autograd.grad(out.float(), leaves, grad_out)
+    ref = conv.forward_reference(x)
+    ref_grads = torch.autograd.grad(ref, leaves, grad_out)
+    unit = UNIT_ROUNDOFF[dtype]
+    assert rel_err(out.float(), ref) < 4 * unit
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert rel_err(grad.float(), ref_grad) < 16 * unit

@@ -282,3 +282,19 @@ def test_384_recipes_fine_tune_their_224_checkpoint(recipe_run, name, start,
     for key, mask in before['sparsity']['masks'].items():
         assert torch.equal(after['sparsity']['masks'][key], mask), key
         assert torch.all(after['state_dict'][key][~mask] == 0), key
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_demo_trains_with_amp_on_the_gpu(imagenet, tmp_path, run_tool):
+    """One training epoch of the demo classifier in mixed precision on CUDA
+    (tools/train.py --amp), with its sparsity and EMA hooks."""
+    proc = run_tool('tools/train.py', CLS_DEMO, '--amp', '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options',
+                    'train_cfg.max_epochs=1', 'train_cfg.val_interval=1000',
+                    'default_hooks.checkpoint.interval=1',
+                    f'train_dataloader.dataset.data_root={imagenet}')
+    log = proc.stdout + proc.stderr
+    losses = [float(v) for v in re.findall(r' loss: ([\d.e+-]+|nan)', log)]
+    assert losses and all(torch.isfinite(torch.tensor(losses))), log[-2000:]
+    assert (tmp_path / 'work' / 'epoch_1.pth').exists()

@@ -356,3 +356,19 @@ def test_mmdet_train_tool_and_resume(coco, tmp_path, run_tool):
     epochs = {int(e) for e in re.findall(r'Epoch\(train\) \[(\d+)\]', log)}
     assert epochs == {2, 3}
     assert (work_dir / 'epoch_3.pth').is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_demo_trains_with_amp_on_the_gpu(coco, tmp_path, run_tool):
+    """One training epoch (30 iterations) of the demo config in mixed
+    precision on CUDA (tools/train.py --amp), through mmcv's CUDA RoI ops."""
+    proc = run_tool('tools/train.py', DEMO, '--amp', '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options',
+                    'train_cfg.max_epochs=1', 'train_cfg.val_interval=1000',
+                    'default_hooks.checkpoint.interval=1',
+                    *data_options(coco, 'train_dataloader'))
+    log = proc.stdout + proc.stderr
+    losses = [float(v) for v in re.findall(r' loss: ([\d.e+-]+|nan)', log)]
+    assert losses and all(np.isfinite(losses)), log[-2000:]
+    assert (tmp_path / 'work' / 'epoch_1.pth').exists()

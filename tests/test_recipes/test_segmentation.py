@@ -590,3 +590,21 @@ def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path, run_tool):
     for key, zero in zeros.items():
         assert torch.all(tuned[key][zero] == 0), key
         assert not torch.equal(tuned[key][~zero], state[key][~zero]), key
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_demo_trains_with_amp_on_the_gpu(ade, tmp_path, run_tool):
+    """One training iteration of the demo config in mixed precision on
+    CUDA (tools/train.py --amp: mmengine's AmpOptimWrapper)."""
+    proc = run_tool('tools/train.py', DEMO, '--amp', '--work-dir',
+                    str(tmp_path / 'work'), '--cfg-options',
+                    'train_cfg.max_iters=1', 'train_cfg.val_interval=1000',
+                    'default_hooks.checkpoint.interval=1',
+                    'default_hooks.logger.interval=1', *FAST,
+                    *data_options(ade, 'train_dataloader'))
+    log = proc.stdout + proc.stderr
+    assert 'AmpOptimWrapper' in log or 'loss_scale' in log
+    losses = [float(v) for v in re.findall(r' loss: ([\d.e+-]+|nan)', log)]
+    assert losses and all(np.isfinite(losses)), log[-2000:]
+    assert (tmp_path / 'work' / 'iter_1.pth').exists()

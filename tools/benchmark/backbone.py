@@ -1,8 +1,13 @@
 """PeLK-T against ConvNeXt-T and a SLaK-T-shaped baseline, in one run.
 
 Usage:
-    python tools/benchmark/backbone.py [--sizes 224 512] [--batch 1]
-        [--repeat 3] [--train-size 512] [--no-memory]
+    python tools/benchmark/backbone.py [--device cpu|cuda[:N]]
+        [--amp none|bf16|fp16] [--sizes 224 512] [--batch 1] [--repeat 3]
+        [--train-size 512] [--no-memory]
+
+    # the paper's throughput table (A100: PeLK-T 1138, SLaK-T 754 images/s)
+    python tools/benchmark/backbone.py --device cuda --batch 64 --sizes 224 \
+        --train-size 0
 
 Backbones (classification form, 1000-class head left out):
 
@@ -16,11 +21,14 @@ Backbones (classification form, 1000-class head left out):
 
 It prints images/s for inference at each size (best of ``--repeat``), the
 time of one training step (forward, backward, AdamW step) at
-``--train-size``, each with its ratio to ConvNeXt-T, and the peak extra
-memory of one call (growth of the resident set, sampled in a separate
-process).
+``--train-size`` (0: none), each with its ratio to ConvNeXt-T, and the
+peak extra memory of one call (on the CPU: growth of the resident set,
+sampled in a separate process; on CUDA: torch's peak allocation). On CUDA
+every call is timed to the end of its kernels. ``--amp`` runs the forward
+passes under ``torch.autocast`` (fp16 training with a gradient scaler).
 """
 import argparse
+import contextlib
 import sys
 from typing import Dict
 
@@ -30,9 +38,10 @@ from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import ConvNeXt
 
 from pelk_mm.models import PeLK
-from probes import (best_time, memory_in_subprocess, peak_memory_mb,
-                    report_memory)
+from probes import (best_time, describe, device_of, memory_in_subprocess,
+                    peak_memory_mb, report_memory)
 
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 SLAK_KERNELS = [51, 49, 47, 13]
 SLAK_WIDTHS = [124, 249, 499, 998]
 
@@ -85,44 +94,55 @@ def build(name: str) -> nn.Module:
     raise ValueError(name)
 
 
+def autocast(args):
+    if args.amp == 'none':
+        return contextlib.nullcontext()
+    return torch.autocast(args.device.type, dtype=AMP_DTYPES[args.amp])
+
+
 def measure(args, models: Dict[str, nn.Module], memory: bool) -> Dict:
     """{case: {model: seconds or MB}}; cases 'infer@SIZE', 'train@SIZE'."""
     results = {}
+    device = args.device
+
+    def probe(call):
+        if memory:
+            call()  # warm-up
+            return peak_memory_mb(call, device=device)
+        return best_time(call, args.repeat, device)
+
     for size in args.sizes:
-        x = torch.randn(args.batch, 3, size, size)
+        x = torch.randn(args.batch, 3, size, size, device=device)
         case = results.setdefault(f'infer@{size}', {})
         for name, model in models.items():
             model.eval()
 
             def infer(model=model):
-                with torch.no_grad():
+                with torch.no_grad(), autocast(args):
                     return model(x)
 
-            if memory:
-                infer()
-                case[name] = peak_memory_mb(infer)
-            else:
-                case[name] = best_time(infer, args.repeat)
+            case[name] = probe(infer)
     if args.train_size:
         size = args.train_size
-        x = torch.randn(args.batch, 3, size, size)
+        x = torch.randn(args.batch, 3, size, size, device=device)
         case = results.setdefault(f'train@{size}', {})
         for name, model in models.items():
             if name.endswith('deploy'):
                 continue  # deploy mode is for inference
             model.train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            scaler = torch.amp.GradScaler(
+                device.type, enabled=args.amp == 'fp16')
 
-            def step(model=model, optimizer=optimizer):
+            def step(model=model, optimizer=optimizer, scaler=scaler):
                 optimizer.zero_grad()
-                model(x)[-1].float().mean().backward()
-                optimizer.step()
+                with autocast(args):
+                    loss = model(x)[-1].float().mean()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
 
-            if memory:
-                step()
-                case[name] = peak_memory_mb(step)
-            else:
-                case[name] = best_time(step, args.repeat)
+            case[name] = probe(step)
     return results
 
 
@@ -132,6 +152,12 @@ def main():
         '--models',
         nargs='+',
         default=['convnext-t', 'slak-t', 'pelk-t', 'pelk-t-deploy'])
+    parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
+    parser.add_argument(
+        '--amp',
+        choices=['none', 'bf16', 'fp16'],
+        default='none',
+        help='autocast the forward passes to this dtype')
     parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512])
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--train-size', type=int, default=512)
@@ -144,18 +170,25 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.device = device_of(args.device)
     torch.manual_seed(0)
-    models = {name: build(name) for name in args.models}
+    models = {name: build(name).to(args.device) for name in args.models}
     if args.memory_only:
         report_memory(measure(args, models, memory=True))
         return
-    memory = {} if args.no_memory else memory_in_subprocess(sys.argv)
+    if args.no_memory:
+        memory = {}
+    elif args.device.type == 'cuda':
+        memory = measure(args, models, memory=True)
+    else:
+        memory = memory_in_subprocess(sys.argv)
     times = measure(args, models, memory=False)
 
     base = 'convnext-t' if 'convnext-t' in models else args.models[0]
     rows = [
-        f'batch {args.batch}, fp32, {torch.get_num_threads()} threads, '
-        f'best of {args.repeat}'
+        f'batch {args.batch}, '
+        f'{"fp32" if args.amp == "none" else args.amp + " autocast"}, '
+        f'{describe(args.device)}, best of {args.repeat}'
     ]
     for case, by_model in times.items():
         kind, size = case.split('@')

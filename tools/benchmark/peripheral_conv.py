@@ -1,9 +1,10 @@
 """Time every way to run a peripheral conv side by side, with ratios.
 
 Usage:
-    python tools/benchmark/peripheral_conv.py [--shape 2 46 128 128]
-        [--kernels 13 31 51 101 151] [--repeat 3] [--dtype fp32|bf16]
-        [--no-memory] [--max-dense-kernel 101] [--plot out.png]
+    python tools/benchmark/peripheral_conv.py [--device cpu|cuda[:N]]
+        [--shape 2 46 128 128] [--kernels 13 31 51 101 151] [--repeat 3]
+        [--dtype fp32|bf16|fp16] [--no-memory] [--max-dense-kernel 101]
+        [--plot out.png]
 
 On one input (default: batch 2, 46 channels = 3/8 of PeLK-T's 124, 128x128:
 PeLK-T's first stage at 512x512), for each kernel size K, forward and
@@ -15,7 +16,11 @@ forward+backward (gradients of the input and the weights), it runs:
 * ``plain-fft``: a plain ``torch.fft`` convolution of the expanded kernel
   (the ten lines one would write first);
 * ``fft``, ``sat``, ``auto``: the paths of ``pelk_mm.ops.peripheral_conv2d``
-  (``sat``: the fused summed-area-table extension).
+  (``sat``: the fused summed-area-table extension, CPU only).
+
+With ``--device cuda`` everything runs on the GPU (``dense`` and ``slak``
+are cuDNN's depthwise convs) and each call is timed to the end of its
+kernels; peak memory is then torch's peak allocation on the device.
 
 It prints the best time of ``--repeat`` runs, the speed-up over ``dense``
 and ``plain-fft``, the peak extra memory of one run (the growth of the
@@ -36,10 +41,10 @@ from pelk_mm.ops import expand_by_grid, peripheral_conv2d
 from pelk_mm.ops import sat as sat_extension
 from pelk_mm.ops import sharing_grid
 from pelk_mm.ops.grid import grid_tensor
-from probes import (best_time, memory_in_subprocess, peak_memory_mb,
-                    report_memory)
+from probes import (best_time, describe, device_of, memory_in_subprocess,
+                    peak_memory_mb, report_memory)
 
-DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 def plain_fft_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -54,10 +59,11 @@ def plain_fft_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return y[..., pad:pad + height, pad:pad + width].to(x.dtype)
 
 
-def make_methods(channels: int, kernel_size: int, dtype) -> Dict:
+def make_methods(channels: int, kernel_size: int, dtype,
+                 device: torch.device) -> Dict:
     """name -> (parameters, function of (x, *parameters))."""
     center = 7 if kernel_size >= 101 else 5
-    grid = grid_tensor(sharing_grid(kernel_size, center))
+    grid = grid_tensor(sharing_grid(kernel_size, center), device)
     cells = len(grid)
     blocks = torch.randn(channels, cells, cells, dtype=dtype) / kernel_size
     stripes = [
@@ -65,6 +71,8 @@ def make_methods(channels: int, kernel_size: int, dtype) -> Dict:
         torch.randn(channels, 1, 5, kernel_size, dtype=dtype),
         torch.randn(channels, 1, 5, 5, dtype=dtype)
     ]
+    blocks = blocks.to(device)
+    stripes = [t.to(device) for t in stripes]
     pad = kernel_size // 2
 
     def dense(x, w):
@@ -88,7 +96,7 @@ def make_methods(channels: int, kernel_size: int, dtype) -> Dict:
         'plain-fft': ([blocks], plain_fft),
         'fft': ([blocks], ours('fft'))
     }
-    if sat_extension.available():
+    if device.type == 'cpu' and sat_extension.available():
         methods['sat'] = ([blocks], ours('sat'))
     methods['auto'] = ([blocks], ours('auto'))
     return methods
@@ -111,8 +119,9 @@ def measure(args, backward: bool, memory: bool) -> Dict:
     results = {}
     for k in args.kernels:
         torch.manual_seed(k)
-        methods = make_methods(c, k, dtype)
-        x = torch.randn(b, c, h, w, dtype=dtype, requires_grad=backward)
+        methods = make_methods(c, k, dtype, args.device)
+        x = torch.randn(b, c, h, w, dtype=dtype).to(args.device)
+        x.requires_grad_(backward)
         skip_dense = k > args.max_dense_kernel
         reference = None  # the dense conv in float64, same parameters
         if not skip_dense and not memory:
@@ -130,9 +139,10 @@ def measure(args, backward: bool, memory: bool) -> Dict:
 
             if memory:
                 call()  # warm-up: FFT plans, thread pools
-                results[k][name] = (peak_memory_mb(call), None)
+                results[k][name] = (peak_memory_mb(call,
+                                                   device=args.device), None)
                 continue
-            seconds = best_time(call, args.repeat)
+            seconds = best_time(call, args.repeat, args.device)
             error = None
             if reference is not None and name != 'slak':
                 out = call().double()
@@ -145,7 +155,7 @@ def measure(args, backward: bool, memory: bool) -> Dict:
 def table(args, mode: str, times: Dict, memory: Dict) -> str:
     rows = [
         f'{mode}, input {tuple(args.shape)}, {args.dtype}, '
-        f'{torch.get_num_threads()} threads, best of {args.repeat}',
+        f'{describe(args.device)}, best of {args.repeat}',
         f'{"K":>4} {"method":>10} {"time":>10} {"vs dense":>9} '
         f'{"vs plain-fft":>12} {"peak MB":>8} {"max rel err":>11}'
     ]
@@ -197,6 +207,7 @@ def main():
         metavar=('B', 'C', 'H', 'W'))
     parser.add_argument(
         '--kernels', type=int, nargs='+', default=[13, 31, 51, 101, 151])
+    parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--dtype', choices=sorted(DTYPES), default='fp32')
     parser.add_argument(
@@ -218,8 +229,9 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.device = device_of(args.device)
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
-    if not sat_extension.available():
+    if args.device.type == 'cpu' and not sat_extension.available():
         logger.warning('the summed-area-table extension is not available; '
                        'its rows are left out')
     modes = {'forward': False, 'forward+backward': True}
@@ -235,7 +247,17 @@ def main():
         })
         return
     memory = {}
-    if not args.no_memory:
+    if args.no_memory:
+        pass
+    elif args.device.type == 'cuda':
+        memory = {
+            mode: {
+                str(k): v
+                for k, v in measure(args, backward, memory=True).items()
+            }
+            for mode, backward in modes.items()
+        }
+    else:
         memory = memory_in_subprocess(sys.argv)
     results = {}
     for mode, backward in modes.items():

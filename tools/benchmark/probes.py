@@ -7,10 +7,53 @@ import threading
 import time
 from typing import Callable
 
+import torch
 
-def best_time(call: Callable, repeat: int) -> float:
+
+def device_of(name: str) -> torch.device:
+    """``--device`` as a torch device, refused with a clear error where it
+    is not there."""
+    device = torch.device(name)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(f'error: --device {name}: no CUDA device is visible '
+                         f'here (torch {torch.__version__}); use --device '
+                         f'cpu')
+    if device.type not in ('cpu', 'cuda'):
+        raise SystemExit(f'error: --device must be cpu or cuda[:N], got '
+                         f'{name!r}')
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels (timing CUDA needs it)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def describe(device: torch.device) -> str:
+    """The device for a table header: the GPU's name, or the CPU threads."""
+    if device.type == 'cuda':
+        return f'{torch.cuda.get_device_name(device)} ({device})'
+    return f'CPU, {torch.get_num_threads()} threads'
+
+
+CPU = torch.device('cpu')
+
+
+def best_time(call: Callable,
+              repeat: int,
+              device: torch.device = CPU) -> float:
     """Best wall time of ``repeat`` calls after a warm-up call (one call
-    when the warm-up takes over 2 s: the slow baselines)."""
+    when the warm-up takes over 2 s: the slow baselines); on CUDA each call
+    is timed to the end of its kernels."""
+    if device.type == 'cuda':
+        inner = call
+
+        def call():
+            inner()
+            synchronize(device)
+
+        synchronize(device)
     start = time.perf_counter()
     call()  # warm-up: allocations, FFT plans, loading the extension
     if time.perf_counter() - start > 2.0:
@@ -58,14 +101,24 @@ def _resident_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
-def peak_memory_mb(call: Callable, interval: float = 0.0005) -> float:
-    """Peak growth of the resident set while ``call`` runs, in MB.
+def peak_memory_mb(call: Callable,
+                   interval: float = 0.0005,
+                   device: torch.device = CPU) -> float:
+    """Peak growth of the resident set while ``call`` runs, in MB (on CUDA:
+    of the memory torch allocates on the device).
 
     A thread samples ``/proc/self/statm`` (torch releases the GIL in its
     kernels); with large blocks mmap-ed and returned on free, the growth is
     the call's working memory. Linux only; NaN elsewhere. (Forking a probe
     process instead deadlocks OpenMP.)
     """
+    if device.type == 'cuda':
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        call()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     if not os.path.exists('/proc/self/statm'):
         return float('nan')
     before = _resident_bytes()

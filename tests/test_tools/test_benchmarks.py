@@ -1,0 +1,57 @@
+"""The benchmarks run end to end on a small case and print their tables
+(the numbers themselves are for README, not for tests)."""
+import re
+
+import pytest
+import torch
+
+
+def test_peripheral_conv_benchmark_prints_every_method(run_tool):
+    proc = run_tool('tools/benchmark/peripheral_conv.py', '--shape', '1', '4',
+                    '20', '20', '--kernels', '13', '31', '--repeat', '1',
+                    '--no-memory', '--modes', 'forward')
+    log = proc.stdout + proc.stderr
+    assert 'forward, input (1, 4, 20, 20), fp32, CPU' in log
+    for name in ('dense', 'slak', 'plain-fft', 'fft', 'auto'):
+        rows = re.findall(rf'^\s+(13|31)\s+{name}\s+[\d.]+ms', log, re.M)
+        assert rows == ['13', '31'], (name, log[-3000:])
+    # Every method of ours agrees with the dense conv (float64 reference).
+    errors = re.findall(r'ms .* (\d\.\de-\d\d)$', log, re.M)
+    assert errors and max(map(float, errors)) < 1e-5
+
+
+def test_backbone_benchmark_with_autocast(run_tool):
+    proc = run_tool('tools/benchmark/backbone.py', '--models', 'convnext-t',
+                    'pelk-t', 'pelk-t-deploy', '--sizes', '32', '--train-size',
+                    '32', '--batch', '2', '--repeat', '1', '--no-memory',
+                    '--amp', 'bf16')
+    log = proc.stdout + proc.stderr
+    assert 'batch 2, bf16 autocast, CPU' in log
+    for name in ('convnext-t', 'pelk-t', 'pelk-t-deploy'):
+        assert re.search(rf'{name} +[\d.]+ images/s', log), log[-2000:]
+    train = log[log.index('training step'):]
+    assert re.search(r'pelk-t +[\d.]+ ms +[\d.]+x convnext-t', train)
+    assert 'pelk-t-deploy' not in train  # inference only
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is there')
+@pytest.mark.parametrize(
+    'script',
+    ['tools/benchmark/backbone.py', 'tools/benchmark/peripheral_conv.py'])
+def test_benchmarks_refuse_a_missing_device(run_tool, script):
+    proc = run_tool(script, '--device', 'cuda', check=False)
+    assert proc.returncode != 0
+    assert 'error: --device cuda: no CUDA device is visible' in proc.stderr
+
+
+@pytest.mark.gpu
+def test_benchmarks_on_the_gpu(run_tool):
+    proc = run_tool('tools/benchmark/peripheral_conv.py', '--device', 'cuda',
+                    '--shape', '2', '46', '64', '64', '--kernels', '13', '51',
+                    '--repeat', '1', '--dtype', 'bf16')
+    log = proc.stdout + proc.stderr
+    assert re.search(r'^\s+51\s+fft\s+[\d.]+ms', log, re.M), log[-2000:]
+    proc = run_tool('tools/benchmark/backbone.py', '--device', 'cuda',
+                    '--sizes', '224', '--batch', '8', '--train-size', '0',
+                    '--repeat', '1', '--amp', 'bf16')
+    assert 'pelk-t-deploy' in proc.stdout + proc.stderr
