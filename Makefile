@@ -40,8 +40,10 @@ demo: install
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR) --force
 	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_300.pth \
 		--work-dir $(DEMO_DIR)/test --show-dir $(DEMO_DIR)/predictions
+	$(PY) tools/analysis/plot_curves.py $(DEMO_DIR)
 	@echo "demo done (mIoU in the last log line above):"
 	@echo "  checkpoint   $(DEMO_DIR)/iter_300.pth"
+	@echo "  curves       $(DEMO_DIR)/curves.png (loss, lr, validation mIoU)"
 	@echo "  logs         $(DEMO_DIR)/<timestamp>/, $(DEMO_DIR)/test/<timestamp>/"
 	@echo "  predictions  $(DEMO_DIR)/predictions/vis_data/vis_image/"
 	@echo "               (each input with its ground truth | predicted mask)"
@@ -57,8 +59,10 @@ demo-det: install
 	$(PY) tools/image_demo.py data/coco_synthetic/val2017/000000000001.jpg \
 		$(DET_CONFIG) $(DET_DIR)/epoch_12.pth --out-file $(DET_DIR)/demo.png \
 		--score-thr 0.1
+	$(PY) tools/analysis/plot_curves.py $(DET_DIR)
 	@echo "detection demo done: box/mask AP in the log above,"
-	@echo "  checkpoint $(DET_DIR)/epoch_12.pth, drawn image $(DET_DIR)/demo.png"
+	@echo "  checkpoint $(DET_DIR)/epoch_12.pth, drawn image $(DET_DIR)/demo.png,"
+	@echo "  curves $(DET_DIR)/curves.png (loss, lr, validation AP)"
 
 
 CLS_DIR := work_dirs/demo_cls
@@ -73,9 +77,10 @@ demo-cls: install
 	$(PY) tools/train.py configs/pelk_mini_in1k_demo.py --work-dir $(CLS_DIR)/pelk --force
 	$(PY) tools/train.py configs/convnext_mini_in1k_demo.py --work-dir $(CLS_DIR)/convnext --force
 	for model in pelk convnext; do \
+		$(PY) tools/analysis/plot_curves.py $(CLS_DIR)/$$model || exit 1; \
 		$(PY) tools/analysis/erf.py configs/$${model}_mini_in1k_demo.py \
 			$(CLS_DIR)/$$model/epoch_20.pth --img-dir data/imagenet_synthetic/val \
 			--num-images $(ERF_IMAGES) --size $(ERF_SIZE) --out-dir $(CLS_DIR)/erf || exit 1; \
 	done
 	@echo "classification demo done: top-1 in the logs above, ERF maps and"
-	@echo "  area ratios in $(CLS_DIR)/erf/"
+	@echo "  area ratios in $(CLS_DIR)/erf/, curves in $(CLS_DIR)/{pelk,convnext}/curves.png"

@@ -17,6 +17,10 @@ demo_arch = dict(
     channels=[64, 128, 256, 512],
     kernel_sizes=[51, 49, 47, 13])
 data_root = 'data/imagenet_synthetic'
+# The six texture classes (pelk_mm.synthetic.TEXTURE_CLASSES), so that
+# checkpoints, Inferencers and tools name them.
+metainfo = dict(
+    classes=('horizontal', 'vertical', 'diagonal', 'checks', 'rings', 'dots'))
 max_epochs = 20
 data_preprocessor = dict(num_classes=6)
 model = dict(
@@ -46,12 +50,14 @@ train_dataloader = dict(
     batch_size=32,
     num_workers=2,
     persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+    dataset=dict(
+        data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=32,
     num_workers=2,
     persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
+    dataset=dict(
+        data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator

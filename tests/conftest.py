@@ -78,6 +78,13 @@ def run_tool():
 
 
 @pytest.fixture(scope='session')
+def photo():
+    """A real photo (matplotlib ships it; 512x600, RGB)."""
+    from matplotlib.cbook import get_sample_data
+    return str(get_sample_data('grace_hopper.jpg', asfileobj=False))
+
+
+@pytest.fixture(scope='session')
 def load_config():
     """``load_config(name)``: a config of ``configs/`` (or a full path)."""
     return lambda name: Config.fromfile(osp.join(REPO, 'configs', name))

@@ -203,6 +203,33 @@ def test_switch_to_deploy_keeps_outputs():
         assert rel_err(out, exp) < 1e-4
 
 
+@pytest.mark.parametrize('pos_embed', [True, False])
+def test_deploy_true_builds_what_switch_to_deploy_makes(pos_embed):
+    """PeLK(deploy=True) has exactly the entries of a deployed model, loads
+    its state dict strictly and gives its outputs."""
+    torch.manual_seed(0)
+    kwargs = dict(
+        out_indices=(0, 1, 2, 3),
+        gap_before_final_norm=False,
+        layer_scale_init_value=1.,
+        pos_embed=pos_embed)
+    trained = PeLK(SMALL_ARCH, **kwargs)
+    trained.train()
+    trained(torch.randn(2, 3, 64, 64))  # BN statistics
+    trained.eval()
+    trained.switch_to_deploy()
+    deployed = PeLK(SMALL_ARCH, deploy=True, **kwargs).eval()
+    assert deployed.deploy
+    state = trained.state_dict()
+    assert set(deployed.state_dict()) == set(state)
+    assert not any('norm' in k and 'mixer' in k for k in state)
+    deployed.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, 48, 40)
+    with torch.no_grad():
+        for out, expected in zip(deployed(x), trained(x)):
+            assert torch.equal(out, expected)
+
+
 def test_get_layer_depth():
     model = PeLK('tiny')
     assert model.get_layer_depth('backbone.downsample_layers.0.0.weight',

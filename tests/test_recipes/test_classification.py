@@ -284,6 +284,58 @@ def test_384_recipes_fine_tune_their_224_checkpoint(recipe_run, name, start,
         assert torch.all(after['state_dict'][key][~mask] == 0), key
 
 
+@pytest.mark.slow
+def test_inferencer_runs_the_demo_classifier(classifier, imagenet, photo):
+    """ImageClassificationInferencer takes the demo config and checkpoint
+    as they are: it classifies held-out synthetic images as the evaluator
+    does (the demo learns > 50% top-1), and a real photo into one of the
+    six classes."""
+    from mmpretrain.apis import ImageClassificationInferencer
+
+    from pelk_mm.synthetic import TEXTURE_CLASSES
+
+    # mmpretrain's Inferencer builds its pipeline in the current default
+    # scope, which an mmseg or mmdet model built earlier in the process
+    # (another test) leaves behind.
+    init_default_scope('mmpretrain')
+    checkpoint = str(classifier[0] / 'epoch_20.pth')
+    inferencer = ImageClassificationInferencer(
+        model=CLS_DEMO, pretrained=checkpoint, device='cpu')
+    with open(osp.join(imagenet, 'meta', 'val.txt')) as f:
+        labelled = [line.split() for line in f][::5]
+    results = inferencer(
+        [osp.join(imagenet, 'val', name) for name, _ in labelled])
+    correct = sum(r['pred_label'] == int(label)
+                  for r, (_, label) in zip(results, labelled))
+    assert correct / len(labelled) > 0.5
+    out, = inferencer(photo)
+    assert out['pred_class'] == TEXTURE_CLASSES[out['pred_label']][1]
+    assert out['pred_scores'].shape == (len(TEXTURE_CLASSES), )
+    assert out['pred_scores'].sum() == pytest.approx(1, abs=1e-5)
+
+
+def test_hub_names_work_with_inference_model(photo, tmp_path):
+    """mmpretrain's inference_model and ImageClassificationInferencer find
+    the real configs by their model-zoo names, and agree."""
+    from mmengine.runner import save_checkpoint
+    from mmpretrain.apis import (ImageClassificationInferencer, get_model,
+                                 inference_model)
+
+    import pelk_mm  # noqa: F401  (registers the names)
+    init_default_scope('mmpretrain')  # as above
+    torch.manual_seed(0)
+    checkpoint = str(tmp_path / 'pelk_t.pth')
+    save_checkpoint(get_model('pelk_t_in1k').state_dict(), checkpoint)
+    expected = inference_model(
+        'pelk_t_in1k', photo, pretrained=checkpoint, device='cpu')
+    out, = ImageClassificationInferencer(
+        'pelk_t_in1k', pretrained=checkpoint, device='cpu')(
+            photo)
+    assert out['pred_label'] == expected['pred_label']
+    assert out['pred_score'] == pytest.approx(expected['pred_score'])
+    assert out['pred_scores'].shape == (1000, )
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_demo_trains_with_amp_on_the_gpu(imagenet, tmp_path, run_tool):

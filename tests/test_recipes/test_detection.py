@@ -358,6 +358,28 @@ def test_mmdet_train_tool_and_resume(coco, tmp_path, run_tool):
     assert (work_dir / 'epoch_3.pth').is_file()
 
 
+def test_inferencers_run_a_known_detector_on_a_photo(known_detector, photo,
+                                                     tmp_path, load_config):
+    """DetInferencer and init_detector/inference_detector take the config
+    and the checkpoint as they are: squares at score 1.00 only, with masks,
+    the same from both."""
+    from mmdet.apis import DetInferencer, inference_detector, init_detector
+    model = init_detector(DEMO, known_detector, device='cpu')
+    result = inference_detector(model, photo).pred_instances
+    assert len(result) > 0
+    square = load_config(DEMO).metainfo['classes'].index('square')
+    assert result.labels.eq(square).all()
+    assert result.scores.gt(0.99).all()
+    assert result.masks.shape[-2:] == (600, 512)
+    inferencer = DetInferencer(
+        model=DEMO, weights=known_detector, device='cpu', show_progress=False)
+    out = inferencer(photo, out_dir=str(tmp_path), no_save_pred=False)
+    predictions = out['predictions'][0]
+    assert predictions['labels'] == result.labels.tolist()
+    np.testing.assert_allclose(predictions['bboxes'], result.bboxes, atol=1e-3)
+    assert (tmp_path / 'vis' / 'grace_hopper.jpg').stat().st_size > 10000
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_demo_trains_with_amp_on_the_gpu(coco, tmp_path, run_tool):

@@ -592,6 +592,78 @@ def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path, run_tool):
         assert not torch.equal(tuned[key][~zero], state[key][~zero]), key
 
 
+@pytest.mark.slow
+def test_curves_of_the_demo_run(trained, run_tool, tmp_path):
+    """plot_curves.py reads what mmengine wrote during the demo run."""
+    work_dir, log = trained
+    proc = run_tool('tools/analysis/plot_curves.py', str(work_dir), '--out',
+                    str(tmp_path / 'curves.png'))
+    summary = proc.stdout + proc.stderr
+    found = re.search(
+        r'loss ([\d.]+) at iteration 60; mIoU ([\d.]+) at '
+        r'iteration 60', summary)
+    assert found, summary
+    assert float(found[2]) == pytest.approx(miou(log), abs=0.01)
+    assert (tmp_path / 'curves.png').stat().st_size > 10000
+
+
+@pytest.mark.slow
+def test_reparameterized_checkpoint_gives_the_same_metrics(
+        trained, ade, tmp_path, run_tool):
+    """tools/model_converters/reparameterize.py, then tools/test.py with
+    model.backbone.deploy=True: the metrics of the original checkpoint."""
+    work_dir, train_log = trained
+    deployed = tmp_path / 'deployed.pth'
+    proc = run_tool('tools/model_converters/reparameterize.py', DEMO,
+                    str(work_dir / 'iter_60.pth'), str(deployed))
+    log = proc.stdout + proc.stderr
+    found = re.search(r'differ by at most ([\d.e+-]+)', log)
+    assert found and float(found[1]) < 1e-5, log
+    proc = run_tool('tools/test.py', DEMO, str(deployed), '--work-dir',
+                    str(tmp_path / 'test'), '--cfg-options',
+                    'model.backbone.deploy=True',
+                    *data_options(ade, 'test_dataloader'))
+    metrics = re.findall(r'aAcc: ([\d.]+) +mIoU: ([\d.]+) +mAcc: ([\d.]+)',
+                         proc.stdout + proc.stderr)
+    assert metrics and metrics[-1] == re.findall(
+        r'aAcc: ([\d.]+) +mIoU: ([\d.]+) +mAcc: ([\d.]+)', train_log)[-1]
+    # Refused: an existing output; a deployed checkpoint as the source.
+    proc = run_tool(
+        'tools/model_converters/reparameterize.py',
+        DEMO,
+        str(work_dir / 'iter_60.pth'),
+        str(deployed),
+        check=False)
+    assert proc.returncode != 0 and 'exists' in proc.stderr
+    proc = run_tool(
+        'tools/model_converters/reparameterize.py',
+        DEMO,
+        str(deployed),
+        str(tmp_path / 'again.pth'),
+        check=False)
+    assert proc.returncode != 0 and 'does not fit the model' in proc.stderr
+
+
+@pytest.mark.slow
+def test_inferencers_run_the_demo_checkpoint_on_a_photo(
+        trained, photo, tmp_path):
+    """MMSegInferencer and init_model/inference_model take the config and
+    the checkpoint as they are, and agree."""
+    from mmseg.apis import MMSegInferencer, inference_model, init_model
+    checkpoint = str(trained[0] / 'iter_60.pth')
+    model = init_model(DEMO, checkpoint, device='cpu')
+    expected = inference_model(model, photo).pred_sem_seg.data[0].numpy()
+    assert expected.shape == (600, 512)  # the photo's size
+    # Class indices (ADE20K ids - 1); trained on the synthetic scenes, the
+    # model predicts their classes only.
+    assert set(np.unique(expected)) <= {i - 1 for i in SCENE_CLASSES}
+    inferencer = MMSegInferencer(model=DEMO, weights=checkpoint, device='cpu')
+    out = inferencer(photo, out_dir=str(tmp_path))
+    np.testing.assert_array_equal(out['predictions'], expected)
+    drawn = list((tmp_path / 'vis').iterdir())
+    assert len(drawn) == 1 and drawn[0].stat().st_size > 10000
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_demo_trains_with_amp_on_the_gpu(ade, tmp_path, run_tool):

@@ -215,6 +215,11 @@ class PeLK(BaseModule):
         gap_before_final_norm (bool): Global-average-pool the outputs before
             their norm (classification) instead of returning feature maps
             (dense prediction). Defaults to True.
+        deploy (bool): Build the inference form directly (what
+            :meth:`switch_to_deploy` makes of a trained model: one peripheral
+            conv with a bias and a frozen positional term per mixer), to load
+            a checkpoint saved after :meth:`switch_to_deploy`. Defaults to
+            False.
         init_cfg (dict | list[dict], optional): Initialization config.
             Defaults to SLaK's: a truncated normal of std 0.02 for every
             conv and linear weight, the peripheral block weights included,
@@ -276,6 +281,7 @@ class PeLK(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  gap_before_final_norm: bool = True,
+                 deploy: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = [
                      dict(
                          type='TruncNormal',
@@ -353,6 +359,8 @@ class PeLK(BaseModule):
                                                               eps=1e-6)
                 self.add_module(f'norm{i}', norm)
         self._freeze_stages()
+        if deploy:
+            self.switch_to_deploy()
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):

@@ -1,0 +1,111 @@
+"""Write the inference form of a trained PeLK model's checkpoint.
+
+Usage:
+    python tools/model_converters/reparameterize.py CONFIG CHECKPOINT OUT
+        [--cfg-options KEY=VALUE ...]
+
+Builds the model of CONFIG (a classifier, segmentor or detector with a PeLK
+backbone), loads CHECKPOINT, and folds each mixer's BNs and 5x5 branch into
+its peripheral conv and freezes the positional term
+(``PeLK.switch_to_deploy``). OUT holds the whole model in that form (and
+CHECKPOINT's meta, e.g. the class names); build it with
+``model.backbone.deploy=True``:
+
+    python tools/test.py CONFIG OUT --cfg-options model.backbone.deploy=True
+
+The backbone's outputs before and after are compared on a random input, and
+the largest difference is logged. An existing OUT is never overwritten.
+"""
+import argparse
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import MMLogger
+from mmengine.registry import MODELS, init_default_scope
+
+from pelk_mm.engine import load_from_local
+from pelk_mm.models import PeLK
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('out', help='checkpoint to write')
+    parser.add_argument(
+        '--size',
+        type=int,
+        default=224,
+        help='side of the random input the outputs are compared on')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args()
+
+
+def build_model(cfg: Config) -> torch.nn.Module:
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    cfg.model.get('backbone', {}).pop('init_cfg', None)  # weights come next
+    if cfg.model.get('backbone', {}).get('deploy', False):
+        raise SystemExit('error: the config builds the backbone deployed '
+                         '(model.backbone.deploy=True); give the config the '
+                         'checkpoint was trained with')
+    model = MODELS.build(cfg.model)
+    if not isinstance(getattr(model, 'backbone', None), PeLK):
+        raise SystemExit(
+            f'error: the model of {cfg.filename} has no PeLK backbone '
+            f'(model.backbone is '
+            f'{type(getattr(model, "backbone", None)).__name__}); only '
+            f'PeLK has an inference form to switch to')
+    return model
+
+
+def main():
+    args = parse_args()
+    logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
+    if osp.exists(args.out):
+        raise SystemExit(f'error: {args.out} exists; remove it or choose '
+                         f'another output path')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    model = build_model(cfg)
+    try:
+        checkpoint = load_from_local(args.checkpoint, 'cpu')
+    except (FileNotFoundError, RuntimeError) as err:
+        raise SystemExit(f'error: {args.checkpoint}: {err}')
+    state = checkpoint.get('state_dict', checkpoint)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise SystemExit(
+            f'error: {args.checkpoint} does not fit the model of '
+            f'{args.config}: {len(result.missing_keys)} weights missing '
+            f'(e.g. {result.missing_keys[:3]}), '
+            f'{len(result.unexpected_keys)} unexpected (e.g. '
+            f'{result.unexpected_keys[:3]}); give the config it was trained '
+            f'with')
+
+    model.eval()
+    backbone = model.backbone
+    x = torch.randn(1, backbone.in_channels, args.size, args.size)
+    with torch.no_grad():
+        before = backbone(x)
+        backbone.switch_to_deploy()
+        after = backbone(x)
+    error = max(((b - a).abs().max() / b.abs().max()).item()
+                for b, a in zip(before, after))
+
+    meta = dict(checkpoint.get('meta', {}))
+    meta['reparameterized_from'] = args.checkpoint
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    torch.save({'state_dict': model.state_dict(), 'meta': meta}, args.out)
+    logger.info(
+        f'wrote the deployed model to {args.out} ({len(state)} -> '
+        f'{len(model.state_dict())} entries); backbone outputs on a random '
+        f'{args.size}x{args.size} input differ by at most {error:.1e} '
+        f'(relative to the largest). Load it with '
+        f'--cfg-options model.backbone.deploy=True')
+
+
+if __name__ == '__main__':
+    main()
