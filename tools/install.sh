@@ -143,9 +143,19 @@ if ! ok "import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; assert
   else
     log "building mmcv 2.1.0 with compiled CPU ops (8-19 minutes on 2 cores; cached afterwards)"
   fi
-  env MMCV_WITH_OPS=1 $PLAN MAX_JOBS="${MAX_JOBS:-2}" \
+  if ! env MMCV_WITH_OPS=1 $PLAN MAX_JOBS="${MAX_JOBS:-2}" \
     "$PY" -m pip install --disable-pip-version-check ${CACHE[@]+"${CACHE[@]}"} \
-    --no-build-isolation mmcv==2.1.0
+    --no-build-isolation mmcv==2.1.0; then
+    if [ "${PLAN%% *}" = "FORCE_CUDA=1" ]; then
+      echo "install: building mmcv 2.1.0 with CUDA ops failed (see above)." \
+           "Common causes: a CUDA toolkit without the library headers torch" \
+           "includes (cusparse.h, cublas_v2.h, ...), or an nvcc whose CUDA is" \
+           "not torch's ($("$PY" -c 'import torch; print(torch.version.cuda)'))." \
+           "Fix the toolkit (CUDA_HOME), or set PELK_MM_MMCV_CUDA=0 for CPU" \
+           "ops only; an mmcv already installed was left in place." >&2
+    fi
+    exit 1
+  fi
   if ! ok 'import mmcv.ops; from mmcv.ops import nms, roi_align'; then
     echo "install: mmcv 2.1.0 was installed without its compiled ops" \
          "(mmcv.ops does not import). Remove it with" \
