@@ -1,9 +1,12 @@
 """The benchmarks run end to end on a small case and print their tables
-(the numbers themselves are for README, not for tests)."""
+(the numbers themselves are for README, not for tests). Each run imports
+the whole stack and builds full-size backbones: marked slow."""
 import re
 
 import pytest
 import torch
+
+pytestmark = pytest.mark.slow
 
 
 def test_peripheral_conv_benchmark_prints_every_method(run_tool):
