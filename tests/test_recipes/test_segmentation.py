@@ -138,6 +138,7 @@ def test_mmseg_reads_the_generated_dataset(tmp_path):
     assert dataset.metainfo['classes'][2] == 'sky'  # label 3 in the files
 
 
+@pytest.mark.slow  # runs the tools on the real config (10-25 s)
 def test_converted_classifier_weights_load_through_init_cfg(
         tmp_path, run_tool, load_config):
     """cls_to_backbone.py output is what the config's init_cfg loads."""
@@ -189,6 +190,7 @@ def test_missing_pretrained_stops_before_the_dataset(tmp_path, run_tool):
     assert not (tmp_path / 'work').exists()
 
 
+@pytest.mark.slow  # runs the tools on the real config (10-25 s)
 def test_missing_dataset_names_path_and_generator(tmp_path, run_tool):
     root = tmp_path / 'nowhere' / 'ADEChallengeData2016'
     proc = run_tool(
@@ -232,6 +234,7 @@ def test_missing_dataset_names_path_and_generator(tmp_path, run_tool):
     assert f"'{root / 'images' / 'training'}', which is empty" in proc.stderr
 
 
+@pytest.mark.slow  # runs the tools on the real config (10-25 s)
 def test_new_run_refuses_a_work_dir_with_checkpoints(tmp_path, run_tool):
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
@@ -294,6 +297,7 @@ def ade(tmp_path_factory):
     return generate_ade20k(str(tmp_path_factory.mktemp('ade')), 64, 16)
 
 
+@pytest.mark.slow  # runs the tools on the real config (10-25 s)
 def test_test_tool_refuses_a_checkpoint_that_does_not_fit(
         ade, tmp_path, run_tool, load_config):
     import torch
