@@ -47,14 +47,18 @@ log() { printf '[install %4ds] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 ok() { "$PY" - >/dev/null 2>&1 <<<"$1"; }
 pip_install() { "$PY" -m pip install --disable-pip-version-check "$@"; }
 
-# What mmcv is built with here: prints "FORCE_CUDA=0" or "FORCE_CUDA=1
-# TORCH_CUDA_ARCH_LIST=..." and, on stderr, why.
+torch_cuda() { "$PY" -c 'import torch; print(torch.version.cuda)' 2>/dev/null || echo '?'; }
+
+# What mmcv is built with here: sets PLAN ("FORCE_CUDA=0" or "FORCE_CUDA=1
+# TORCH_CUDA_ARCH_LIST=..."), WHY (the reason, for people) and CUDA_BUILD
+# (1 or 0).
 mmcv_build_plan() {
   local nvcc archs
+  CUDA_BUILD=0
+  PLAN="FORCE_CUDA=0"
   case "${PELK_MM_MMCV_CUDA:-auto}" in
     0)
-      echo "mmcv: CPU ops only (PELK_MM_MMCV_CUDA=0)" >&2
-      echo "FORCE_CUDA=0"
+      WHY="mmcv: CPU ops only (PELK_MM_MMCV_CUDA=0)"
       return ;;
     1|auto) ;;
     *)
@@ -69,31 +73,31 @@ mmcv_build_plan() {
   if [ -z "$nvcc" ] && [ "${PELK_MM_MMCV_CUDA:-auto}" = 1 ]; then
     echo "install: PELK_MM_MMCV_CUDA=1 but no nvcc on PATH or in" \
          "\$CUDA_HOME/bin; install the CUDA toolkit of your torch" \
-         "($("$PY" -c 'import torch; print(torch.version.cuda)' 2>/dev/null || echo '?'))" >&2
+         "($(torch_cuda))" >&2
     exit 1
   fi
   if [ -z "$nvcc" ]; then
-    echo "mmcv: no nvcc (CUDA toolkit) found: CPU ops only; install on a GPU" \
-         "node with nvcc to run detectors on GPUs" >&2
-    echo "FORCE_CUDA=0"
+    WHY="mmcv: no nvcc (CUDA toolkit) found: CPU ops only; install on a GPU node with nvcc to run detectors on GPUs"
     return
   fi
   if [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
     archs="$TORCH_CUDA_ARCH_LIST"
-    echo "mmcv: CUDA ops with $nvcc for TORCH_CUDA_ARCH_LIST=$archs (given)" >&2
+    WHY="mmcv: CUDA ops with $nvcc for TORCH_CUDA_ARCH_LIST=$archs (given)"
   elif archs="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \
                 | sort -u | paste -sd ';' -)" && [ -n "$archs" ]; then
-    echo "mmcv: CUDA ops with $nvcc for the visible GPUs ($archs)" >&2
+    WHY="mmcv: CUDA ops with $nvcc for the visible GPUs ($archs)"
   else
     archs="7.5;8.0;8.6;8.9;9.0+PTX"
-    echo "mmcv: CUDA ops with $nvcc; no GPU visible, so for $archs" \
-         "(set TORCH_CUDA_ARCH_LIST to choose)" >&2
+    WHY="mmcv: CUDA ops with $nvcc; no GPU visible, so for $archs (set TORCH_CUDA_ARCH_LIST to choose)"
   fi
-  echo "FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$archs"
+  CUDA_BUILD=1
+  PLAN="FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$archs"
 }
 
 if [ "${1:-}" = "--mmcv-build-plan" ]; then
   mmcv_build_plan
+  echo "$WHY" >&2
+  echo "$PLAN"
   exit 0
 fi
 
@@ -123,18 +127,18 @@ if ! ok 'import mmengine, sys; sys.exit(mmengine.__version__ != "0.10.7")'; then
   pip_install -q mmengine==0.10.7 'opencv-python<5'
 fi
 
-PLAN="$(mmcv_build_plan 2>/dev/null)" || { mmcv_build_plan >/dev/null; exit 1; }
+mmcv_build_plan
 # The CUDA version of mmcv's ops as the build plan needs it ("not available"
 # is mmcv's answer for CPU-only ops).
-if [ "${PLAN%% *}" = "FORCE_CUDA=1" ]; then
+if [ "$CUDA_BUILD" = 1 ]; then
   MMCV_CUDA_OK='from mmcv.ops import get_compiling_cuda_version as v; sys.exit(v() == "not available")'
 else
   MMCV_CUDA_OK='pass'
 fi
 if ! ok "import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; assert mmcv.__version__ == '2.1.0'; $MMCV_CUDA_OK"; then
-  mmcv_build_plan >/dev/null  # says what it builds, and why
+  echo "$WHY"
   CACHE=()
-  if [ "${PLAN%% *}" = "FORCE_CUDA=1" ]; then
+  if [ "$CUDA_BUILD" = 1 ]; then
     log "building mmcv 2.1.0 with compiled CPU and CUDA ops (20-60 minutes)"
     # pip's wheel cache does not know how a wheel was built: never take a
     # CPU-only one from it for this build. An mmcv already there is replaced
@@ -146,11 +150,11 @@ if ! ok "import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; assert
   if ! env MMCV_WITH_OPS=1 $PLAN MAX_JOBS="${MAX_JOBS:-2}" \
     "$PY" -m pip install --disable-pip-version-check ${CACHE[@]+"${CACHE[@]}"} \
     --no-build-isolation mmcv==2.1.0; then
-    if [ "${PLAN%% *}" = "FORCE_CUDA=1" ]; then
+    if [ "$CUDA_BUILD" = 1 ]; then
       echo "install: building mmcv 2.1.0 with CUDA ops failed (see above)." \
            "Common causes: a CUDA toolkit without the library headers torch" \
            "includes (cusparse.h, cublas_v2.h, ...), or an nvcc whose CUDA is" \
-           "not torch's ($("$PY" -c 'import torch; print(torch.version.cuda)'))." \
+           "not torch's ($(torch_cuda))." \
            "Fix the toolkit (CUDA_HOME), or set PELK_MM_MMCV_CUDA=0 for CPU" \
            "ops only; an mmcv already installed was left in place." >&2
     fi
@@ -165,7 +169,7 @@ if ! ok "import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; assert
   fi
   if ! ok "import sys; $MMCV_CUDA_OK"; then
     echo "install: nvcc was found but mmcv 2.1.0 was built without CUDA ops;" \
-         "check that nvcc's CUDA matches torch's ($("$PY" -c 'import torch; print(torch.version.cuda)'))" \
+         "check that nvcc's CUDA matches torch's ($(torch_cuda))" \
          "and see the build log above." >&2
     exit 1
   fi
