@@ -29,7 +29,6 @@ passes under ``torch.autocast`` (fp16 training with a gradient scaler).
 """
 import argparse
 import contextlib
-import sys
 from typing import Dict
 
 import torch
@@ -38,7 +37,7 @@ from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import ConvNeXt
 
 from pelk_mm.models import PeLK
-from probes import (best_time, describe, device_of, memory_in_subprocess,
+from probes import (best_time, describe, device_of, memory_for_tables,
                     peak_memory_mb, report_memory)
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -173,15 +172,14 @@ def main():
     args.device = device_of(args.device)
     torch.manual_seed(0)
     models = {name: build(name).to(args.device) for name in args.models}
+
+    def measure_memory():
+        return measure(args, models, memory=True)
+
     if args.memory_only:
-        report_memory(measure(args, models, memory=True))
+        report_memory(measure_memory())
         return
-    if args.no_memory:
-        memory = {}
-    elif args.device.type == 'cuda':
-        memory = measure(args, models, memory=True)
-    else:
-        memory = memory_in_subprocess(sys.argv)
+    memory = memory_for_tables(args, measure_memory)
     times = measure(args, models, memory=False)
 
     base = 'convnext-t' if 'convnext-t' in models else args.models[0]

@@ -30,7 +30,6 @@ relative error against ``dense`` (in float64 where ``dense`` is timed). A
 PNG of time against K is written with ``--plot``.
 """
 import argparse
-import sys
 from typing import Callable, Dict
 
 import torch
@@ -41,7 +40,7 @@ from pelk_mm.ops import expand_by_grid, peripheral_conv2d
 from pelk_mm.ops import sat as sat_extension
 from pelk_mm.ops import sharing_grid
 from pelk_mm.ops.grid import grid_tensor
-from probes import (best_time, describe, device_of, memory_in_subprocess,
+from probes import (best_time, describe, device_of, memory_for_tables,
                     peak_memory_mb, report_memory)
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -240,25 +239,17 @@ def main():
         for m, b in modes.items()
         if ('backward' if b else 'forward') in args.modes
     }
-    if args.memory_only:
-        report_memory({
+
+    def measure_memory():
+        return {
             mode: measure(args, backward, memory=True)
             for mode, backward in modes.items()
-        })
-        return
-    memory = {}
-    if args.no_memory:
-        pass
-    elif args.device.type == 'cuda':
-        memory = {
-            mode: {
-                str(k): v
-                for k, v in measure(args, backward, memory=True).items()
-            }
-            for mode, backward in modes.items()
         }
-    else:
-        memory = memory_in_subprocess(sys.argv)
+
+    if args.memory_only:
+        report_memory(measure_memory())
+        return
+    memory = memory_for_tables(args, measure_memory)
     results = {}
     for mode, backward in modes.items():
         times = measure(args, backward, memory=False)

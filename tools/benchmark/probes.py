@@ -91,6 +91,22 @@ def memory_in_subprocess(argv: list) -> dict:
     raise RuntimeError(f'the memory probe failed:\n{proc.stderr[-2000:]}')
 
 
+def memory_for_tables(args, measure_memory: Callable[[], dict]) -> dict:
+    """The peak memory a benchmark's tables show, keyed as JSON keys them.
+
+    Empty with ``--no-memory``; on CUDA ``measure_memory()`` here (torch's
+    allocator counts exactly); on the CPU the script run again with
+    ``--memory-only`` (:func:`memory_in_subprocess`), where it calls
+    :func:`report_memory` on ``measure_memory()``.
+    """
+    if args.no_memory:
+        return {}
+    if args.device.type == 'cuda':
+        # The round trip gives the keys the subprocess's report has.
+        return json.loads(json.dumps(measure_memory()))
+    return memory_in_subprocess(sys.argv)
+
+
 def report_memory(results: dict) -> None:
     """Print what :func:`memory_in_subprocess` reads back."""
     print(_MEMORY_TAG + json.dumps(results), flush=True)
