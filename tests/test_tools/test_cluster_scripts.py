@@ -37,8 +37,10 @@ def run_script(script, *args, path, **env):
 # ------------------------------------------------------------- slurm
 @pytest.fixture
 def srun(tmp_path):
-    """A stub ``srun`` that writes its arguments, one per line, and
-    PYTHONPATH; returns (PATH, reader)."""
+    """``srun(script, *args, **env)``: run a Slurm script of tools/ with
+    ``PYTHON=python`` against a stub ``srun`` that records its arguments,
+    one per line, and PYTHONPATH; returns what srun got. ``srun.path`` is
+    the PATH with the stub."""
     record = tmp_path / 'srun.args'
     path = stub_bin(
         tmp_path, {
@@ -46,24 +48,26 @@ def srun(tmp_path):
             f'printf "%s\\n" "$@" > {record}; '
             f'echo "PYTHONPATH=$PYTHONPATH" >> {record}'
         })
-    return path, lambda: record.read_text().splitlines()
+
+    def launch(script, *args, **env):
+        proc = run_script(script, *args, path=path, PYTHON='python', **env)
+        assert proc.returncode == 0, proc.stderr
+        return record.read_text().splitlines()
+
+    launch.path = path
+    return launch
 
 
 def test_slurm_train_runs_train_py_on_every_task(srun):
-    path, recorded = srun
-    proc = run_script(
+    args = srun(
         'slurm_train.sh',
         'gpu-part',
         'pelk-t',
         'configs/upernet_pelk_t_ade20k.py',
         'work_dirs/pelk_t',
         '--amp',
-        path=path,
         GPUS='16',
-        SRUN_ARGS='--quotatype=auto --time=1-00:00:00',
-        PYTHON='python')
-    assert proc.returncode == 0, proc.stderr
-    args = recorded()
+        SRUN_ARGS='--quotatype=auto --time=1-00:00:00')
     assert args[:7] == [
         '--partition=gpu-part', '--job-name=pelk-t', '--gres=gpu:8',
         '--ntasks=16', '--ntasks-per-node=8', '--cpus-per-task=5',
@@ -80,20 +84,15 @@ def test_slurm_train_runs_train_py_on_every_task(srun):
 
 
 def test_slurm_train_work_dir_is_optional_and_few_gpus_fit_one_node(srun):
-    path, recorded = srun
-    proc = run_script(
+    args = srun(
         'slurm_train.sh',
         'p',
         'j',
         'configs/pelk_t_in1k.py',
         '--cfg-options',
         'train_cfg.max_epochs=1',
-        path=path,
         GPUS='2',
-        CPUS_PER_TASK='8',
-        PYTHON='python')
-    assert proc.returncode == 0, proc.stderr
-    args = recorded()
+        CPUS_PER_TASK='8')
     assert '--gres=gpu:2' in args and '--ntasks-per-node=2' in args
     assert '--cpus-per-task=8' in args
     assert '--work-dir' not in args
@@ -104,19 +103,9 @@ def test_slurm_train_work_dir_is_optional_and_few_gpus_fit_one_node(srun):
 
 
 def test_slurm_test_runs_test_py(srun):
-    path, recorded = srun
-    proc = run_script(
-        'slurm_test.sh',
-        'p',
-        'j',
-        'configs/cascade_mask_rcnn_pelk_t_coco.py',
-        'model.pth',
-        '--work-dir',
-        'out',
-        path=path,
-        PYTHON='python')
-    assert proc.returncode == 0, proc.stderr
-    args = recorded()
+    args = srun('slurm_test.sh', 'p', 'j',
+                'configs/cascade_mask_rcnn_pelk_t_coco.py', 'model.pth',
+                '--work-dir', 'out')
     assert '--ntasks=8' in args
     assert args[args.index(osp.join(REPO, 'tools', 'test.py')):-1] == [
         osp.join(REPO, 'tools',
@@ -127,7 +116,7 @@ def test_slurm_test_runs_test_py(srun):
 
 @pytest.mark.parametrize('script', ['slurm_train.sh', 'slurm_test.sh'])
 def test_slurm_scripts_say_how_to_call_them(srun, script):
-    proc = run_script(script, 'p', 'j', path=srun[0])
+    proc = run_script(script, 'p', 'j', path=srun.path)
     assert proc.returncode == 2
     assert proc.stderr.startswith(f'usage: [GPUS=N] bash tools/{script} '
                                   f'PARTITION JOB_NAME CONFIG')
