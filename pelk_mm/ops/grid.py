@@ -93,5 +93,11 @@ def expand_by_grid(weight: torch.Tensor,
     """
     if size is None:
         size = int(grid.sum())
-    dense = weight.repeat_interleave(grid, dim=-1, output_size=size)
-    return dense.repeat_interleave(grid, dim=-2, output_size=size)
+    # The cell of each tap, by comparing the taps with the cells' right
+    # edges: static-shape ops only (arange of a Python int, cumsum, a
+    # comparison), so exporters see a (K, ) index, unlike repeat_interleave
+    # with tensor repeats.
+    edges = grid.cumsum(0)
+    taps = torch.arange(size, device=grid.device)
+    cells = (taps[:, None] >= edges).sum(1)
+    return weight.index_select(-1, cells).index_select(-2, cells)
