@@ -20,9 +20,12 @@ Paths (``path``):
 
 * ``'direct'``: the dense depthwise conv (fast for small K or tiny maps).
 * ``'fft'``: an FFT convolution whose cost barely grows with K.
-* ``'sat'``: the fused summed-area-table extension (:mod:`pelk_mm.ops.sat`,
-  CPU): about k'^2 + 4k' operations per pixel, from the block weights; it
-  needs the grid, so only :func:`peripheral_conv2d` with ``grid`` takes it.
+* ``'sat'``: summed-area tables: about k'^2 + 4k' operations per pixel,
+  from the block weights; it needs the grid, so only
+  :func:`peripheral_conv2d` with ``grid`` takes it. Eager on the CPU, the
+  fused extension (:mod:`pelk_mm.ops.sat`); elsewhere, and wherever the
+  graph is traced (``torch.compile``, ``torch.export``, ONNX export), the
+  same algorithm in standard ops (:func:`grid_depthwise_conv_box_sums`).
 * ``'auto'``: picks one from a cost model per device type (see
   :func:`choose_path`), or the one ``PELK_MM_PATH`` names.
 """
@@ -156,17 +159,20 @@ def _overridden_path(num_cells: Optional[int], device_type: str) -> str:
         raise ValueError("PELK_MM_PATH=sat: the 'sat' path works from block "
                          "weights on a grid, which this dense depthwise conv "
                          "has not; unset PELK_MM_PATH or choose direct/fft")
-    if PATH_OVERRIDE == 'sat' and device_type != 'cpu':
-        raise ValueError(f"PELK_MM_PATH=sat: the summed-area-table extension "
-                         f"runs on the CPU only, this map is on "
-                         f"{device_type}; choose direct or fft")
     return PATH_OVERRIDE
 
 
+def tracing() -> bool:
+    """Whether the graph is being traced (``torch.compile``,
+    ``torch.export``, the legacy ONNX exporter), where only standard ops
+    may run: the fused extension is opaque to them."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def _sat_available() -> bool:
-    # The fused extension is opaque to torch.compile: inside a compiled
-    # region the FFT and direct paths (plain torch) are chosen instead.
-    if torch.compiler.is_compiling():
+    # The automatic choice prices the fused extension; in a traced graph
+    # the FFT and direct paths are chosen instead.
+    if tracing():
         return False
     from . import sat
     return sat.is_built()
@@ -267,6 +273,8 @@ def grid_depthwise_conv(x: torch.Tensor,
         path = choose_path(kernel_size, x.shape[-2], x.shape[-1],
                            requires_grad, len(grid), x.device)
     if path == 'sat':
+        if x.device.type != 'cpu' or tracing():
+            return grid_depthwise_conv_box_sums(x, weight, grid, kernel_size)
         from .sat import grid_depthwise_conv_sat
         return grid_depthwise_conv_sat(x, weight, grid)
     # Expanded in float32 (or better): the gradient of a block weight sums
@@ -275,6 +283,70 @@ def grid_depthwise_conv(x: torch.Tensor,
     compute_dtype = torch.promote_types(weight.dtype, torch.float32)
     kernel = expand_by_grid(weight.to(compute_dtype), grid, kernel_size)
     return depthwise_conv(x, kernel, path)
+
+
+def grid_depthwise_conv_box_sums(
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        grid: torch.Tensor,
+        kernel_size: Optional[int] = None) -> torch.Tensor:
+    """The summed-area-table algorithm of the ``'sat'`` path in standard
+    ops (cumulative sums, gathers with static indices, a batched matmul).
+
+    The kernel is constant on the blocks of the grid (cell ``a`` covers taps
+    ``[s[a], s[a + 1])``), so with prefix sums along the rows, the sum of
+    the input under one column block is two reads; ``Z_a = sum_b w[a, b]
+    * box_b`` mixes them (k' (k' + 1) multiply-adds per pixel, the block
+    differences folded into the weights), and prefix sums of each ``Z_a``
+    down the columns give its row block in two reads more. Prefix sums run
+    along one axis at a time (at most W or H terms), which keeps float32
+    rounding at the level of the direct conv's; the zero padding is a clamp
+    of the read positions, so no padded copy of a large tensor is made.
+    Every index is built from the shapes and the grid by tensor ops, so the
+    graph takes dynamic map sizes. Differentiable by autograd.
+
+    Args:
+        x (Tensor): Input (B, C, H, W).
+        weight (Tensor): Block weights (C, k', k').
+        grid (Tensor): int64 cell widths (k', ), summing to the odd K.
+        kernel_size (int, optional): K, if known.
+
+    Returns:
+        Tensor: (B, C, H, W), equal to the dense conv of the expanded
+        kernel up to rounding; dtype of ``x`` (computed in float32 or
+        better).
+    """
+    if kernel_size is None:
+        kernel_size = int(grid.sum())
+    batch, channels, height, width = x.shape
+    num_cells = weight.shape[-1]
+    compute_dtype = torch.promote_types(x.dtype, torch.float32)
+    # Cell a covers input offsets [edges[a], edges[a + 1]) from the output
+    # pixel; reads outside the map are clamped onto the prefix sums' ends,
+    # which is the zero padding.
+    edges = F.pad(grid.cumsum(0), (1, 0)) - kernel_size // 2
+    # 1. Exclusive prefix sums along the rows (a zero first column), and a
+    #    zero first row that step 2 carries into an exclusive column sum.
+    pre = F.pad(x.to(compute_dtype), (1, 0, 1, 0)).cumsum(-1)
+    columns = edges[:, None] + torch.arange(width, device=x.device)
+    reads = pre.index_select(-1, columns.clamp(0, width).flatten())
+    reads = reads.view(batch, channels, height + 1, num_cells + 1, width)
+    # 2. Z_a = sum_b w[a, b] * box_b = sum_j (w[a, j - 1] - w[a, j]) pre_j.
+    mix = F.pad(weight, (1, 0)) - F.pad(weight, (0, 1))  # (C, k', k' + 1)
+    reads = reads.transpose(2, 3).reshape(batch, channels, num_cells + 1, -1)
+    mixed = torch.matmul(mix.to(compute_dtype), reads)
+    # 3. Prefix sums of each Z_a down the columns; its row block for output
+    #    row u is two reads, at flat rows a (H + 1) + u + edges[a (+ 1)].
+    rows = mixed.view(batch, channels, num_cells, height + 1, width)
+    rows = rows.cumsum(-2).reshape(batch, channels, -1, width)
+    starts = torch.arange(num_cells, device=x.device)[:, None] * (height + 1)
+    upto = torch.arange(height, device=x.device)
+    hi = starts + (edges[1:, None] + upto).clamp(0, height)
+    lo = starts + (edges[:-1, None] + upto).clamp(0, height)
+    out = rows.index_select(-2, hi.flatten()) - \
+        rows.index_select(-2, lo.flatten())
+    out = out.view(batch, channels, num_cells, height, width).sum(2)
+    return out.to(x.dtype)
 
 
 def _window_bounds(length: int, size: int, device) -> tuple:

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from .functional import (PATHS, POS_BORDERS, grid_depthwise_conv,
                          peripheral_conv2d, peripheral_conv2d_reference,
-                         positional_term)
+                         positional_term, tracing)
 from .grid import expand_by_grid, grid_tensor, sharing_grid
 
 
@@ -184,9 +184,15 @@ class PeripheralConv2d(nn.Module):
             kernel_size=self.kernel_size)
 
     def _constant_terms(self, x: torch.Tensor) -> torch.Tensor:
-        """Positional term + bias of a deployed conv, cached per map size."""
+        """Positional term + bias of a deployed conv, cached per map size
+        (computed in the graph where it is traced, so that an exported
+        graph takes any map size)."""
         if self.pos_kernel is None:
             return self.bias.to(x.dtype).view(-1, 1, 1)
+        if tracing():
+            term = positional_term(self.pos_kernel, *x.shape[-2:],
+                                   self.pos_border)
+            return (term + self.bias.view(-1, 1, 1)).to(x.dtype)
         # Tensor versions change when a state dict is loaded in place.
         key = (tuple(x.shape[-2:]), x.dtype, x.device,
                self.pos_kernel._version, self.bias._version)

@@ -10,7 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from pelk_mm.ops import (KernelPositionEmbedding, PeripheralConv2d,
-                         choose_path, expand_by_grid, peripheral_conv2d)
+                         choose_path, expand_by_grid,
+                         grid_depthwise_conv_box_sums, peripheral_conv2d,
+                         sharing_grid)
+from pelk_mm.ops.grid import grid_tensor
 
 
 def rel_err(actual, expected):
@@ -83,6 +86,53 @@ def test_forward_backward_match_reference(shape, path, border):
     assert rel_err(out, ref) < FLOAT32_TOLERANCE
     for grad, ref_grad in zip(grads, ref_grads):
         assert rel_err(grad, ref_grad) < FLOAT32_TOLERANCE
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_box_sums_in_standard_ops_match_the_dense_conv(shape):
+    """The summed-area-table algorithm written in torch ops (what traced
+    graphs run for the 'sat' path): forward, input and block-weight
+    gradients against the dense conv in float64; float32 forward within
+    the tolerance of every path."""
+    torch.manual_seed(sum(shape))
+    b, c, h, w, k = shape
+    grid = grid_tensor(sharing_grid(k, center_size=5 if k >= 5 else 1))
+    x = torch.randn(b, c, h, w, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(
+        c, len(grid), len(grid), dtype=torch.float64, requires_grad=True)
+    dense = F.conv2d(
+        x, expand_by_grid(weight, grid)[:, None], padding=k // 2, groups=c)
+    out = grid_depthwise_conv_box_sums(x, weight, grid, k)
+    grad_out = torch.randn_like(dense)
+    expected = torch.autograd.grad(dense, (x, weight), grad_out)
+    grads = torch.autograd.grad(out, (x, weight), grad_out)
+    assert rel_err(out, dense) < 1e-12
+    for grad, ref_grad in zip(grads, expected):
+        assert rel_err(grad, ref_grad) < 1e-12
+    out32 = grid_depthwise_conv_box_sums(x.detach().float(),
+                                         weight.detach().float(), grid)
+    assert out32.dtype == torch.float32
+    assert rel_err(out32.double(), dense) < FLOAT32_TOLERANCE
+
+
+def test_sat_path_runs_box_sums_where_the_graph_is_traced(monkeypatch):
+    """The fused extension is opaque to tracers: a traced 'sat' conv
+    records the standard-op form, and the trace computes the same."""
+    import pelk_mm.ops.sat as sat
+    torch.manual_seed(0)
+    conv, _ = make_conv(3, 31, pos=False, path='sat')
+    x = torch.randn(2, 3, 20, 24)
+    with torch.no_grad():
+        eager = conv(x)
+
+    def opaque(*args):
+        raise AssertionError('the fused extension ran inside a trace')
+
+    monkeypatch.setattr(sat, 'grid_depthwise_conv_sat', opaque)
+    with torch.no_grad():
+        traced = torch.jit.trace(conv, x, check_trace=False)
+    assert rel_err(traced(x), eager) < FLOAT32_TOLERANCE
+    assert rel_err(traced(x[:1]), eager[:1]) < FLOAT32_TOLERANCE
 
 
 @pytest.mark.parametrize('border', ['valid', 'padded'])
@@ -212,8 +262,6 @@ def test_pelk_mm_path_overrides_the_choice(monkeypatch, forced):
 def test_pelk_mm_path_refusals(monkeypatch):
     from pelk_mm.ops import functional
     monkeypatch.setattr(functional, 'PATH_OVERRIDE', 'sat')
-    with pytest.raises(ValueError, match='runs on the CPU only'):
-        choose_path(51, 64, 64, num_cells=13, device='cuda')
     with pytest.raises(ValueError, match='block weights on a grid'):
         choose_path(51, 64, 64)
     monkeypatch.setattr(functional, 'PATH_OVERRIDE', 'fast')

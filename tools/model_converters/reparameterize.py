@@ -23,9 +23,9 @@ import os.path as osp
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
-from mmengine.registry import MODELS, init_default_scope
 
-from pelk_mm.engine import load_from_local
+from pelk_mm.deployment import load_model
+from pelk_mm.engine import CheckpointMismatchError
 from pelk_mm.models import PeLK
 
 
@@ -43,23 +43,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def build_model(cfg: Config) -> torch.nn.Module:
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    cfg.model.get('backbone', {}).pop('init_cfg', None)  # weights come next
-    if cfg.model.get('backbone', {}).get('deploy', False):
-        raise SystemExit('error: the config builds the backbone deployed '
-                         '(model.backbone.deploy=True); give the config the '
-                         'checkpoint was trained with')
-    model = MODELS.build(cfg.model)
-    if not isinstance(getattr(model, 'backbone', None), PeLK):
-        raise SystemExit(
-            f'error: the model of {cfg.filename} has no PeLK backbone '
-            f'(model.backbone is '
-            f'{type(getattr(model, "backbone", None)).__name__}); only '
-            f'PeLK has an inference form to switch to')
-    return model
-
-
 def main():
     args = parse_args()
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
@@ -69,22 +52,21 @@ def main():
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    model = build_model(cfg)
+    if cfg.model.get('backbone', {}).get('deploy', False):
+        raise SystemExit('error: the config builds the backbone deployed '
+                         '(model.backbone.deploy=True); give the config the '
+                         'checkpoint was trained with')
     try:
-        checkpoint = load_from_local(args.checkpoint, 'cpu')
-    except (FileNotFoundError, RuntimeError) as err:
-        raise SystemExit(f'error: {args.checkpoint}: {err}')
-    state = checkpoint.get('state_dict', checkpoint)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+        model, checkpoint = load_model(cfg, args.checkpoint)
+    except (FileNotFoundError, RuntimeError, CheckpointMismatchError) as err:
+        raise SystemExit(f'error: {err}')
+    if not isinstance(getattr(model, 'backbone', None), PeLK):
         raise SystemExit(
-            f'error: {args.checkpoint} does not fit the model of '
-            f'{args.config}: {len(result.missing_keys)} weights missing '
-            f'(e.g. {result.missing_keys[:3]}), '
-            f'{len(result.unexpected_keys)} unexpected (e.g. '
-            f'{result.unexpected_keys[:3]}); give the config it was trained '
-            f'with')
-
+            f'error: the model of {cfg.filename} has no PeLK backbone '
+            f'(model.backbone is '
+            f'{type(getattr(model, "backbone", None)).__name__}); only '
+            f'PeLK has an inference form to switch to')
+    state = checkpoint.get('state_dict', checkpoint)
     model.eval()
     backbone = model.backbone
     x = torch.randn(1, backbone.in_channels, args.size, args.size)
