@@ -133,6 +133,9 @@ def choose_path(kernel_size: int,
             run here.
     """
     device_type = 'cpu' if device is None else torch.device(device).type
+    # The legacy (TorchScript) tracer hands sizes over as 0-d tensors; the
+    # choice is made once, for the traced size.
+    height, width = int(height), int(width)
     if PATH_OVERRIDE != 'auto':
         return _overridden_path(num_cells, device_type)
     costs_of = PATH_COSTS.get(device_type, PATH_COSTS['cpu'])

@@ -38,7 +38,8 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
 from pelk_mm.deployment import (CONV_FORMS, DEFAULT_CONV_FORM,
-                                compare_with_pytorch, export_onnx, load_model)
+                                compare_with_pytorch, export_onnx, load_model,
+                                set_conv_form, with_exportable_pooling)
 from pelk_mm.engine import CheckpointMismatchError
 from pelk_mm.models import PeLK
 
@@ -195,8 +196,11 @@ def main():
     graph.eval()
     torch.manual_seed(0)
     images = torch.rand(args.batch, 3, height, width) * 255
-    export_onnx(graph, images, args.out, args.conv_form, args.dynamic,
+    # The original graph stays for --verify to compare with.
+    exported = with_exportable_pooling(graph) if args.dynamic else graph
+    export_onnx(exported, images, args.out, args.conv_form, args.dynamic,
                 graph.outputs)
+    set_conv_form(graph, args.conv_form)
     logger.info(f'wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MB; '
                 f'{type(model).__name__}, outputs {", ".join(graph.outputs)}'
                 f', {args.batch}x3x{height}x{width}'
