@@ -39,13 +39,15 @@ CONV_FORMS = ('direct', 'sat', 'fft')
 DEFAULT_CONV_FORM = 'sat'
 OPSET = 18
 
-_ONNX_HINT = ('ONNX export needs onnx and onnxruntime (make install installs '
-              'the versions in the README: pip install "onnx==1.23.2" '
-              '"onnxruntime==1.32.0")')
+_ONNX_HINT = ('ONNX export needs onnx, onnxscript and onnxruntime; make '
+              'install installs them, or pip install onnx==1.23.2 '
+              'onnxscript==0.7.2 onnxruntime==1.32.0 (the versions README '
+              'lists)')
 
 
 def require(module: str):
-    """Import ``onnx`` or ``onnxruntime``, or say how to install it.
+    """Import ``onnx``, ``onnxscript`` or ``onnxruntime``, or say how to
+    install it.
 
     Raises:
         ImportError: Naming the missing package and the install command.
@@ -93,8 +95,11 @@ class AdaptiveAvgPool2dFromSizes(nn.Module):
 
 
 def with_exportable_pooling(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` whose adaptive average pools compute their bins
-    in the graph (:class:`AdaptiveAvgPool2dFromSizes`)."""
+    """``module``, or where it has adaptive average pools, a copy whose
+    pools compute their bins in the graph
+    (:class:`AdaptiveAvgPool2dFromSizes`)."""
+    if not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in module.modules()):
+        return module
     module = copy.deepcopy(module)
     for parent in list(module.modules()):
         for name, child in parent.named_children():
@@ -180,7 +185,10 @@ def export_onnx(model: nn.Module,
                 output_names: Optional[Sequence[str]] = None) -> str:
     """Export ``model(inputs)`` (one image batch in, tensors out) to ONNX.
 
-    The model is put in eval mode and its peripheral convs in ``conv_form``.
+    The model is put in eval mode and its peripheral convs in ``conv_form``;
+    with ``dynamic``, a copy of it whose adaptive average pools compute
+    their bins from the map size is exported
+    (:func:`with_exportable_pooling`).
     The file is written next to ``file`` and moved over it only once the
     export has succeeded and ``onnx.checker`` accepts it, so a failed export
     leaves an existing file as it was.
@@ -203,6 +211,7 @@ def export_onnx(model: nn.Module,
         ImportError: If onnx is not installed.
     """
     onnx = require('onnx')
+    require('onnxscript')
     if dynamic and conv_form == 'fft':
         raise ValueError(
             "the 'fft' conv form pads every map to FFT lengths chosen from "
@@ -212,6 +221,7 @@ def export_onnx(model: nn.Module,
     set_conv_form(model, conv_form)
     dynamic_shapes = None
     if dynamic:
+        model = with_exportable_pooling(model)
         # DYNAMIC, not AUTO: a model whose graph would fix one of these
         # sizes (adaptive pooling to a fixed grid, FFT lengths) is refused
         # instead of exported for the example's size only.
@@ -268,8 +278,7 @@ def compare_with_pytorch(file: str, model: nn.Module,
         ValueError: If the two give different numbers or shapes of outputs.
     """
     session = onnxruntime_session(file)
-    outputs = session.run(None,
-                          {session.get_inputs()[0].name: inputs.numpy()})
+    outputs = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})
     with torch.no_grad():
         expected = model(inputs)
     if isinstance(expected, torch.Tensor):

@@ -182,6 +182,13 @@ if ! ok 'import mmdet, mmseg, mmpretrain, ftfy, regex, cv2, pytest, sys; sys.exi
     ftfy regex 'opencv-python<5' pytest
 fi
 
+# ONNX export (tools/deployment/pytorch2onnx.py): torch's dynamo-based
+# exporter needs onnxscript; onnxruntime checks and times the graphs.
+if ! ok 'import sys, onnx, onnxruntime, onnxscript; sys.exit(not (onnx.__version__, onnxruntime.__version__, onnxscript.__version__) == ("1.23.2", "1.32.0", "0.7.2"))'; then
+  log "installing onnx 1.23.2, onnxruntime 1.32.0, onnxscript 0.7.2 (ONNX export)"
+  pip_install -q onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2
+fi
+
 if ! ok 'import sys, flake8, isort, yapf; sys.exit(not (flake8.__version__, isort.__version__, yapf.__version__) == ("7.1.1", "5.13.2", "0.40.2"))'; then
   log "installing flake8 7.1.1, isort 5.13.2, yapf 0.40.2 (make lint)"
   pip_install -q flake8==7.1.1 isort==5.13.2 yapf==0.40.2

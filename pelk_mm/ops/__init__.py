@@ -1,8 +1,8 @@
 """The peripheral convolution: sharing grid, reference and fast paths."""
 from .functional import (choose_path, depthwise_conv, depthwise_conv_direct,
                          depthwise_conv_fft, grid_depthwise_conv_box_sums,
-                         peripheral_conv2d,
-                         peripheral_conv2d_reference, positional_term)
+                         peripheral_conv2d, peripheral_conv2d_reference,
+                         positional_term)
 from .grid import expand_by_grid, sharing_grid
 from .peripheral_conv import KernelPositionEmbedding, PeripheralConv2d
 from .regrid import (RESIZE_MODES, block_mean, infer_center_size,

@@ -28,8 +28,7 @@ import torch
 from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import ConvNeXt
 
-from pelk_mm.deployment import (CONV_FORMS, export_onnx,
-                                onnxruntime_session)
+from pelk_mm.deployment import CONV_FORMS, export_onnx, onnxruntime_session
 from pelk_mm.models import PeLK
 from probes import best_time
 

@@ -39,7 +39,7 @@ from mmengine.logging import MMLogger
 
 from pelk_mm.deployment import (CONV_FORMS, DEFAULT_CONV_FORM,
                                 compare_with_pytorch, export_onnx, load_model,
-                                set_conv_form, with_exportable_pooling)
+                                require)
 from pelk_mm.engine import CheckpointMismatchError
 from pelk_mm.models import PeLK
 
@@ -55,8 +55,8 @@ class Normalized(nn.Module):
         super().__init__()
         self.model = model
         preprocessor = getattr(model, 'data_preprocessor', None)
-        self.normalize = bool(getattr(preprocessor, '_enable_normalize',
-                                      False))
+        self.normalize = bool(
+            getattr(preprocessor, '_enable_normalize', False))
         if self.normalize:
             self.register_buffer('mean', preprocessor.mean.clone())
             self.register_buffer('std', preprocessor.std.clone())
@@ -172,15 +172,12 @@ def main():
             "error: --conv-form fft takes static shapes only (the FFT "
             "lengths are chosen from the map size at export); drop "
             "--dynamic or choose --conv-form direct or sat")
+    needed = ['onnx', 'onnxscript'] + (['onnxruntime'] if args.verify else [])
     try:
-        import onnx  # noqa: F401
-        if args.verify:
-            import onnxruntime  # noqa: F401
+        for module in needed:
+            require(module)
     except ImportError as error:
-        raise SystemExit(f'error: {error.name} is not installed; ONNX export '
-                         f'needs onnx (and onnxruntime for --verify): run '
-                         f'`make install`, or pip install the versions in '
-                         f'README.md')
+        raise SystemExit(f'error: {error}')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -196,11 +193,8 @@ def main():
     graph.eval()
     torch.manual_seed(0)
     images = torch.rand(args.batch, 3, height, width) * 255
-    # The original graph stays for --verify to compare with.
-    exported = with_exportable_pooling(graph) if args.dynamic else graph
-    export_onnx(exported, images, args.out, args.conv_form, args.dynamic,
+    export_onnx(graph, images, args.out, args.conv_form, args.dynamic,
                 graph.outputs)
-    set_conv_form(graph, args.conv_form)
     logger.info(f'wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MB; '
                 f'{type(model).__name__}, outputs {", ".join(graph.outputs)}'
                 f', {args.batch}x3x{height}x{width}'
