@@ -3,7 +3,7 @@
 Usage:
     python tools/benchmark/backbone.py [--device cpu|cuda[:N]]
         [--amp none|bf16|fp16] [--sizes 224 512] [--batch 1] [--repeat 3]
-        [--train-size 512] [--no-memory]
+        [--train-size 512] [--no-memory] [--compile]
 
     # the paper's throughput table (A100: PeLK-T 1138, SLaK-T 754 images/s)
     python tools/benchmark/backbone.py --device cuda --batch 64 --sizes 224 \
@@ -18,6 +18,9 @@ Backbones (classification form, 1000-class head left out):
 * ``slak-t``: ConvNeXt-T at SLaK's widths (x1.3) whose depthwise convs are
   SLaK's stripe form with BN (Kx5 + 5xK + 5x5, K = 51/49/47/13 per stage),
   dense (no sparsity): the shape of SLaK-T, not its weights.
+
+``--compile`` adds each model under ``torch.compile`` (``NAME+compiled``,
+static shapes, inductor), compiled by a call before the timed ones.
 
 It prints images/s for inference at each size (best of ``--repeat``), the
 time of one training step (forward, backward, AdamW step) at
@@ -105,6 +108,8 @@ def measure(args, models: Dict[str, nn.Module], memory: bool) -> Dict:
     device = args.device
 
     def probe(call):
+        if args.compile:
+            call()  # compiles a compiled model: not a warm-up to time
         if memory:
             call()  # warm-up
             return peak_memory_mb(call, device=device)
@@ -126,7 +131,7 @@ def measure(args, models: Dict[str, nn.Module], memory: bool) -> Dict:
         x = torch.randn(args.batch, 3, size, size, device=device)
         case = results.setdefault(f'train@{size}', {})
         for name, model in models.items():
-            if name.endswith('deploy'):
+            if '-deploy' in name:
                 continue  # deploy mode is for inference
             model.train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -166,12 +171,22 @@ def main():
         '--memory-only', action='store_true',
         help=argparse.SUPPRESS)  # the memory probe's run
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='also time each model under torch.compile (name+compiled)')
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = device_of(args.device)
     torch.manual_seed(0)
     models = {name: build(name).to(args.device) for name in args.models}
+    if args.compile:
+        for name in args.models:
+            # One graph per input size (static shapes); compiling happens
+            # in the first call, before the timed ones (see measure).
+            models[f'{name}+compiled'] = torch.compile(
+                models[name], dynamic=False)
 
     def measure_memory():
         return measure(args, models, memory=True)
@@ -197,7 +212,7 @@ def main():
             peak = memory.get(case, {}).get(name, float('nan'))
             rate = (f'{args.batch / seconds:>8.2f} images/s'
                     if kind == 'infer' else ' ' * 17)
-            rows.append(f'  {name:>14} {rate} {seconds * 1e3:>9.1f} ms '
+            rows.append(f'  {name:>22} {rate} {seconds * 1e3:>9.1f} ms '
                         f'{seconds / by_model[base]:>5.2f}x {base}  '
                         f'peak {peak:>6.0f} MB')
     MMLogger.get_instance('pelk_mm', log_level='INFO').info('\n'.join(rows))

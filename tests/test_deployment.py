@@ -1,0 +1,181 @@
+"""ONNX export of PeLK (pelk_mm.deployment): every conv form and arch
+exports and matches PyTorch in onnxruntime within 1e-4 (relative) at two
+input sizes; bad input is refused with a clear error."""
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from pelk_mm.deployment import (CONV_FORMS, AdaptiveAvgPool2dFromSizes,
+                                compare_with_pytorch, export_onnx, load_model,
+                                require, set_conv_form,
+                                with_exportable_pooling)
+from pelk_mm.engine import CheckpointMismatchError
+from pelk_mm.models import PeLK
+
+SMALL_ARCH = dict(
+    depths=[1, 1, 1, 1],
+    channels=[16, 24, 32, 40],
+    kernel_sizes=[13, 11, 9, 7])
+TOLERANCE = 1e-4  # relative to the largest output
+
+
+class Features(nn.Module):
+    """The backbone's four stage outputs."""
+
+    def __init__(self, arch, deploy=True):
+        super().__init__()
+        self.backbone = PeLK(
+            arch,
+            out_indices=(0, 1, 2, 3),
+            gap_before_final_norm=False,
+            deploy=deploy)
+
+    def forward(self, x):
+        return self.backbone(x)
+
+
+def assert_matches(file, model, *shapes):
+    for shape in shapes:
+        errors = compare_with_pytorch(file, model, torch.randn(*shape))
+        assert len(errors) == 4
+        worst = max(e['max_rel'] for e in errors.values())
+        assert worst < TOLERANCE, (shape, errors)
+
+
+def test_default_form_exports_with_dynamic_axes(tmp_path):
+    """The default form (summed-area tables in standard ops) of the
+    deployed backbone: one graph, any batch and map size."""
+    torch.manual_seed(0)
+    model = Features(SMALL_ARCH).eval()
+    file = export_onnx(model, torch.randn(1, 3, 64, 64),
+                       str(tmp_path / 'pelk.onnx'), dynamic=True)
+    assert_matches(file, model, (1, 3, 64, 64), (3, 3, 96, 160))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('form', ['direct', 'fft'])
+@pytest.mark.parametrize('deploy', [True, False])
+def test_other_forms_and_the_training_form_export(tmp_path, form, deploy):
+    torch.manual_seed(0)
+    model = Features(SMALL_ARCH, deploy=deploy).eval()
+    dynamic = form != 'fft'
+    for size in ((64, 64), (96, 128)):
+        file = export_onnx(model, torch.randn(2, 3, *size),
+                           str(tmp_path / f'{size}.onnx'), form, dynamic)
+        assert_matches(file, model, (2, 3, *size))
+    if dynamic:
+        assert_matches(file, model, (1, 3, 32, 160))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'base', 'base-101'])
+def test_every_arch_exports_with_dynamic_axes(tmp_path, arch):
+    torch.manual_seed(0)
+    model = Features(arch).eval()
+    file = export_onnx(model, torch.randn(1, 3, 64, 64),
+                       str(tmp_path / 'pelk.onnx'), dynamic=True)
+    assert_matches(file, model, (1, 3, 64, 64), (2, 3, 96, 128))
+
+
+@pytest.mark.parametrize('output_size', [1, 2, 3, 6, (2, 5)])
+@pytest.mark.parametrize('size', [(6, 6), (7, 5), (2, 3), (13, 17)])
+def test_adaptive_pool_from_sizes_is_adaptive_avg_pool(output_size, size):
+    """Bins computed from the map size equal PyTorch's adaptive pooling,
+    also where they overlap (sizes that do not divide)."""
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    pool = nn.AdaptiveAvgPool2d(output_size)
+    assert torch.allclose(AdaptiveAvgPool2dFromSizes(pool)(x), pool(x))
+
+
+def test_exportable_pooling_replaces_pools_in_a_copy():
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.AdaptiveAvgPool2d(3))
+    copied = with_exportable_pooling(model)
+    assert isinstance(model[1], nn.AdaptiveAvgPool2d)
+    assert isinstance(copied[1], AdaptiveAvgPool2dFromSizes)
+    x = torch.randn(1, 3, 11, 7)
+    assert torch.allclose(copied(x), model(x), atol=1e-6)
+    without = nn.Sequential(nn.Conv2d(3, 3, 1))
+    assert with_exportable_pooling(without) is without
+    with pytest.raises(ValueError, match='output size of None'):
+        AdaptiveAvgPool2dFromSizes(nn.AdaptiveAvgPool2d((None, 3)))
+
+
+def test_set_conv_form_reaches_every_peripheral_conv():
+    model = Features(SMALL_ARCH)
+    assert set_conv_form(model, 'direct') == 4
+    paths = {m.path for m in model.modules() if hasattr(m, 'grid_widths')}
+    assert paths == {'direct'}
+    with pytest.raises(ValueError, match='conv form must be one of'):
+        set_conv_form(model, 'winograd')
+    assert CONV_FORMS == ('direct', 'sat', 'fft')
+
+
+def test_fft_form_refuses_dynamic_axes(tmp_path):
+    with pytest.raises(ValueError, match="'fft' conv form .* input size only"):
+        export_onnx(
+            Features(SMALL_ARCH),
+            torch.randn(1, 3, 64, 64),
+            str(tmp_path / 'x.onnx'),
+            'fft',
+            dynamic=True)
+
+
+def test_a_failed_export_keeps_the_existing_file(tmp_path):
+
+    class Broken(nn.Module):
+
+        def forward(self, x):
+            raise RuntimeError('no graph here')
+
+    file = tmp_path / 'model.onnx'
+    file.write_bytes(b'an earlier export')
+    with pytest.raises(Exception, match='no graph here'):
+        export_onnx(Broken(), torch.randn(1, 3, 32, 32), str(file))
+    assert file.read_bytes() == b'an earlier export'
+    assert os.listdir(tmp_path) == ['model.onnx']  # no partial file left
+
+
+@pytest.mark.parametrize('module', ['onnx', 'onnxscript', 'onnxruntime'])
+def test_a_missing_package_is_named_with_the_install_command(
+        monkeypatch, module):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails
+    with pytest.raises(ImportError, match=f'{module} is not installed.*'
+                       'make install.*onnxruntime==1.32.0'):
+        require(module)
+
+
+def test_load_model_refuses_a_checkpoint_that_does_not_fit(
+        tmp_path, load_config):
+    cfg = load_config('pelk_mini_in1k_demo.py')
+    model, _ = load_model(cfg.copy(), _save_random_weights(cfg, tmp_path))
+    state = model.state_dict()
+    deployed = PeLK(cfg.model.backbone.arch, deploy=True).state_dict()
+    deployed = {f'backbone.{k}': v for k, v in deployed.items()}
+    deployed.update({k: v for k, v in state.items() if 'backbone' not in k})
+    torch.save({'state_dict': deployed}, tmp_path / 'deployed.pth')
+    with pytest.raises(CheckpointMismatchError,
+                       match='does not fit the model .* missing .* '
+                       'model.backbone.deploy=True'):
+        load_model(cfg.copy(), str(tmp_path / 'deployed.pth'))
+    cfg.model.backbone.deploy = True
+    deployed_model, _ = load_model(cfg.copy(),
+                                   str(tmp_path / 'deployed.pth'))
+    assert deployed_model.backbone.deploy
+    state['head.fc.weight'] = state['head.fc.weight'][:2]
+    torch.save({'state_dict': state}, tmp_path / 'two_classes.pth')
+    with pytest.raises(CheckpointMismatchError, match='shapes differ'):
+        load_model(cfg.copy(), str(tmp_path / 'two_classes.pth'))
+
+
+def _save_random_weights(cfg, folder):
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope(cfg.default_scope)
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone.pop('init_cfg', None)
+    model = MODELS.build(model_cfg)
+    file = str(folder / 'random.pth')
+    torch.save({'state_dict': model.state_dict()}, file)
+    return file
