@@ -50,8 +50,11 @@ def test_default_form_exports_with_dynamic_axes(tmp_path):
     deployed backbone: one graph, any batch and map size."""
     torch.manual_seed(0)
     model = Features(SMALL_ARCH).eval()
-    file = export_onnx(model, torch.randn(1, 3, 64, 64),
-                       str(tmp_path / 'pelk.onnx'), dynamic=True)
+    file = export_onnx(
+        model,
+        torch.randn(1, 3, 64, 64),
+        str(tmp_path / 'pelk.onnx'),
+        dynamic=True)
     assert_matches(file, model, (1, 3, 64, 64), (3, 3, 96, 160))
 
 
@@ -75,8 +78,11 @@ def test_other_forms_and_the_training_form_export(tmp_path, form, deploy):
 def test_every_arch_exports_with_dynamic_axes(tmp_path, arch):
     torch.manual_seed(0)
     model = Features(arch).eval()
-    file = export_onnx(model, torch.randn(1, 3, 64, 64),
-                       str(tmp_path / 'pelk.onnx'), dynamic=True)
+    file = export_onnx(
+        model,
+        torch.randn(1, 3, 64, 64),
+        str(tmp_path / 'pelk.onnx'),
+        dynamic=True)
     assert_matches(file, model, (1, 3, 64, 64), (2, 3, 96, 128))
 
 
@@ -142,8 +148,10 @@ def test_a_failed_export_keeps_the_existing_file(tmp_path):
 def test_a_missing_package_is_named_with_the_install_command(
         monkeypatch, module):
     monkeypatch.setitem(sys.modules, module, None)  # import fails
-    with pytest.raises(ImportError, match=f'{module} is not installed.*'
-                       'make install.*onnxruntime==1.32.0'):
+    with pytest.raises(
+            ImportError,
+            match=f'{module} is not installed.*'
+            'make install.*onnxruntime==1.32.0'):
         require(module)
 
 
@@ -156,13 +164,13 @@ def test_load_model_refuses_a_checkpoint_that_does_not_fit(
     deployed = {f'backbone.{k}': v for k, v in deployed.items()}
     deployed.update({k: v for k, v in state.items() if 'backbone' not in k})
     torch.save({'state_dict': deployed}, tmp_path / 'deployed.pth')
-    with pytest.raises(CheckpointMismatchError,
-                       match='does not fit the model .* missing .* '
-                       'model.backbone.deploy=True'):
+    with pytest.raises(
+            CheckpointMismatchError,
+            match='does not fit the model .* missing .* '
+            'model.backbone.deploy=True'):
         load_model(cfg.copy(), str(tmp_path / 'deployed.pth'))
     cfg.model.backbone.deploy = True
-    deployed_model, _ = load_model(cfg.copy(),
-                                   str(tmp_path / 'deployed.pth'))
+    deployed_model, _ = load_model(cfg.copy(), str(tmp_path / 'deployed.pth'))
     assert deployed_model.backbone.deploy
     state['head.fc.weight'] = state['head.fc.weight'][:2]
     torch.save({'state_dict': state}, tmp_path / 'two_classes.pth')

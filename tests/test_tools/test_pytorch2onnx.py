@@ -46,9 +46,11 @@ def checkpoint(tmp_path_factory, load_config):
 
 def verified_errors(log):
     """{(shape, output): max relative error} of the --verify lines."""
-    return {(shape, name): float(rel)
-            for shape, name, rel in re.findall(
-                r'verify (\(.*?\)) (\w+): max abs \S+, max rel (\S+)', log)}
+    return {
+        (shape, name): float(rel)
+        for shape, name, rel in re.findall(
+            r'verify (\(.*?\)) (\w+): max abs \S+, max rel (\S+)', log)
+    }
 
 
 @pytest.mark.parametrize('kind, outputs', [
@@ -60,9 +62,8 @@ def test_exports_match_pytorch_at_two_sizes(run_tool, checkpoint, tmp_path,
                                             kind, outputs):
     import onnx
     out = tmp_path / f'{kind}.onnx'
-    proc = run_tool(TOOL, f'configs/{DEMOS[kind]}', checkpoint(kind),
-                    '--out', str(out), '--shape', '64', '96', '--dynamic',
-                    '--verify')
+    proc = run_tool(TOOL, f'configs/{DEMOS[kind]}', checkpoint(kind), '--out',
+                    str(out), '--shape', '64', '96', '--dynamic', '--verify')
     log = proc.stdout + proc.stderr
     errors = verified_errors(log)
     assert set(errors) == {(shape, name)
@@ -81,8 +82,7 @@ def test_segmentor_logits_are_at_the_input_size(run_tool, checkpoint,
     import onnxruntime as ort
     out = tmp_path / 'seg.onnx'
     run_tool(TOOL, f'configs/{DEMOS["segmentor"]}', checkpoint('segmentor'),
-             '--out', str(out), '--shape', '64', '64', '--conv-form',
-             'direct')
+             '--out', str(out), '--shape', '64', '64', '--conv-form', 'direct')
     session = ort.InferenceSession(str(out))
     logits, = session.run(None, {'inputs': torch.rand(1, 3, 64, 64).numpy()})
     assert logits.shape == (1, 150, 64, 64)  # ADE20K's 150 classes
@@ -143,9 +143,10 @@ def test_a_checkpoint_of_another_model_is_refused(run_tool, checkpoint,
         str(tmp_path / 'x.onnx'),
         check=False)
     assert proc.returncode != 0
-    assert re.search(r'error: .*classifier.pth does not fit the model of '
-                     r'.*upernet_pelk_t_ade20k_demo.py: \d+ weights missing',
-                     proc.stderr), proc.stderr[-2000:]
+    assert re.search(
+        r'error: .*classifier.pth does not fit the model of '
+        r'.*upernet_pelk_t_ade20k_demo.py: \d+ weights missing',
+        proc.stderr), proc.stderr[-2000:]
 
 
 def test_missing_onnxruntime_is_named(checkpoint, tmp_path):
@@ -164,8 +165,7 @@ def test_missing_onnxruntime_is_named(checkpoint, tmp_path):
                           text=True,
                           env=dict(
                               os.environ,
-                              PYTHONPATH=os.pathsep.join([str(hidden),
-                                                          REPO])))
+                              PYTHONPATH=os.pathsep.join([str(hidden), REPO])))
     assert proc.returncode != 0
     assert 'error: onnxruntime is not installed' in proc.stderr
     assert 'make install' in proc.stderr
