@@ -95,6 +95,36 @@ def test_combines_with_mmengine_paramwise_options():
         pytest.approx(1e-4 * 2 * 0.9**5)
 
 
+def test_an_optimizer_step_of_its_groups_compiles():
+    """Its groups are plain dicts, which torch.compile traces (mmengine's
+    compile=True compiles train_step, optimizer step included); mmengine's
+    constructor leaves ConfigDicts, on which dynamo stops."""
+    import torch
+    from mmengine.config import ConfigDict
+    model = nn.Linear(4, 2)
+    model.get_layer_depth = lambda name, prefix: (0, 1)
+    constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(
+        dict(
+            type='pelk_mm.LayerDecayOptimWrapperConstructor',
+            # as the runner passes it, from a config file
+            optim_wrapper_cfg=ConfigDict(
+                optimizer=dict(type='AdamW', lr=1e-2)),
+            paramwise_cfg=dict(decay_rate=0.9)))
+    optim_wrapper = constructor(model)
+    assert {type(g) for g in optim_wrapper.optimizer.param_groups} == {dict}
+
+    def step(x):
+        loss = model(x).pow(2).mean()
+        optim_wrapper.update_params(loss)
+        return loss
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend='eager')
+    before = model.weight.detach().clone()
+    compiled(torch.randn(3, 4))
+    assert not torch.equal(model.weight, before)
+
+
 def test_refuses_backbones_without_depth_and_unknown_types():
     model = nn.Module()
     model.backbone = nn.Conv2d(3, 3, 1)

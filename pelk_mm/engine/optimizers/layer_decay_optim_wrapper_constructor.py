@@ -14,7 +14,7 @@ from typing import Callable, List
 import torch.nn as nn
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
-from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 
 from ...registry import OPTIM_WRAPPER_CONSTRUCTORS
 
@@ -58,6 +58,17 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         # parameter (which add_params then rescales); this key changes
         # nothing else.
         self.paramwise_cfg.setdefault('bypass_duplicate', False)
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        optim_wrapper = super().__call__(model)
+        # mmengine hands the groups to the optimizer inside its config,
+        # which makes each a ConfigDict; torch.compile traces an optimizer
+        # step only over plain dict groups (mmengine's compile=True compiles
+        # train_step, step included: with ConfigDicts dynamo stops with
+        # "'UserDefinedDictVariable' object has no attribute 'items'").
+        groups = optim_wrapper.optimizer.param_groups
+        groups[:] = [dict(group) for group in groups]
+        return optim_wrapper
 
     def _depth_function(self, model: nn.Module) -> Callable:
         method = DEPTH_METHODS[self.decay_type]
