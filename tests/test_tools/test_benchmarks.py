@@ -37,6 +37,31 @@ def test_backbone_benchmark_with_autocast(run_tool):
     assert 'pelk-t-deploy' not in train  # inference only
 
 
+def test_backbone_benchmark_compiled_beside_eager(run_tool):
+    proc = run_tool('tools/benchmark/backbone.py', '--models', 'convnext-t',
+                    '--sizes', '32', '--train-size', '32', '--repeat', '1',
+                    '--no-memory', '--compile')
+    log = proc.stdout + proc.stderr
+    for case in ('inference', 'training step'):
+        part = log[log.index(case):]
+        for name in ('convnext-t', 'convnext-t+compiled'):
+            assert re.search(rf'^\s+{re.escape(name)} .* ms ', part,
+                             re.M), log[-2000:]
+
+
+def test_onnxruntime_latency_benchmark(run_tool):
+    proc = run_tool('tools/benchmark/onnxruntime_latency.py', '--sizes', '64',
+                    '--forms', 'sat', 'direct', '--repeat', '1')
+    log = proc.stdout + proc.stderr
+    for name in ('pelk-t eager (auto)', 'pelk-t onnxruntime sat',
+                 'pelk-t onnxruntime direct', 'convnext-t eager',
+                 'convnext-t onnxruntime'):
+        assert re.search(rf'{re.escape(name)} +[\d.]+ ms +[\d.]+x pelk-t',
+                         log), log[-2000:]
+    assert re.search(r'fastest conv form in onnxruntime: (sat|direct) at 64',
+                     log)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is there')
 @pytest.mark.parametrize(
     'script',
