@@ -142,22 +142,24 @@ def load_model(cfg: Config, checkpoint: str) -> tuple:
     deployed = bool(cfg.model.get('backbone', {}).get('deploy', False))
     try:
         result = model.load_state_dict(state, strict=False)
-        problems = result.missing_keys or result.unexpected_keys
     except RuntimeError as error:  # shapes
-        result, problems = None, str(error).splitlines()[1:4]
-    if problems:
+        shapes = '; '.join(line.strip().rstrip('.')
+                           for line in str(error).splitlines()[1:4])
+        raise CheckpointMismatchError(
+            f'{checkpoint} does not fit the model of {cfg.filename}: shapes '
+            f'differ: {shapes}. Give the config it was trained with') \
+            from None
+    if result.missing_keys or result.unexpected_keys:
         hint = ('a re-parameterised checkpoint needs --cfg-options '
                 'model.backbone.deploy=True' if not deployed else
                 'without model.backbone.deploy=True the config builds the '
                 'trained form, which a checkpoint from training fits')
-        detail = (f'{len(result.missing_keys)} weights missing (e.g. '
-                  f'{result.missing_keys[:3]}), '
-                  f'{len(result.unexpected_keys)} unexpected (e.g. '
-                  f'{result.unexpected_keys[:3]})' if result is not None else
-                  'shapes differ: ' + ' '.join(p.strip() for p in problems))
         raise CheckpointMismatchError(
             f'{checkpoint} does not fit the model of {cfg.filename}: '
-            f'{detail}. Give the config it was trained with ({hint})')
+            f'{len(result.missing_keys)} weights missing (e.g. '
+            f'{result.missing_keys[:3]}), {len(result.unexpected_keys)} '
+            f'unexpected (e.g. {result.unexpected_keys[:3]}). Give the '
+            f'config it was trained with ({hint})')
     model.eval()
     return model, loaded
 
