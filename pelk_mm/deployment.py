@@ -224,9 +224,11 @@ def export_onnx(model: nn.Module,
     dynamic_shapes = None
     if dynamic:
         model = with_exportable_pooling(model)
-        # DYNAMIC, not AUTO: a model whose graph would fix one of these
-        # sizes (adaptive pooling to a fixed grid, FFT lengths) is refused
-        # instead of exported for the example's size only.
+        # DYNAMIC, not AUTO: where the traced Python code fixes one of
+        # these sizes, torch.export raises instead of exporting for the
+        # example's size. Constants that an op's decomposition computes
+        # from the size (adaptive pooling's bins) it does not see: hence
+        # with_exportable_pooling.
         dim = torch.export.Dim.DYNAMIC
         dynamic_shapes = ({0: dim, 2: dim, 3: dim}, )
         if inputs.shape[0] == 1:
