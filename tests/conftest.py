@@ -18,6 +18,13 @@ from pelk_mm.models import PeLK
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
+# Where no GPU is, the Triton kernels (path='triton') run through Triton's
+# interpreter on CPU tensors; it is chosen when triton is first imported,
+# which none of the imports above does.
+if not torch.cuda.is_available():
+    assert 'triton' not in sys.modules, 'set TRITON_INTERPRET before triton'
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` need CUDA: skipped, saying so, without it."""

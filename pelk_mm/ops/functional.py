@@ -26,6 +26,11 @@ Paths (``path``):
   fused extension (:mod:`pelk_mm.ops.sat`); elsewhere, and wherever the
   graph is traced (``torch.compile``, ``torch.export``, ONNX export), the
   same algorithm in standard ops (:func:`grid_depthwise_conv_box_sums`).
+* ``'triton'``: the same summed-area-table algorithm as Triton kernels
+  (:mod:`pelk_mm.ops.triton_sat`): CUDA devices, or the CPU under
+  ``TRITON_INTERPRET=1``. The first use per process and shape class is
+  checked against the FFT path; a kernel that fails to compile or disagrees
+  falls back to FFT with one warning.
 * ``'auto'``: picks one from a cost model per device type (see
   :func:`choose_path`), or the one ``PELK_MM_PATH`` names.
 """
@@ -39,7 +44,7 @@ import torch.nn.functional as F
 
 from .grid import expand_by_grid
 
-PATHS = ('auto', 'direct', 'fft', 'sat')
+PATHS = ('auto', 'direct', 'fft', 'sat', 'triton')
 POS_BORDERS = ('valid', 'padded')
 
 
@@ -58,12 +63,15 @@ class PathCosts(NamedTuple):
             not run.
         sat_training_factor (float): How much more its backward weighs
             relative to the FFT path's.
+        triton_unit (float, optional): One operation (of ``k'^2 + 4k'``
+            per pixel) of the Triton kernels; None where they do not run.
     """
     fft_unit: float
     fast_direct_max_kernel: int
     fast_direct_speedup: float
     sat_unit: Optional[float]
     sat_training_factor: float = 1.0
+    triton_unit: Optional[float] = None
 
 
 PATH_COSTS = {
@@ -76,13 +84,19 @@ PATH_COSTS = {
     # depthwise convs are efficient for small kernels only (RepLKNet's
     # finding), while cuFFT's cost is dominated by memory traffic and kernel
     # launches (several per call), so one N log2 N unit is priced higher
-    # than on the CPU; the summed-area-table extension is CPU code.
-    'cuda': PathCosts(4.0, 13, 8.0, None),
+    # than on the CPU; the summed-area-table extension is CPU code. The
+    # Triton kernels read and write about 6k' float32 values per pixel
+    # over four launches: one of their operations is priced as one direct
+    # multiply-add, so that they win on the small maps of late stages and
+    # FFT keeps the large early ones until measured.
+    'cuda': PathCosts(4.0, 13, 8.0, None, triton_unit=1.0),
 }
 
-# PELK_MM_PATH=direct|fft|sat makes every 'auto' choice that path (read at
-# import); unset or 'auto': the cost model above.
+# PELK_MM_PATH=direct|fft|sat|triton makes every 'auto' choice that path
+# (read at import); unset or 'auto': the cost model above.
 PATH_OVERRIDE = os.environ.get('PELK_MM_PATH', 'auto') or 'auto'
+# PELK_MM_TRITON=0 keeps 'auto' from choosing the Triton kernels.
+TRITON_ALLOWED = os.environ.get('PELK_MM_TRITON', '1') != '0'
 
 
 @lru_cache(maxsize=None)
@@ -126,7 +140,7 @@ def choose_path(kernel_size: int,
         device (torch.device, optional): Where the map lives (CPU if None).
 
     Returns:
-        str: ``'direct'``, ``'fft'`` or ``'sat'``.
+        str: ``'direct'``, ``'fft'``, ``'sat'`` or ``'triton'``.
 
     Raises:
         ValueError: If ``PELK_MM_PATH`` names no path, or a path that cannot
@@ -151,6 +165,10 @@ def choose_path(kernel_size: int,
         costs['sat'] = costs_of.sat_unit * (num_cells**2 + 4 * num_cells) * \
             height * width * (
                 costs_of.sat_training_factor if requires_grad else 1)
+    if (num_cells is not None and costs_of.triton_unit is not None
+            and TRITON_ALLOWED and _triton_available(device_type)):
+        costs['triton'] = costs_of.triton_unit * (
+            num_cells**2 + 4 * num_cells) * height * width
     return min(costs, key=costs.get)
 
 
@@ -158,10 +176,16 @@ def _overridden_path(num_cells: Optional[int], device_type: str) -> str:
     if PATH_OVERRIDE not in PATHS:
         raise ValueError(f'PELK_MM_PATH must be one of {PATHS}, got '
                          f'{PATH_OVERRIDE!r}')
-    if PATH_OVERRIDE == 'sat' and num_cells is None:
-        raise ValueError("PELK_MM_PATH=sat: the 'sat' path works from block "
-                         "weights on a grid, which this dense depthwise conv "
-                         "has not; unset PELK_MM_PATH or choose direct/fft")
+    if PATH_OVERRIDE in ('sat', 'triton') and num_cells is None:
+        raise ValueError(f"PELK_MM_PATH={PATH_OVERRIDE}: the "
+                         f"'{PATH_OVERRIDE}' path works from block weights "
+                         f"on a grid, which this dense depthwise conv has "
+                         f"not; unset PELK_MM_PATH or choose direct/fft")
+    if PATH_OVERRIDE == 'triton' and not _triton_available(device_type):
+        raise ValueError(f'PELK_MM_PATH=triton: the Triton kernels run on '
+                         f'CUDA devices (or on the CPU under '
+                         f'TRITON_INTERPRET=1), this map is on '
+                         f'{device_type}; choose direct, fft or sat')
     return PATH_OVERRIDE
 
 
@@ -170,6 +194,13 @@ def tracing() -> bool:
     ``torch.export``, the legacy ONNX exporter), where only standard ops
     may run: the fused extension is opaque to them."""
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def _triton_available(device_type: str) -> bool:
+    if tracing():
+        return False
+    from . import triton_sat
+    return triton_sat.available_on(torch.device(device_type))
 
 
 def _sat_available() -> bool:
@@ -242,10 +273,10 @@ def depthwise_conv(x: torch.Tensor,
         return depthwise_conv_direct(x, kernel)
     if path == 'fft':
         return depthwise_conv_fft(x, kernel)
-    if path == 'sat':
-        raise ValueError("the 'sat' path works from the block weights and "
-                         "the grid: call grid_depthwise_conv (or "
-                         "peripheral_conv2d with grid=...)")
+    if path in ('sat', 'triton'):
+        raise ValueError(f"the '{path}' path works from the block weights "
+                         f"and the grid: call grid_depthwise_conv (or "
+                         f"peripheral_conv2d with grid=...)")
     raise ValueError(f'path must be one of {PATHS}, got {path!r}')
 
 
@@ -260,7 +291,8 @@ def grid_depthwise_conv(x: torch.Tensor,
         x (Tensor): Input (B, C, H, W).
         weight (Tensor): Block weights (C, k', k').
         grid (Tensor): int64 cell widths (k',), summing to K.
-        path (str): ``'auto'``, ``'direct'``, ``'fft'`` or ``'sat'``.
+        path (str): ``'auto'``, ``'direct'``, ``'fft'``, ``'sat'`` or
+            ``'triton'``.
         kernel_size (int, optional): K, if known (see
             :func:`~pelk_mm.ops.grid.expand_by_grid`). Defaults to the sum
             of ``grid``.
@@ -275,7 +307,14 @@ def grid_depthwise_conv(x: torch.Tensor,
                                                      or weight.requires_grad)
         path = choose_path(kernel_size, x.shape[-2], x.shape[-1],
                            requires_grad, len(grid), x.device)
-    if path == 'sat':
+    if path == 'triton' and not tracing():
+        from .triton_sat import grid_depthwise_conv_checked
+
+        def fft(x, weight):
+            return grid_depthwise_conv(x, weight, grid, 'fft', kernel_size)
+
+        return grid_depthwise_conv_checked(x, weight, grid, kernel_size, fft)
+    if path in ('sat', 'triton'):
         if x.device.type != 'cpu' or tracing():
             return grid_depthwise_conv_box_sums(x, weight, grid, kernel_size)
         from .sat import grid_depthwise_conv_sat

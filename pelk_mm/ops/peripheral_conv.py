@@ -52,8 +52,8 @@ class PeripheralConv2d(nn.Module):
         pos_border (str): ``'valid'`` (h only on in-image taps) or
             ``'padded'`` (h on padded taps too, i.e. a bias).
             Defaults to ``'valid'``.
-        path (str): ``'auto'``, ``'direct'``, ``'fft'`` or ``'sat'``.
-            Defaults to ``'auto'``.
+        path (str): ``'auto'``, ``'direct'``, ``'fft'``, ``'sat'`` or
+            ``'triton'``. Defaults to ``'auto'``.
 
     Shape:
         - Input: (B, C, H, W), any H and W (also smaller than K).

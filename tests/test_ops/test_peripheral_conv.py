@@ -231,10 +231,13 @@ def test_automatic_path_choice():
     assert choose_path(13, 64, 64, num_cells=9) == 'direct'
 
 
-def test_cuda_choice_uses_its_own_constants():
+def test_cuda_choice_uses_its_own_constants(monkeypatch):
     """On CUDA: never the CPU extension; the direct conv for small kernels
-    in inference, FFT for large ones (the reasoned default)."""
+    in inference, FFT for large ones (the reasoned default). Without the
+    Triton kernels (PELK_MM_TRITON=0; their choice: test_triton_sat.py)."""
+    from pelk_mm.ops import functional
     from pelk_mm.ops.functional import PATH_COSTS
+    monkeypatch.setattr(functional, 'TRITON_ALLOWED', False)
     assert PATH_COSTS['cuda'] != PATH_COSTS['cpu']
     assert choose_path(5, 128, 128, device='cuda') == 'direct'
     assert choose_path(13, 14, 14, num_cells=9, device='cuda') == 'direct'

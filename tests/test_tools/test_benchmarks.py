@@ -75,10 +75,13 @@ def test_benchmarks_refuse_a_missing_device(run_tool, script):
 @pytest.mark.gpu
 def test_benchmarks_on_the_gpu(run_tool):
     proc = run_tool('tools/benchmark/peripheral_conv.py', '--device', 'cuda',
-                    '--shape', '2', '46', '64', '64', '--kernels', '13', '51',
+                    '--shape', '2', '46', '64', '64', '--kernels', '51', '101',
                     '--repeat', '1', '--dtype', 'bf16')
     log = proc.stdout + proc.stderr
     assert re.search(r'^\s+51\s+fft\s+[\d.]+ms', log, re.M), log[-2000:]
+    assert re.search(r'^\s+101\s+triton\s+[\d.]+ms', log, re.M)
+    assert 'goal: triton at K=51 >= 2x fft:' in log
+    assert 'goal: triton t(K=101)/t(K=51) < 1.5:' in log
     proc = run_tool('tools/benchmark/backbone.py', '--device', 'cuda',
                     '--sizes', '224', '--batch', '8', '--train-size', '0',
                     '--repeat', '1', '--amp', 'bf16')

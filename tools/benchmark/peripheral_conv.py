@@ -15,8 +15,13 @@ forward+backward (gradients of the input and the weights), it runs:
   kernel shape, timed for comparison);
 * ``plain-fft``: a plain ``torch.fft`` convolution of the expanded kernel
   (the ten lines one would write first);
-* ``fft``, ``sat``, ``auto``: the paths of ``pelk_mm.ops.peripheral_conv2d``
-  (``sat``: the fused summed-area-table extension, CPU only).
+* ``fft``, ``sat``, ``triton``, ``auto``: the paths of
+  ``pelk_mm.ops.peripheral_conv2d`` (``sat``: the fused summed-area-table
+  extension, on the CPU; ``triton``: the same algorithm as Triton kernels,
+  on CUDA).
+
+On CUDA the last lines check the Triton kernels' goal: forward+backward at
+K = 51 at least 2x the ``fft`` path, and t(K = 101) / t(K = 51) under 1.5.
 
 With ``--device cuda`` everything runs on the GPU (``dense`` and ``slak``
 are cuDNN's depthwise convs) and each call is timed to the end of its
@@ -38,7 +43,7 @@ from mmengine.logging import MMLogger
 
 from pelk_mm.ops import expand_by_grid, peripheral_conv2d
 from pelk_mm.ops import sat as sat_extension
-from pelk_mm.ops import sharing_grid
+from pelk_mm.ops import sharing_grid, triton_sat
 from pelk_mm.ops.grid import grid_tensor
 from probes import (best_time, describe, device_of, memory_for_tables,
                     peak_memory_mb, report_memory)
@@ -97,8 +102,26 @@ def make_methods(channels: int, kernel_size: int, dtype,
     }
     if device.type == 'cpu' and sat_extension.available():
         methods['sat'] = ([blocks], ours('sat'))
+    if triton_sat.available_on(device) and device.type == 'cuda':
+        methods['triton'] = ([blocks], ours('triton'))
     methods['auto'] = ([blocks], ours('auto'))
     return methods
+
+
+def triton_goal(times: Dict) -> str:
+    """The Triton kernels' goal, measured: fwd+bwd at K = 51 at least 2x
+    the FFT path, and t(101) / t(51) < 1.5 (where both K were run)."""
+    lines = []
+    if 51 in times and 'triton' in times[51]:
+        speedup = times[51]['fft'][0] / times[51]['triton'][0]
+        lines.append(f'goal: triton at K=51 >= 2x fft: {speedup:.2f}x '
+                     f'({"met" if speedup >= 2 else "NOT met"})')
+        if 101 in times and 'triton' in times[101]:
+            growth = times[101]['triton'][0] / times[51]['triton'][0]
+            lines.append(
+                f'goal: triton t(K=101)/t(K=51) < 1.5: '
+                f'{growth:.2f} ({"met" if growth < 1.5 else "NOT met"})')
+    return '\n'.join(lines)
 
 
 def run_once(fn: Callable, x, params, backward: bool):
@@ -254,6 +277,8 @@ def main():
     for mode, backward in modes.items():
         times = measure(args, backward, memory=False)
         logger.info(table(args, mode, times, memory.get(mode, {})))
+        if backward and triton_goal(times):
+            logger.info(triton_goal(times))
         results[mode] = {
             k: {
                 n: v[0]

@@ -192,7 +192,7 @@ class PeLK(BaseModule):
         pos_border (str): Its border semantics, ``'valid'`` or ``'padded'``
             (see :mod:`pelk_mm.ops.functional`). Defaults to ``'valid'``.
         conv_path (str): Peripheral conv path, ``'auto'``, ``'direct'``,
-            ``'sat'`` or ``'fft'``. Defaults to ``'auto'``.
+            ``'sat'``, ``'fft'`` or ``'triton'``. Defaults to ``'auto'``.
         kernel_resize (str, optional): How a checkpoint trained with other
             kernel sizes is loaded: ``'pad'`` (keep the taps, zeros beyond;
             crop when shrinking), ``'interpolate'`` (stretch the kernel), or
