@@ -45,16 +45,23 @@ def assert_matches(file, model, *shapes):
         assert worst < TOLERANCE, (shape, errors)
 
 
-def test_default_form_exports_with_dynamic_axes(tmp_path):
-    """The default form (summed-area tables in standard ops) of the
-    deployed backbone: one graph, any batch and map size."""
+def export_dynamic(arch, tmp_path):
+    """The deployed backbone of ``arch`` exported in the default form with
+    dynamic axes from a 1x3x64x64 example: (model, file)."""
     torch.manual_seed(0)
-    model = Features(SMALL_ARCH).eval()
+    model = Features(arch).eval()
     file = export_onnx(
         model,
         torch.randn(1, 3, 64, 64),
         str(tmp_path / 'pelk.onnx'),
         dynamic=True)
+    return model, file
+
+
+def test_default_form_exports_with_dynamic_axes(tmp_path):
+    """The default form (summed-area tables in standard ops) of the
+    deployed backbone: one graph, any batch and map size."""
+    model, file = export_dynamic(SMALL_ARCH, tmp_path)
     assert_matches(file, model, (1, 3, 64, 64), (3, 3, 96, 160))
 
 
@@ -76,13 +83,7 @@ def test_other_forms_and_the_training_form_export(tmp_path, form, deploy):
 @pytest.mark.slow
 @pytest.mark.parametrize('arch', ['tiny', 'small', 'base', 'base-101'])
 def test_every_arch_exports_with_dynamic_axes(tmp_path, arch):
-    torch.manual_seed(0)
-    model = Features(arch).eval()
-    file = export_onnx(
-        model,
-        torch.randn(1, 3, 64, 64),
-        str(tmp_path / 'pelk.onnx'),
-        dynamic=True)
+    model, file = export_dynamic(arch, tmp_path)
     assert_matches(file, model, (1, 3, 64, 64), (2, 3, 96, 128))
 
 
