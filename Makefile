@@ -5,19 +5,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install lint format test test-quick demo demo-det demo-cls
+.PHONY: install lint-tools lint format test test-quick demo demo-det demo-cls
 
 install:
 	bash tools/install.sh
 
+# The checkers alone (seconds): lint and format need nothing of the stack.
+lint-tools:
+	bash tools/install.sh --lint-tools
+
 # flake8, isort and yapf in OpenMMLab's style (configured in setup.cfg).
 CODE := pelk_mm configs tools tests
-lint: install
+lint: lint-tools
 	$(PY) -m flake8 $(CODE)
 	$(PY) -m isort --check-only --diff $(CODE)
 	$(PY) -m yapf --recursive --diff $(CODE)
 
-format: install
+format: lint-tools
 	$(PY) -m isort $(CODE)
 	$(PY) -m yapf --recursive --in-place $(CODE)
 

@@ -19,18 +19,25 @@
 #   (the house style's checkers, `make lint`), and pelk_mm itself
 #   (editable).
 #
-# mmcv's CUDA ops: mmcv compiles them only where the build sees a CUDA
-# toolkit. Where `nvcc` is on PATH (or in $CUDA_HOME/bin), this script builds
-# them (FORCE_CUDA=1) for the architectures in TORCH_CUDA_ARCH_LIST, else for
-# the GPUs nvidia-smi lists, else for 7.5-9.0 (+PTX); without nvcc, CPU ops
-# only. A cached CPU-only wheel is not reused for a CUDA build, and an mmcv
-# without CUDA ops is rebuilt once nvcc is there. Install on a node with the
-# CUDA toolkit of your torch; `bash tools/install.sh --mmcv-build-plan`
-# prints what it would build, and changes nothing. PELK_MM_MMCV_CUDA=0
-# builds CPU ops only whatever is there (CPU-only machines that have nvcc,
-# such as CI: the CUDA build takes 20-60 minutes), =1 insists on CUDA ops.
+# mmcv's CUDA ops, by mmcv's own rule: its setup.py compiles them where
+# torch sees a GPU, or where asked (FORCE_CUDA=1). So does this script: CUDA
+# ops where `torch.cuda.is_available()` (for the GPUs torch sees), or where
+# asked: TORCH_CUDA_ARCH_LIST set (a login node building for its compute
+# nodes: those architectures) or PELK_MM_MMCV_CUDA=1 (7.5-9.0 +PTX unless
+# TORCH_CUDA_ARCH_LIST says). Otherwise CPU ops, with a line saying how to
+# get CUDA ops; PELK_MM_MMCV_CUDA=0 builds CPU ops whatever is there. A CUDA
+# build needs nvcc (on PATH or in $CUDA_HOME/bin) of torch's CUDA; where the
+# toolkit lacks the library headers torch's headers include (cusparse.h,
+# cublas_v2.h, ...: a compiler-only toolkit), the ones torch's nvidia-* wheels
+# put in the venv are added to the build's include and library paths. A
+# cached CPU-only wheel is not reused for a CUDA build, and an mmcv without
+# CUDA ops is rebuilt when a CUDA build is planned.
+# `bash tools/install.sh --mmcv-build-plan` prints the decision and changes
+# nothing.
 #
-# Usage: bash tools/install.sh [--mmcv-build-plan]   (or `make install`)
+# Usage: bash tools/install.sh [--mmcv-build-plan | --lint-tools]
+#        (or `make install`; `--lint-tools` installs the style checkers
+#        alone, for `make lint`)
 # Environment: PYTHON (default python3.11), VENV (default .venv),
 #              PELK_MM_MMCV_CUDA (auto, 0 or 1; default auto),
 #              TORCH_CUDA_ARCH_LIST, CUDA_HOME, MAX_JOBS.
@@ -47,16 +54,52 @@ log() { printf '[install %4ds] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 ok() { "$PY" - >/dev/null 2>&1 <<<"$1"; }
 pip_install() { "$PY" -m pip install --disable-pip-version-check "$@"; }
 
-torch_cuda() { "$PY" -c 'import torch; print(torch.version.cuda)' 2>/dev/null || echo '?'; }
+# torch's CUDA version; before torch is installed, that of the pinned one.
+torch_cuda() { "$PY" -c 'import torch; print(torch.version.cuda)' 2>/dev/null || echo '13.0'; }
 
-# What mmcv is built with here: sets PLAN ("FORCE_CUDA=0" or "FORCE_CUDA=1
-# TORCH_CUDA_ARCH_LIST=..."), WHY (the reason, for people) and CUDA_BUILD
-# (1 or 0).
+# The compute capabilities of the GPUs torch sees ("8.0;9.0"), empty where
+# it sees none; without a torch in the venv yet, those nvidia-smi lists.
+torch_gpu_archs() {
+  if "$PY" -c 'import torch' >/dev/null 2>&1; then
+    "$PY" -c 'import torch
+if torch.cuda.is_available():
+    print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i)
+                           for i in range(torch.cuda.device_count())})))' \
+      2>/dev/null || true
+  else
+    nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \
+      | sort -u | paste -sd ';' - || true
+  fi
+}
+
+# The GPUs nvidia-smi lists, for the case where torch sees none of them.
+smi_gpus() {
+  nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null \
+    | sort -u | paste -sd ',' - || true
+}
+
+# The include and library folders of the CUDA libraries torch's nvidia-*
+# wheels installed in the venv (nvidia/cu13/include, nvidia/cublas/include,
+# ...), ':'-joined.
+venv_cuda_dirs() {
+  local kind="$1" dir dirs=()
+  for dir in "$VENV"/lib/python*/site-packages/nvidia/*/"$kind"; do
+    [ -d "$dir" ] && dirs+=("$dir")
+  done
+  local IFS=:
+  echo "${dirs[*]-}"
+}
+
+# What mmcv is built with here: sets PLAN (an array of VAR=value for `env`:
+# FORCE_CUDA=0, or FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=... and, with torch's
+# CUDA headers, CPATH and LIBRARY_PATH), WHY (the reason, for people) and
+# CUDA_BUILD (1 or 0).
 mmcv_build_plan() {
-  local nvcc archs
+  local nvcc archs smi includes libs
+  local want="${PELK_MM_MMCV_CUDA:-auto}"
   CUDA_BUILD=0
-  PLAN="FORCE_CUDA=0"
-  case "${PELK_MM_MMCV_CUDA:-auto}" in
+  PLAN=(FORCE_CUDA=0)
+  case "$want" in
     0)
       WHY="mmcv: CPU ops only (PELK_MM_MMCV_CUDA=0)"
       return ;;
@@ -66,40 +109,65 @@ mmcv_build_plan() {
            "'$PELK_MM_MMCV_CUDA'" >&2
       exit 1 ;;
   esac
+  if [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    archs="$TORCH_CUDA_ARCH_LIST"
+    WHY="mmcv: CUDA ops for TORCH_CUDA_ARCH_LIST=$archs (given)"
+  elif archs="$(torch_gpu_archs)" && [ -n "$archs" ]; then
+    WHY="mmcv: CUDA ops for the GPUs torch sees ($archs)"
+  elif [ "$want" = 1 ]; then
+    archs="7.5;8.0;8.6;8.9;9.0+PTX"
+    WHY="mmcv: CUDA ops (PELK_MM_MMCV_CUDA=1); no GPU visible, so for $archs (set TORCH_CUDA_ARCH_LIST to choose)"
+  else
+    local cuda how
+    cuda="$(torch_cuda)"
+    how="for CUDA ops (detectors on GPUs) install on a GPU node, or set TORCH_CUDA_ARCH_LIST (e.g. '8.0;9.0') or PELK_MM_MMCV_CUDA=1, with nvcc of CUDA $cuda"
+    smi="$(smi_gpus)"
+    if [ -n "$smi" ]; then
+      WHY="mmcv: CPU ops only: nvidia-smi lists GPUs ($smi) but torch (CUDA $cuda) sees none, so the driver is likely older than CUDA $cuda needs (see README); $how"
+    else
+      WHY="mmcv: CPU ops only (torch sees no GPU); $how"
+    fi
+    return
+  fi
   nvcc="$(command -v nvcc 2>/dev/null || true)"
   if [ -z "$nvcc" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then
     nvcc="$CUDA_HOME/bin/nvcc"
   fi
-  if [ -z "$nvcc" ] && [ "${PELK_MM_MMCV_CUDA:-auto}" = 1 ]; then
-    echo "install: PELK_MM_MMCV_CUDA=1 but no nvcc on PATH or in" \
-         "\$CUDA_HOME/bin; install the CUDA toolkit of your torch" \
-         "($(torch_cuda))" >&2
+  if [ -z "$nvcc" ]; then
+    echo "install: ${WHY#mmcv: }, but no nvcc on PATH or in \$CUDA_HOME/bin:" \
+         "install the CUDA toolkit of torch's CUDA ($(torch_cuda)) and set" \
+         "CUDA_HOME, or set PELK_MM_MMCV_CUDA=0 for CPU ops only" >&2
     exit 1
   fi
-  if [ -z "$nvcc" ]; then
-    WHY="mmcv: no nvcc (CUDA toolkit) found: CPU ops only; install on a GPU node with nvcc to run detectors on GPUs"
-    return
-  fi
-  if [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-    archs="$TORCH_CUDA_ARCH_LIST"
-    WHY="mmcv: CUDA ops with $nvcc for TORCH_CUDA_ARCH_LIST=$archs (given)"
-  elif archs="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \
-                | sort -u | paste -sd ';' -)" && [ -n "$archs" ]; then
-    WHY="mmcv: CUDA ops with $nvcc for the visible GPUs ($archs)"
-  else
-    archs="7.5;8.0;8.6;8.9;9.0+PTX"
-    WHY="mmcv: CUDA ops with $nvcc; no GPU visible, so for $archs (set TORCH_CUDA_ARCH_LIST to choose)"
-  fi
+  WHY="$WHY, with $nvcc"
   CUDA_BUILD=1
-  PLAN="FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$archs"
+  PLAN=(FORCE_CUDA=1 "TORCH_CUDA_ARCH_LIST=$archs")
+  includes="$(venv_cuda_dirs include)"
+  libs="$(venv_cuda_dirs lib)"
+  if [ -n "$includes" ]; then
+    PLAN+=("CPATH=$includes${CPATH:+:$CPATH}")
+    WHY="$WHY and the CUDA library headers of torch's nvidia wheels"
+  fi
+  if [ -n "$libs" ]; then
+    PLAN+=("LIBRARY_PATH=$libs${LIBRARY_PATH:+:$LIBRARY_PATH}")
+  fi
 }
 
 if [ "${1:-}" = "--mmcv-build-plan" ]; then
   mmcv_build_plan
   echo "$WHY" >&2
-  echo "$PLAN"
+  echo "${PLAN[*]}"
   exit 0
 fi
+
+# The house style's checkers (`make lint`, `make format`): seconds, with
+# nothing else of the stack.
+install_lint_tools() {
+  if ! ok 'import sys, flake8, isort, yapf; sys.exit(not (flake8.__version__, isort.__version__, yapf.__version__) == ("7.1.1", "5.13.2", "0.40.2"))'; then
+    log "installing flake8 7.1.1, isort 5.13.2, yapf 0.40.2 (make lint)"
+    pip_install -q flake8==7.1.1 isort==5.13.2 yapf==0.40.2
+  fi
+}
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
   echo "install: $PYTHON not found. pelk_mm is tested with Python 3.11;" \
@@ -110,6 +178,11 @@ fi
 if [ ! -x "$PY" ]; then
   log "creating $VENV"
   "$PYTHON" -m venv "$VENV"
+fi
+
+if [ "${1:-}" = "--lint-tools" ]; then
+  install_lint_tools
+  exit 0
 fi
 
 if ! ok 'import setuptools, wheel, ninja, sys; from packaging.version import Version as V; sys.exit(V(setuptools.__version__) >= V("82"))'; then
@@ -147,7 +220,7 @@ if ! ok "import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; assert
   else
     log "building mmcv 2.1.0 with compiled CPU ops (8-19 minutes on 2 cores; cached afterwards)"
   fi
-  if ! env MMCV_WITH_OPS=1 $PLAN MAX_JOBS="${MAX_JOBS:-2}" \
+  if ! env MMCV_WITH_OPS=1 "${PLAN[@]}" MAX_JOBS="${MAX_JOBS:-2}" \
     "$PY" -m pip install --disable-pip-version-check ${CACHE[@]+"${CACHE[@]}"} \
     --no-build-isolation mmcv==2.1.0; then
     if [ "$CUDA_BUILD" = 1 ]; then
@@ -168,7 +241,8 @@ if ! ok "import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; assert
     exit 1
   fi
   if ! ok "import sys; $MMCV_CUDA_OK"; then
-    echo "install: nvcc was found but mmcv 2.1.0 was built without CUDA ops;" \
+    echo "install: mmcv 2.1.0 was built without CUDA ops though they were" \
+         "asked for (FORCE_CUDA=1);" \
          "check that nvcc's CUDA matches torch's ($(torch_cuda))" \
          "and see the build log above." >&2
     exit 1
@@ -189,10 +263,7 @@ if ! ok 'import sys, onnx, onnxruntime, onnxscript; sys.exit(not (onnx.__version
   pip_install -q onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2
 fi
 
-if ! ok 'import sys, flake8, isort, yapf; sys.exit(not (flake8.__version__, isort.__version__, yapf.__version__) == ("7.1.1", "5.13.2", "0.40.2"))'; then
-  log "installing flake8 7.1.1, isort 5.13.2, yapf 0.40.2 (make lint)"
-  pip_install -q flake8==7.1.1 isort==5.13.2 yapf==0.40.2
-fi
+install_lint_tools
 
 if ! ok 'import pelk_mm' || [ ! -e pelk_mm/.mim/model-index.yml ] \
     || [ setup.cfg -nt "$VENV/.pelk_mm-installed" ] \
