@@ -133,6 +133,10 @@ mmcv_build_plan() {
   if [ -z "$nvcc" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then
     nvcc="$CUDA_HOME/bin/nvcc"
   fi
+  if [ -z "$nvcc" ] && [ "$want" = auto ] && [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    WHY="mmcv: CPU ops only: torch sees GPUs ($archs) but there is no nvcc on PATH or in \$CUDA_HOME/bin; for CUDA ops (detectors on GPUs) install the CUDA toolkit of torch's CUDA ($(torch_cuda)) and run this again"
+    return
+  fi
   if [ -z "$nvcc" ]; then
     echo "install: ${WHY#mmcv: }, but no nvcc on PATH or in \$CUDA_HOME/bin:" \
          "install the CUDA toolkit of torch's CUDA ($(torch_cuda)) and set" \

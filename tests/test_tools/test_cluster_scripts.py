@@ -123,46 +123,134 @@ def test_slurm_scripts_say_how_to_call_them(srun, script):
 
 
 # ------------------------------------------------------- install plan
-NVCC = 'echo "Cuda compilation tools, release 12.8"'
+NVCC = 'echo "Cuda compilation tools, release 13.0"'
+LOGIN_ARCHS = '7.5;8.0;8.6;8.9;9.0+PTX'
+
+
+def stub_venv(tmp_path, gpus=None, nvidia_wheels=False):
+    """A venv whose python answers as torch 2.12.1+cu130 would: the GPUs
+    it sees (``gpus``: their compute capabilities, e.g. ``'8.0;9.0'``, or
+    None for none); ``nvidia_wheels`` lays out the headers and libraries
+    torch's CUDA wheels install (``nvidia/cu13/{include,lib}``)."""
+    venv = tmp_path / 'venv'
+    (venv / 'bin').mkdir(parents=True)
+    (venv / 'bin' / 'python').write_text(
+        '#!/bin/sh\n'
+        'case "$*" in\n'
+        f'  *get_device_capability*) echo "{gpus or ""}" ;;\n'
+        '  *torch.version.cuda*) echo 13.0 ;;\n'
+        '  "-c import torch") ;;\n'
+        '  *) exit 1 ;;\n'
+        'esac\n')
+    (venv / 'bin' / 'python').chmod(0o755)
+    if nvidia_wheels:
+        cu13 = venv / 'lib' / 'python3.11' / 'site-packages' / 'nvidia' / (
+            'cu13')
+        (cu13 / 'include').mkdir(parents=True)
+        (cu13 / 'include' / 'cusparse.h').write_text('')
+        (cu13 / 'lib').mkdir()
+    return venv
+
+
+def build_plan(tmp_path, stubs, gpus=None, nvidia_wheels=False, **env):
+    return run_script(
+        'install.sh',
+        '--mmcv-build-plan',
+        path=stub_bin(tmp_path, stubs),
+        VENV=str(stub_venv(tmp_path, gpus, nvidia_wheels)),
+        **env)
 
 
 @pytest.mark.parametrize(
-    'stubs, env, plan, why',
+    'stubs, gpus, env, plan, why',
     [
-        ({}, {}, 'FORCE_CUDA=0', 'no nvcc'),
-        ({
-            'nvcc': NVCC,
-            'nvidia-smi': 'printf "8.0\\n9.0\\n8.0\\n"'
-        }, {}, 'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=8.0;9.0', 'visible GPUs'),
-        # A login node: the toolkit, no GPU.
+        ({}, None, {}, 'FORCE_CUDA=0', 'torch sees no GPU'),
+        # This project's own machines: a compiler-only toolkit, no GPU.
         ({
             'nvcc': NVCC
-        }, {}, 'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=7.5;8.0;8.6;8.9;9.0+PTX',
-         'no GPU visible'),
+        }, None, {}, 'FORCE_CUDA=0', 'set TORCH_CUDA_ARCH_LIST'),
         ({
-            'nvcc': NVCC,
-            'nvidia-smi': 'echo 8.0'
-        }, {
+            'nvcc': NVCC
+        }, '8.0;9.0', {}, 'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=8.0;9.0',
+         'GPUs torch sees'),
+        ({}, '9.0', {}, 'FORCE_CUDA=0', 'no nvcc on PATH'),
+        # A login node building for its compute nodes.
+        ({
+            'nvcc': NVCC
+        }, None, {
             'TORCH_CUDA_ARCH_LIST': '8.6'
         }, 'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=8.6', 'given'),
         ({
             'nvcc': NVCC
-        }, {
+        }, '8.0', {
+            'TORCH_CUDA_ARCH_LIST': '9.0'
+        }, 'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0', 'given'),
+        ({
+            'nvcc': NVCC
+        }, None, {
+            'PELK_MM_MMCV_CUDA': '1'
+        }, f'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST={LOGIN_ARCHS}',
+         'no GPU visible'),
+        ({
+            'nvcc': NVCC
+        }, '9.0', {
             'PELK_MM_MMCV_CUDA': '0'
         }, 'FORCE_CUDA=0', 'PELK_MM_MMCV_CUDA=0'),
     ],
-    ids=['cpu', 'gpu-node', 'login-node', 'arch-override', 'forced-cpu'])
-def test_mmcv_build_plan(tmp_path, stubs, env, plan, why):
-    """What mmcv is built with: CUDA ops wherever a CUDA toolkit is, for the
-    GPUs seen, the archs given, or common ones."""
-    proc = run_script(
-        'install.sh',
-        '--mmcv-build-plan',
-        path=stub_bin(tmp_path, stubs),
-        **env)
+    ids=[
+        'no-toolkit', 'nvcc-no-gpu', 'gpu-node', 'gpu-no-toolkit', 'arch-list-no-gpu',
+        'arch-list-over-gpus', 'forced-cuda', 'forced-cpu'
+    ])
+def test_mmcv_build_plan(tmp_path, stubs, gpus, env, plan, why):
+    """mmcv's own rule: CUDA ops where torch sees a GPU or where asked
+    (TORCH_CUDA_ARCH_LIST, PELK_MM_MMCV_CUDA=1); nvcc alone is not asking."""
+    proc = build_plan(tmp_path, stubs, gpus, **env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == plan
     assert why in proc.stderr
+
+
+def test_mmcv_build_plan_names_a_driver_torch_cannot_use(tmp_path):
+    """nvidia-smi lists a GPU that torch does not see (a driver older than
+    torch's CUDA): CPU ops, saying why."""
+    proc = build_plan(
+        tmp_path, {
+            'nvcc': NVCC,
+            'nvidia-smi': 'echo "NVIDIA A100-SXM4-80GB"'
+        })
+    assert proc.stdout.strip() == 'FORCE_CUDA=0'
+    assert 'nvidia-smi lists GPUs (NVIDIA A100-SXM4-80GB)' in proc.stderr
+    assert 'driver' in proc.stderr and 'CUDA 13.0' in proc.stderr
+
+
+def test_mmcv_build_plan_before_torch_asks_nvidia_smi(tmp_path):
+    venv = tmp_path / 'empty-venv'
+    proc = run_script(
+        'install.sh',
+        '--mmcv-build-plan',
+        path=stub_bin(tmp_path, {
+            'nvcc': NVCC,
+            'nvidia-smi': 'printf "8.0\\n9.0\\n8.0\\n"'
+        }),
+        VENV=str(venv))
+    assert proc.stdout.strip() == 'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=8.0;9.0'
+
+
+def test_mmcv_cuda_build_gets_torchs_nvidia_headers(tmp_path):
+    """A compiler-only toolkit lacks cusparse.h & co., which torch's CUDA
+    headers include: the build gets those of torch's nvidia wheels."""
+    proc = build_plan(
+        tmp_path, {'nvcc': NVCC}, '9.0', nvidia_wheels=True, CPATH='/opt/x')
+    cu13 = tmp_path / 'venv/lib/python3.11/site-packages/nvidia/cu13'
+    assert proc.stdout.split() == [
+        'FORCE_CUDA=1', 'TORCH_CUDA_ARCH_LIST=9.0',
+        f'CPATH={cu13}/include:/opt/x', f'LIBRARY_PATH={cu13}/lib'
+    ]
+    assert "headers of torch's nvidia wheels" in proc.stderr
+    # A CPU build leaves the paths alone.
+    (tmp_path / 'cpu').mkdir()
+    proc = build_plan(tmp_path / 'cpu', {'nvcc': NVCC}, nvidia_wheels=True)
+    assert proc.stdout.strip() == 'FORCE_CUDA=0'
 
 
 def test_mmcv_build_plan_found_through_cuda_home(tmp_path):
@@ -170,25 +258,28 @@ def test_mmcv_build_plan_found_through_cuda_home(tmp_path):
     (cuda_home / 'bin').mkdir(parents=True)
     (cuda_home / 'bin' / 'nvcc').write_text(f'#!/bin/sh\n{NVCC}\n')
     (cuda_home / 'bin' / 'nvcc').chmod(0o755)
-    proc = run_script(
-        'install.sh',
-        '--mmcv-build-plan',
-        path=stub_bin(tmp_path, {}),
+    proc = build_plan(
+        tmp_path, {},
         CUDA_HOME=str(cuda_home),
         TORCH_CUDA_ARCH_LIST='9.0')
     assert proc.stdout.strip() == 'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0'
     assert str(cuda_home / 'bin' / 'nvcc') in proc.stderr
 
 
-@pytest.mark.parametrize('value, message', [
-    ('1', 'PELK_MM_MMCV_CUDA=1 but no nvcc'),
-    ('yes', 'PELK_MM_MMCV_CUDA must be auto, 0 or 1'),
+@pytest.mark.parametrize('stubs, env, message', [
+    ({}, {
+        'PELK_MM_MMCV_CUDA': '1'
+    }, 'no nvcc on PATH or in $CUDA_HOME/bin'),
+    ({}, {
+        'TORCH_CUDA_ARCH_LIST': '9.0'
+    }, 'no nvcc on PATH or in $CUDA_HOME/bin'),
+    ({
+        'nvcc': NVCC
+    }, {
+        'PELK_MM_MMCV_CUDA': 'yes'
+    }, 'PELK_MM_MMCV_CUDA must be auto, 0 or 1'),
 ])
-def test_mmcv_build_plan_refuses(tmp_path, value, message):
-    proc = run_script(
-        'install.sh',
-        '--mmcv-build-plan',
-        path=stub_bin(tmp_path, {}),
-        PELK_MM_MMCV_CUDA=value)
+def test_mmcv_build_plan_refuses(tmp_path, stubs, env, message):
+    proc = build_plan(tmp_path, stubs, **env)
     assert proc.returncode == 1
     assert message in proc.stderr and proc.stdout == ''

@@ -1,8 +1,9 @@
 """Refuse at once to run a model on CUDA with an mmcv built without CUDA ops.
 
-mmcv compiles its CUDA kernels (RoIAlign, NMS, ...) only where its build sees
-a CUDA toolkit, and pip caches the wheel it built; an install on a CPU login
-node therefore gives the GPU nodes an mmcv whose ops have CPU kernels only.
+mmcv compiles its CUDA kernels (RoIAlign, NMS, ...) only where torch sees a
+GPU at build time or where asked (FORCE_CUDA=1), and pip caches the wheel it
+built; an install on a CPU login node therefore gives the GPU nodes an mmcv
+whose ops have CPU kernels only.
 Without this check a detector trains its first iterations on the GPU and
 then fails deep inside RoIAlign.
 """
@@ -19,7 +20,8 @@ MMCV_CUDA_FIX = (
     '(nvcc) of your torch: pip uninstall -y mmcv && pip cache remove mmcv && '
     'MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="<your GPUs\' compute '
     'capabilities, e.g. 8.0;9.0>" pip install --no-build-isolation '
-    'mmcv==2.1.0 (pelk_mm\'s installer does this where it finds nvcc)')
+    'mmcv==2.1.0 (pelk_mm\'s installer does this on a GPU node, or where '
+    'TORCH_CUDA_ARCH_LIST or PELK_MM_MMCV_CUDA=1 ask)')
 
 
 def mmcv_cuda_version() -> str:
