@@ -222,7 +222,7 @@ if ! ok "import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; assert
     # once the new one is built (a failed build leaves it in place).
     CACHE=(--no-cache-dir --force-reinstall --no-deps)
   else
-    log "building mmcv 2.1.0 with compiled CPU ops (8-19 minutes on 2 cores; cached afterwards)"
+    log "building mmcv 2.1.0 with compiled CPU ops (8-19 minutes on 2 cores; seconds where pip cached the wheel of an earlier build)"
   fi
   if ! env MMCV_WITH_OPS=1 "${PLAN[@]}" MAX_JOBS="${MAX_JOBS:-2}" \
     "$PY" -m pip install --disable-pip-version-check ${CACHE[@]+"${CACHE[@]}"} \

@@ -198,8 +198,8 @@ def build_plan(tmp_path, stubs, gpus=None, nvidia_wheels=False, **env):
         }, 'FORCE_CUDA=0', 'PELK_MM_MMCV_CUDA=0'),
     ],
     ids=[
-        'no-toolkit', 'nvcc-no-gpu', 'gpu-node', 'gpu-no-toolkit', 'arch-list-no-gpu',
-        'arch-list-over-gpus', 'forced-cuda', 'forced-cpu'
+        'no-toolkit', 'nvcc-no-gpu', 'gpu-node', 'gpu-no-toolkit',
+        'arch-list-no-gpu', 'arch-list-over-gpus', 'forced-cuda', 'forced-cpu'
     ])
 def test_mmcv_build_plan(tmp_path, stubs, gpus, env, plan, why):
     """mmcv's own rule: CUDA ops where torch sees a GPU or where asked
@@ -213,11 +213,10 @@ def test_mmcv_build_plan(tmp_path, stubs, gpus, env, plan, why):
 def test_mmcv_build_plan_names_a_driver_torch_cannot_use(tmp_path):
     """nvidia-smi lists a GPU that torch does not see (a driver older than
     torch's CUDA): CPU ops, saying why."""
-    proc = build_plan(
-        tmp_path, {
-            'nvcc': NVCC,
-            'nvidia-smi': 'echo "NVIDIA A100-SXM4-80GB"'
-        })
+    proc = build_plan(tmp_path, {
+        'nvcc': NVCC,
+        'nvidia-smi': 'echo "NVIDIA A100-SXM4-80GB"'
+    })
     assert proc.stdout.strip() == 'FORCE_CUDA=0'
     assert 'nvidia-smi lists GPUs (NVIDIA A100-SXM4-80GB)' in proc.stderr
     assert 'driver' in proc.stderr and 'CUDA 13.0' in proc.stderr
@@ -259,9 +258,7 @@ def test_mmcv_build_plan_found_through_cuda_home(tmp_path):
     (cuda_home / 'bin' / 'nvcc').write_text(f'#!/bin/sh\n{NVCC}\n')
     (cuda_home / 'bin' / 'nvcc').chmod(0o755)
     proc = build_plan(
-        tmp_path, {},
-        CUDA_HOME=str(cuda_home),
-        TORCH_CUDA_ARCH_LIST='9.0')
+        tmp_path, {}, CUDA_HOME=str(cuda_home), TORCH_CUDA_ARCH_LIST='9.0')
     assert proc.stdout.strip() == 'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0'
     assert str(cuda_home / 'bin' / 'nvcc') in proc.stderr
 
