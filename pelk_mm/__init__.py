@@ -8,7 +8,7 @@ and refer to its modules by scoped names, e.g. ``type='pelk_mm.PeLK'``.
 Its ImageNet models are in mmpretrain's model zoo
 (``mmpretrain.get_model('pelk_t_in1k')``, :mod:`pelk_mm.model_zoo`).
 """
-from . import engine, models, ops  # noqa: F401  (registers the modules)
+from . import engine, models, ops, runtime  # noqa: F401 (registers them)
 from .model_zoo import register_classification_models
 from .version import __version__
 

@@ -1,28 +1,31 @@
 """ONNX export of models with peripheral convolutions, and its check in
 onnxruntime.
 
-What a peripheral conv becomes in the exported graph is its *conv form*
-(the ``path`` of :class:`~pelk_mm.ops.PeripheralConv2d` while exporting):
+What a peripheral conv becomes in the exported graph is the *path* it is
+exported with (:mod:`pelk_mm.ops.paths`; every ``'auto'`` conv takes it
+while exporting), one of those that traced graphs may hold
+(:data:`EXPORT_PATHS`):
 
 * ``'direct'``: the block weights expanded to the dense K x K kernel (a
   ``Gather`` of constant indices) and one depthwise ``Conv``;
-* ``'sat'``: the summed-area-table algorithm in standard ops
-  (:func:`~pelk_mm.ops.grid_depthwise_conv_box_sums`: ``CumSum``, ``Gather``
-  with indices built from the map size, a ``MatMul`` of the k' x (k' + 1)
-  mixed block weights): about k'^2 + 4k' operations per pixel;
+* ``'box_sums'``: the summed-area-table algorithm in standard ops
+  (``CumSum``, ``Gather`` with indices built from the map size, a
+  ``MatMul`` of the k' x (k' + 1) mixed block weights): about k'^2 + 4k'
+  operations per pixel;
 * ``'fft'``: ONNX's ``DFT``. Its padded lengths are chosen from the map
   size at export, so it takes static shapes only.
 
-:data:`DEFAULT_CONV_FORM` is the fastest in onnxruntime on PeLK-T at 224
+:data:`DEFAULT_EXPORT_PATH` is the fastest in onnxruntime on PeLK-T at 224
 and 512 (``tools/benchmark/onnxruntime_latency.py``); the others are
 options. Graphs are made by torch's dynamo-based exporter
-(``torch.onnx.export(..., dynamo=True)``, opset 18), which every form
+(``torch.onnx.export(..., dynamo=True)``, opset 18), which every path
 passes; the TorchScript-based one has no FFT.
 """
 import copy
 import os
 import os.path as osp
 import tempfile
+import warnings
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -31,12 +34,18 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from .engine import CheckpointMismatchError, load_from_local
-from .ops import PeripheralConv2d
+from .ops import forced_path, paths
+from .runtime import (load_fitting, load_from_local, state_dict_of,
+                      without_wrapper_prefix)
 
-CONV_FORMS = ('direct', 'sat', 'fft')
+#: The paths an exported graph may hold (those of standard ops).
+EXPORT_PATHS = tuple(name for name, path in paths.REGISTRY.items()
+                     if path.traceable)
 #: Measured with tools/benchmark/onnxruntime_latency.py (README).
-DEFAULT_CONV_FORM = 'sat'
+DEFAULT_EXPORT_PATH = 'box_sums'
+#: Earlier names of export paths, still taken (with a warning): 'sat' is
+#: what a traced graph of the summed-area tables holds.
+PATH_ALIASES = {'sat': 'box_sums'}
 OPSET = 18
 
 _ONNX_HINT = ('ONNX export needs onnx, onnxscript and onnxruntime; make '
@@ -134,61 +143,52 @@ def load_model(cfg: Config, checkpoint: str) -> tuple:
     cfg.model.get('backbone', {}).pop('init_cfg', None)
     model = MODELS.build(cfg.model)
     loaded = load_from_local(checkpoint, 'cpu')
-    state = loaded.get('state_dict', loaded)
-    state = {
-        k[len('module.'):] if k.startswith('module.') else k: v
-        for k, v in state.items()
-    }
+    state = without_wrapper_prefix(state_dict_of(loaded))
     deployed = bool(cfg.model.get('backbone', {}).get('deploy', False))
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shapes
-        shapes = '; '.join(line.strip().rstrip('.')
-                           for line in str(error).splitlines()[1:4])
-        raise CheckpointMismatchError(
-            f'{checkpoint} does not fit the model of {cfg.filename}: shapes '
-            f'differ: {shapes}. Give the config it was trained with') \
-            from None
-    if result.missing_keys or result.unexpected_keys:
-        hint = ('a re-parameterised checkpoint needs --cfg-options '
-                'model.backbone.deploy=True' if not deployed else
-                'without model.backbone.deploy=True the config builds the '
-                'trained form, which a checkpoint from training fits')
-        raise CheckpointMismatchError(
-            f'{checkpoint} does not fit the model of {cfg.filename}: '
-            f'{len(result.missing_keys)} weights missing (e.g. '
-            f'{result.missing_keys[:3]}), {len(result.unexpected_keys)} '
-            f'unexpected (e.g. {result.unexpected_keys[:3]}). Give the '
-            f'config it was trained with ({hint})')
+    hint = ('a re-parameterised checkpoint needs --cfg-options '
+            'model.backbone.deploy=True' if not deployed else
+            'without model.backbone.deploy=True the config builds the '
+            'trained form, which a checkpoint from training fits')
+    load_fitting(
+        model,
+        state,
+        checkpoint,
+        f'the model of {cfg.filename}',
+        hint=f'Give the config it was trained with ({hint})',
+        shape_hint='Give the config it was trained with')
     model.eval()
     return model, loaded
 
 
-def set_conv_form(model: nn.Module, form: str) -> int:
-    """Make every peripheral conv of ``model`` take ``form``.
+def export_path(name: str) -> str:
+    """The export path ``name`` stands for (an alias of
+    :data:`PATH_ALIASES` with a deprecation warning).
 
-    Returns:
-        int: How many peripheral convs there are.
+    Raises:
+        ValueError: If it names no export path.
     """
-    if form not in CONV_FORMS:
-        raise ValueError(f'conv form must be one of {CONV_FORMS}, got '
-                         f'{form!r}')
-    convs = [m for m in model.modules() if isinstance(m, PeripheralConv2d)]
-    for conv in convs:
-        conv.path = form
-    return len(convs)
+    if name in PATH_ALIASES:
+        warnings.warn(
+            f'export path {name!r} is now called '
+            f'{PATH_ALIASES[name]!r}', DeprecationWarning)
+        name = PATH_ALIASES[name]
+    if name not in EXPORT_PATHS:
+        raise ValueError(f'export path must be one of {EXPORT_PATHS}, got '
+                         f'{name!r}')
+    return name
 
 
 def export_onnx(model: nn.Module,
                 inputs: torch.Tensor,
                 file: str,
-                conv_form: str = DEFAULT_CONV_FORM,
+                path: str = DEFAULT_EXPORT_PATH,
                 dynamic: bool = False,
                 output_names: Optional[Sequence[str]] = None) -> str:
     """Export ``model(inputs)`` (one image batch in, tensors out) to ONNX.
 
-    The model is put in eval mode and its peripheral convs in ``conv_form``;
-    with ``dynamic``, a copy of it whose adaptive average pools compute
+    The model is put in eval mode; its ``'auto'`` peripheral convs take
+    ``path`` while exporting (the model is left as it was); with
+    ``dynamic``, a copy of it whose adaptive average pools compute
     their bins from the map size is exported
     (:func:`with_exportable_pooling`).
     The file is written next to ``file`` and moved over it only once the
@@ -199,8 +199,8 @@ def export_onnx(model: nn.Module,
         model (nn.Module): The model; its forward takes (B, 3, H, W).
         inputs (Tensor): An example input.
         file (str): Where to write the ``.onnx`` file.
-        conv_form (str): ``'direct'``, ``'sat'`` or ``'fft'`` (module
-            docstring). Defaults to :data:`DEFAULT_CONV_FORM`.
+        path (str): One of :data:`EXPORT_PATHS` (module docstring).
+            Defaults to :data:`DEFAULT_EXPORT_PATH`.
         dynamic (bool): Make batch, height and width dynamic axes (not with
             ``'fft'``). Defaults to False.
         output_names (Sequence[str], optional): Names of the outputs.
@@ -209,18 +209,20 @@ def export_onnx(model: nn.Module,
         str: ``file``.
 
     Raises:
-        ValueError: If ``dynamic`` is asked of the FFT form.
+        ValueError: If ``path`` is no export path, or ``dynamic`` is asked
+            of ``'fft'``.
         ImportError: If onnx is not installed.
     """
     onnx = require('onnx')
     require('onnxscript')
-    if dynamic and conv_form == 'fft':
+    path = export_path(path)
+    if dynamic and path == 'fft':
         raise ValueError(
-            "the 'fft' conv form pads every map to FFT lengths chosen from "
-            "its size at export, so its graph takes that input size only; "
-            "export it without dynamic axes, or choose 'direct' or 'sat'")
+            "the 'fft' path pads every map to FFT lengths chosen from its "
+            "size at export, so its graph takes that input size only; "
+            "export it without dynamic axes, or choose 'direct' or "
+            "'box_sums'")
     model.eval()
-    set_conv_form(model, conv_form)
     dynamic_shapes = None
     if dynamic:
         model = with_exportable_pooling(model)
@@ -240,7 +242,7 @@ def export_onnx(model: nn.Module,
         prefix='.' + osp.basename(file) + '.', suffix='.partial', dir=folder)
     os.close(handle)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), forced_path(path):
             torch.onnx.export(
                 model, (inputs, ),
                 partial,

@@ -19,7 +19,7 @@ HOOKS = Registry(
     'hook',
     parent=MMENGINE_HOOKS,
     scope='pelk_mm',
-    locations=['pelk_mm.engine'])
+    locations=['pelk_mm.engine', 'pelk_mm.runtime'])
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor',
     parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,

@@ -15,6 +15,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 from pelk_mm.models import PeLK
+from pelk_mm.ops import paths
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -24,6 +25,78 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if not torch.cuda.is_available():
     assert 'triton' not in sys.modules, 'set TRITON_INTERPRET before triton'
     os.environ.setdefault('TRITON_INTERPRET', '1')
+
+
+def native_paths(device_type: str) -> list:
+    """The registered paths that run natively on ``device_type`` (an
+    emulated one, the Triton kernels in Triton's CPU interpreter, has tests
+    of its own at small sizes): a new path joins every test parametrized
+    by them."""
+    request = paths.Request(51, 32, 32, num_cells=13, device_type=device_type)
+    return [
+        name for name, path in paths.REGISTRY.items()
+        if path.refusal(request) is None and not path.emulated(request)
+    ]
+
+
+GRID_PATHS = native_paths('cpu')
+DENSE_PATHS = [name for name in GRID_PATHS if not paths.get(name).needs_grid]
+TRACEABLE_PATHS = [name for name in GRID_PATHS if paths.get(name).traceable]
+PATH_FIXTURES = {
+    'grid_path': GRID_PATHS,  # conv of block weights on a grid
+    'any_path': ['auto'] + GRID_PATHS,
+    'dense_path': DENSE_PATHS,  # conv of a dense kernel
+    'traceable_path': TRACEABLE_PATHS,  # what traced graphs may hold
+    'cuda_path': ['auto'] + native_paths('cuda'),  # gpu-marked tests
+}
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize the path fixtures of :data:`PATH_FIXTURES` by the
+    registry."""
+    for name, values in PATH_FIXTURES.items():
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, values)
+
+
+def paper_models(task: str) -> list:
+    """The models of ``configs/metafiles/<task>.yml`` (the one copy of the
+    paper's numbers), each as its metafile entry plus ``arch`` (its
+    backbone's, read from its config)."""
+    import yaml
+    with open(osp.join(REPO, 'configs', 'metafiles', f'{task}.yml')) as f:
+        models = yaml.safe_load(f)['Models']
+    for model in models:
+        config = Config.fromfile(osp.join(REPO, model['Config']))
+        model['arch'] = config.model.backbone.arch
+    return models
+
+
+def relative_error(actual, expected) -> float:
+    """Largest absolute difference over the largest absolute expected value
+    (in float64)."""
+    actual, expected = actual.detach().double(), expected.detach().double()
+    return ((actual - expected).abs().max() /
+            expected.abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.fixture(scope='session')
+def rel_err():
+    """``rel_err(actual, expected)``: :func:`relative_error`."""
+    return relative_error
+
+
+@pytest.fixture(autouse=True)
+def restore_switches():
+    """Every test starts with the process's switches and leaves them so
+    (tests change them through their setters)."""
+    from pelk_mm.ops import switches
+    saved = (switches.get_forced_path(), switches.triton_allowed(),
+             switches.get_extension_dir())
+    yield
+    switches.set_forced_path(saved[0])
+    switches.set_triton_allowed(saved[1])
+    switches.set_extension_dir(saved[2])
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,19 +1,19 @@
-"""ONNX export of PeLK (pelk_mm.deployment): every conv form and arch
+"""ONNX export of PeLK (pelk_mm.deployment): every export path and arch
 exports and matches PyTorch in onnxruntime within 1e-4 (relative) at two
 input sizes; bad input is refused with a clear error."""
 import os
 import sys
+import warnings
 
 import pytest
 import torch
 import torch.nn as nn
 
-from pelk_mm.deployment import (CONV_FORMS, AdaptiveAvgPool2dFromSizes,
+from pelk_mm.deployment import (EXPORT_PATHS, AdaptiveAvgPool2dFromSizes,
                                 compare_with_pytorch, export_onnx, load_model,
-                                require, set_conv_form,
-                                with_exportable_pooling)
-from pelk_mm.engine import CheckpointMismatchError
+                                require, with_exportable_pooling)
 from pelk_mm.models import PeLK
+from pelk_mm.runtime import CheckpointMismatchError
 
 SMALL_ARCH = dict(
     depths=[1, 1, 1, 1],
@@ -59,22 +59,23 @@ def export_dynamic(arch, tmp_path):
 
 
 def test_default_form_exports_with_dynamic_axes(tmp_path):
-    """The default form (summed-area tables in standard ops) of the
+    """The default path (summed-area tables in standard ops) of the
     deployed backbone: one graph, any batch and map size."""
     model, file = export_dynamic(SMALL_ARCH, tmp_path)
     assert_matches(file, model, (1, 3, 64, 64), (3, 3, 96, 160))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('form', ['direct', 'fft'])
 @pytest.mark.parametrize('deploy', [True, False])
-def test_other_forms_and_the_training_form_export(tmp_path, form, deploy):
+def test_every_path_and_the_training_form_export(tmp_path, traceable_path,
+                                                 deploy):
     torch.manual_seed(0)
     model = Features(SMALL_ARCH, deploy=deploy).eval()
-    dynamic = form != 'fft'
+    dynamic = traceable_path != 'fft'
     for size in ((64, 64), (96, 128)):
         file = export_onnx(model, torch.randn(2, 3, *size),
-                           str(tmp_path / f'{size}.onnx'), form, dynamic)
+                           str(tmp_path / f'{size}.onnx'), traceable_path,
+                           dynamic)
         assert_matches(file, model, (2, 3, *size))
     if dynamic:
         assert_matches(file, model, (1, 3, 32, 160))
@@ -110,18 +111,35 @@ def test_exportable_pooling_replaces_pools_in_a_copy():
         AdaptiveAvgPool2dFromSizes(nn.AdaptiveAvgPool2d((None, 3)))
 
 
-def test_set_conv_form_reaches_every_peripheral_conv():
+def test_export_paths_reach_every_peripheral_conv_and_leave_the_model(
+        tmp_path):
+    """Each path makes its own graph (a DFT, a Conv per peripheral conv, or
+    CumSums); the model's convs keep their path; the old name 'sat' still
+    exports the box sums, with a warning."""
+    onnx = pytest.importorskip('onnx')
+    assert EXPORT_PATHS == ('direct', 'fft', 'box_sums')
     model = Features(SMALL_ARCH)
-    assert set_conv_form(model, 'direct') == 4
-    paths = {m.path for m in model.modules() if hasattr(m, 'grid_widths')}
-    assert paths == {'direct'}
-    with pytest.raises(ValueError, match='conv form must be one of'):
-        set_conv_form(model, 'winograd')
-    assert CONV_FORMS == ('direct', 'sat', 'fft')
+    ops = {}
+    for path in EXPORT_PATHS + ('sat', ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            file = export_onnx(model, torch.randn(2, 3, 64, 64),
+                               str(tmp_path / f'{path}.onnx'), path)
+        ops[path] = {node.op_type for node in onnx.load(file).graph.node}
+        assert any('now called' in str(w.message) for w in caught) == (
+            path == 'sat')
+    assert 'DFT' in ops['fft'] and 'DFT' not in ops['direct']
+    assert 'CumSum' in ops['box_sums'] and ops['sat'] == ops['box_sums']
+    assert 'CumSum' not in ops['direct']
+    convs = {m.path for m in model.modules() if hasattr(m, 'grid_widths')}
+    assert convs == {'auto'}
+    with pytest.raises(ValueError, match='export path must be one of'):
+        export_onnx(model, torch.randn(1, 3, 64, 64), str(tmp_path / 'x.onnx'),
+                    'winograd')
 
 
 def test_fft_form_refuses_dynamic_axes(tmp_path):
-    with pytest.raises(ValueError, match="'fft' conv form .* input size only"):
+    with pytest.raises(ValueError, match="'fft' path .* input size only"):
         export_onnx(
             Features(SMALL_ARCH),
             torch.randn(1, 3, 64, 64),
@@ -167,7 +185,7 @@ def test_load_model_refuses_a_checkpoint_that_does_not_fit(
     torch.save({'state_dict': deployed}, tmp_path / 'deployed.pth')
     with pytest.raises(
             CheckpointMismatchError,
-            match='does not fit the model .* missing .* '
+            match='does not fit the model .* unloaded .* '
             'model.backbone.deploy=True'):
         load_model(cfg.copy(), str(tmp_path / 'deployed.pth'))
     cfg.model.backbone.deploy = True

@@ -90,9 +90,25 @@ venv_cuda_dirs() {
   echo "${dirs[*]-}"
 }
 
+# The root of the CUDA toolkit whose nvcc is $1, as nvcc itself reports it
+# (its TOP), else the folder above its bin/.
+toolkit_root() {
+  local line top=""
+  while IFS= read -r line; do
+    case "$line" in
+      '#$ TOP='*) top="${line#'#$ TOP='}" ;;
+    esac
+  done < <("$1" --dryrun -x cu -c /dev/null -o /dev/null 2>&1 || true)
+  if [ -z "$top" ]; then
+    top="$(dirname "$1")/.."
+  fi
+  (cd "$top" 2>/dev/null && pwd -P) || true
+}
+
 # What mmcv is built with here: sets PLAN (an array of VAR=value for `env`:
-# FORCE_CUDA=0, or FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=... and, with torch's
-# CUDA headers, CPATH and LIBRARY_PATH), WHY (the reason, for people) and
+# FORCE_CUDA=0, or FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=..., CUDA_HOME (the
+# toolkit of the nvcc found, unless set) and, with torch's CUDA headers,
+# CPATH and LIBRARY_PATH), WHY (the reason, for people) and
 # CUDA_BUILD (1 or 0).
 mmcv_build_plan() {
   local nvcc archs smi includes libs
@@ -146,6 +162,17 @@ mmcv_build_plan() {
   WHY="$WHY, with $nvcc"
   CUDA_BUILD=1
   PLAN=(FORCE_CUDA=1 "TORCH_CUDA_ARCH_LIST=$archs")
+  if [ -z "${CUDA_HOME:-}" ]; then
+    # torch takes the folder above nvcc's for the toolkit, which is wrong
+    # where nvcc on PATH is a link or a wrapper script (/usr/local/bin/nvcc
+    # -> /usr/local/cuda-13.0/bin/nvcc): the C++ sources then find no
+    # cuda_runtime_api.h of the toolkit's.
+    local home
+    home="$(toolkit_root "$nvcc")"
+    if [ -n "$home" ]; then
+      PLAN+=("CUDA_HOME=$home")
+    fi
+  fi
   includes="$(venv_cuda_dirs include)"
   libs="$(venv_cuda_dirs lib)"
   if [ -n "$includes" ]; then
@@ -280,7 +307,7 @@ fi
 # The fused summed-area-table path of the peripheral conv: compiled once here
 # (about a minute) so that the first training run does not wait for it.
 log "building pelk_mm's peripheral-conv extension (C++/OpenMP; cached)"
-if ! "$PY" -c 'from pelk_mm.ops import sat; sat.load()'; then
+if ! "$PY" -c 'from pelk_mm.ops.paths import cpu_extension; cpu_extension.load()'; then
   echo "install: the C++ extension of pelk_mm did not build (see above); it" \
        "needs g++ with OpenMP and ninja. pelk_mm still works through its FFT" \
        "and dense paths, but the tests of the 'sat' path will fail." >&2

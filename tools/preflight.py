@@ -7,14 +7,9 @@ from typing import Iterator, List
 
 from mmengine.config import Config
 
-# How to produce the small datasets the project generates, by dataset type
-# ({parent}: the folder above data_root, where ADEChallengeData2016 goes).
-_GENERATE = 'python tools/dataset_converters/generate_dataset.py'
-DATASET_GENERATORS = {
-    'ADE20KDataset': _GENERATE + ' ade20k {parent}',
-    'CocoDataset': _GENERATE + ' coco {data_root}',
-    'ImageNet': _GENERATE + ' imagenet {data_root}',
-}
+from pelk_mm.tasks import task_of_dataset
+
+GENERATE = 'python tools/dataset_converters/generate_dataset.py'
 CONVERTER = 'tools/model_converters/cls_to_backbone.py'
 
 
@@ -88,11 +83,7 @@ def check_data_roots(
             empty = not missing and path != root and osp.isdir(path) and \
                 not _holds_files(path)
             if missing or empty:
-                hint = DATASET_GENERATORS.get(str(dataset.get('type', '')))
-                parent = osp.dirname(root.rstrip('/')) or '.'
-                generate = (' Generate the small synthetic version with `' +
-                            hint.format(parent=parent, data_root=root) +
-                            '`,') if hint else ''
+                generate = generate_hint(str(dataset.get('type', '')), root)
                 problem = 'which does not exist' if missing else \
                     'which is empty'
                 raise FileNotFoundError(
@@ -100,6 +91,19 @@ def check_data_roots(
                     f'{problem} (data_root={root!r}).{generate} '
                     f'or point the config at your copy with `--cfg-options '
                     f'{option}=PATH`.')
+
+
+def generate_hint(dataset_type: str, data_root: str) -> str:
+    """How to make the synthetic version of a dataset type the project
+    generates (a sentence ending in a comma), or ''."""
+    task = task_of_dataset(dataset_type, by='dataset_type')
+    if task is None:
+        return ''
+    root = data_root
+    if task.root_of_data_root:  # ADE20K's data_root is the folder in root
+        root = osp.dirname(data_root.rstrip('/')) or '.'
+    return (f' Generate the small synthetic version with `{GENERATE} '
+            f'{task.dataset} {root}`,')
 
 
 def _holds_files(path: str) -> bool:

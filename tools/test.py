@@ -18,7 +18,8 @@ import os.path as osp
 
 from mmengine.config import Config
 
-from pelk_mm.engine import CheckpointFitsHook, CheckpointMismatchError
+from pelk_mm.runtime import CheckpointFitsHook, CheckpointMismatchError
+from pelk_mm.tasks import task_of
 from launch import add_common_args, build_runner, load_config, setup_device
 from preflight import check_data_roots
 
@@ -48,7 +49,7 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
         raise SystemExit('error: --show-dir needs a `visualization` hook in '
                          'default_hooks, and this config has none')
     hook.update(draw=True, interval=1)
-    if hook.get('type', '').endswith('DetVisualizationHook'):
+    if task_of(cfg.get('default_scope', 'mmengine')).show_dir_in_hook:
         hook['test_out_dir'] = show_dir  # relative to the run's log dir
     else:
         cfg.visualizer['save_dir'] = show_dir

@@ -21,8 +21,8 @@ import os.path as osp
 
 from mmengine.logging import print_log
 
-from pelk_mm.engine import (CheckpointFitsHook, CheckpointMismatchError,
-                            find_resumable_checkpoint)
+from pelk_mm.runtime import (CheckpointFitsHook, CheckpointMismatchError,
+                             find_resumable_checkpoint)
 from launch import add_common_args, build_runner, load_config, setup_device
 from preflight import (check_data_roots, missing_pretrained,
                        missing_pretrained_message)

@@ -1,16 +1,13 @@
-"""Engine parts of the plugin: checkpoint loading, optimisers, hooks."""
+"""The engine parts of PeLK's method: SLaK's dynamic sparsity (a hook over
+the pure-torch mask algebra of :mod:`.sparse_masks`), the layer-wise
+learning-rate decay constructor, and the classifier -> backbone
+conversion that applies the sparsity masks. What any run needs beyond the
+method is :mod:`pelk_mm.runtime`."""
 from .checkpoint import extract_backbone
-from .hooks import (AtomicCheckpointHook, CheckpointFitsHook,
-                    CheckpointMismatchError, DynamicSparsityHook,
-                    FiniteLossHook, ProgressBarHook, RandomStateHook,
-                    SegLabelCheckHook)
+from .hooks import DynamicSparsityHook
 from .optimizers import LayerDecayOptimWrapperConstructor
-from .resume import find_resumable_checkpoint
-from .safe_loading import load_from_local
 
 __all__ = [
-    'extract_backbone', 'load_from_local', 'find_resumable_checkpoint',
-    'AtomicCheckpointHook', 'CheckpointFitsHook', 'CheckpointMismatchError',
-    'LayerDecayOptimWrapperConstructor', 'DynamicSparsityHook',
-    'FiniteLossHook', 'ProgressBarHook', 'RandomStateHook', 'SegLabelCheckHook'
+    'extract_backbone', 'DynamicSparsityHook',
+    'LayerDecayOptimWrapperConstructor'
 ]

@@ -4,10 +4,10 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .functional import (PATHS, POS_BORDERS, grid_depthwise_conv,
-                         peripheral_conv2d, peripheral_conv2d_reference,
-                         positional_term, tracing)
+from .functional import (POS_BORDERS, grid_depthwise_conv, peripheral_conv2d,
+                         peripheral_conv2d_reference, positional_term)
 from .grid import expand_by_grid, grid_tensor, sharing_grid
+from .paths import PATHS, tracing
 
 
 class KernelPositionEmbedding(nn.Module):
@@ -52,8 +52,9 @@ class PeripheralConv2d(nn.Module):
         pos_border (str): ``'valid'`` (h only on in-image taps) or
             ``'padded'`` (h on padded taps too, i.e. a bias).
             Defaults to ``'valid'``.
-        path (str): ``'auto'``, ``'direct'``, ``'fft'``, ``'sat'`` or
-            ``'triton'``. Defaults to ``'auto'``.
+        path (str): ``'auto'`` or a name of :mod:`pelk_mm.ops.paths`
+            (``'direct'``, ``'fft'``, ``'box_sums'``, ``'sat'``,
+            ``'triton'``). Defaults to ``'auto'``.
 
     Shape:
         - Input: (B, C, H, W), any H and W (also smaller than K).

@@ -9,8 +9,8 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import load_checkpoint
 
-from pelk_mm.engine.safe_loading import TRUST_VARIABLE, load_from_local
 from pelk_mm.models import PeLK
+from pelk_mm.runtime.safe_loading import TRUST_VARIABLE, load_from_local
 
 ARCH = dict(
     depths=[1, 1, 1, 1],
@@ -66,8 +66,8 @@ def test_pretrained_file_that_does_not_fit_is_refused(tmp_path):
             type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     with pytest.raises(
             ValueError,
-            match=r'other.pth.* leaves \d+ of this '
-            r"PeLK's \d+ weights unloaded.*look like foo.weight"):
+            match=r'other.pth.* does not fit this PeLK: it leaves \d+ of '
+            r'its \d+ weights unloaded.*look like foo.weight'):
         model.init_weights()
     # Another prefix: nothing under it.
     model = PeLK(

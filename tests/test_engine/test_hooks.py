@@ -6,8 +6,8 @@ import torch
 from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
 
-from pelk_mm.engine import find_resumable_checkpoint, load_from_local
-from pelk_mm.engine.hooks import MMCVOpsCheckHook, check_mmcv_ops
+from pelk_mm.runtime import find_resumable_checkpoint, load_from_local
+from pelk_mm.runtime.hooks import MMCVOpsCheckHook, check_mmcv_ops
 
 
 def test_progress_bar_hook_draws_every_iteration(tmp_path, capfd, make_runner):
@@ -205,7 +205,7 @@ def test_seg_label_check_hook_names_the_file_and_values_as_stored():
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
 
-    from pelk_mm.engine import SegLabelCheckHook
+    from pelk_mm.runtime import SegLabelCheckHook
 
     class Dataset:
         metainfo = dict(classes=('sky', 'tree', 'road'))
@@ -252,7 +252,7 @@ def test_mmcv_without_cuda_ops_is_refused_for_a_cuda_model():
 def test_mmcv_ops_check_hook_looks_where_the_model_runs(monkeypatch):
     """Simulated: mmcv built without CUDA, a model whose parameters are on
     the GPU (a CPU tensor reporting ``cuda:0``)."""
-    from pelk_mm.engine.hooks import mmcv_ops_check_hook
+    from pelk_mm.runtime.hooks import mmcv_ops_check_hook
     monkeypatch.setattr(mmcv_ops_check_hook, 'mmcv_cuda_version',
                         lambda: 'not available')
 

@@ -323,8 +323,8 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(
         *data_options(ade, 'test_dataloader'),
         check=False)
     assert proc.returncode != 0
-    assert f"'{renamed}' leaves {params} of the model's {params} " \
-        'parameters without weights' in proc.stderr
+    assert f"'{renamed}' does not fit the model: it leaves {params} of " \
+        f'its {params} parameters unloaded' in proc.stderr
     assert "keys look like model." in proc.stderr
     assert '--allow-missing' in proc.stderr
     assert not re.search(r'mIoU: [\d.]+', proc.stdout + proc.stderr)
@@ -342,8 +342,8 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(
         *data_options(ade, 'train_dataloader', 'val_dataloader'),
         check=False)
     assert proc.returncode != 0
-    assert f"'{renamed}' leaves {params} of the model's {params} " \
-        'parameters without weights' in proc.stderr
+    assert f"'{renamed}' does not fit the model: it leaves {params} of " \
+        f'its {params} parameters unloaded' in proc.stderr
     assert 'pass --allow-missing to fine-tune' in proc.stderr
     assert 'Iter(train)' not in proc.stdout + proc.stderr
 

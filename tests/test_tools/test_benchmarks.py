@@ -51,15 +51,15 @@ def test_backbone_benchmark_compiled_beside_eager(run_tool):
 
 def test_onnxruntime_latency_benchmark(run_tool):
     proc = run_tool('tools/benchmark/onnxruntime_latency.py', '--sizes', '64',
-                    '--forms', 'sat', 'direct', '--repeat', '1')
+                    '--paths', 'box_sums', 'direct', '--repeat', '1')
     log = proc.stdout + proc.stderr
-    for name in ('pelk-t eager (auto)', 'pelk-t onnxruntime sat',
+    for name in ('pelk-t eager (auto)', 'pelk-t onnxruntime box_sums',
                  'pelk-t onnxruntime direct', 'convnext-t eager',
                  'convnext-t onnxruntime'):
         assert re.search(rf'{re.escape(name)} +[\d.]+ ms +[\d.]+x pelk-t',
                          log), log[-2000:]
-    assert re.search(r'fastest conv form in onnxruntime: (sat|direct) at 64',
-                     log)
+    assert re.search(
+        r'fastest export path in onnxruntime: (box_sums|direct) at 64', log)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is there')

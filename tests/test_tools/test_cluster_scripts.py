@@ -152,6 +152,12 @@ def stub_venv(tmp_path, gpus=None, nvidia_wheels=False):
     return venv
 
 
+def without_cuda_home(plan):
+    """A printed plan without its CUDA_HOME entry (the stub nvcc's)."""
+    return ' '.join(entry for entry in plan.split()
+                    if not entry.startswith('CUDA_HOME='))
+
+
 def build_plan(tmp_path, stubs, gpus=None, nvidia_wheels=False, **env):
     return run_script(
         'install.sh',
@@ -206,7 +212,7 @@ def test_mmcv_build_plan(tmp_path, stubs, gpus, env, plan, why):
     (TORCH_CUDA_ARCH_LIST, PELK_MM_MMCV_CUDA=1); nvcc alone is not asking."""
     proc = build_plan(tmp_path, stubs, gpus, **env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == plan
+    assert without_cuda_home(proc.stdout) == plan
     assert why in proc.stderr
 
 
@@ -232,7 +238,8 @@ def test_mmcv_build_plan_before_torch_asks_nvidia_smi(tmp_path):
             'nvidia-smi': 'printf "8.0\\n9.0\\n8.0\\n"'
         }),
         VENV=str(venv))
-    assert proc.stdout.strip() == 'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=8.0;9.0'
+    assert without_cuda_home(
+        proc.stdout) == 'FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=8.0;9.0'
 
 
 def test_mmcv_cuda_build_gets_torchs_nvidia_headers(tmp_path):
@@ -242,7 +249,7 @@ def test_mmcv_cuda_build_gets_torchs_nvidia_headers(tmp_path):
         tmp_path, {'nvcc': NVCC}, '9.0', nvidia_wheels=True, CPATH='/opt/x')
     cu13 = tmp_path / 'venv/lib/python3.11/site-packages/nvidia/cu13'
     assert proc.stdout.split() == [
-        'FORCE_CUDA=1', 'TORCH_CUDA_ARCH_LIST=9.0',
+        'FORCE_CUDA=1', 'TORCH_CUDA_ARCH_LIST=9.0', f'CUDA_HOME={tmp_path}',
         f'CPATH={cu13}/include:/opt/x', f'LIBRARY_PATH={cu13}/lib'
     ]
     assert "headers of torch's nvidia wheels" in proc.stderr
@@ -250,6 +257,23 @@ def test_mmcv_cuda_build_gets_torchs_nvidia_headers(tmp_path):
     (tmp_path / 'cpu').mkdir()
     proc = build_plan(tmp_path / 'cpu', {'nvcc': NVCC}, nvidia_wheels=True)
     assert proc.stdout.strip() == 'FORCE_CUDA=0'
+
+
+def test_mmcv_cuda_build_names_the_toolkit_nvcc_reports(tmp_path):
+    """An nvcc on PATH that is a wrapper of the toolkit's (as
+    /usr/local/bin/nvcc here): torch would take the folder above it for
+    the toolkit; the build is told the toolkit nvcc reports."""
+    toolkit = tmp_path / 'cuda-13.0'
+    (toolkit / 'bin').mkdir(parents=True)
+    nvcc = ('case "$*" in *--dryrun*) echo "#\\$ TOP=' + str(toolkit) +
+            '/bin/.." >&2 ;; *) ' + NVCC + ' ;; esac')
+    proc = build_plan(tmp_path, {'nvcc': nvcc}, '9.0')
+    assert f'CUDA_HOME={toolkit}' in proc.stdout.split()
+    # One that is set is the user's.
+    (tmp_path / 'set').mkdir()
+    proc = build_plan(
+        tmp_path / 'set', {'nvcc': nvcc}, '9.0', CUDA_HOME='/opt/cuda')
+    assert 'CUDA_HOME' not in proc.stdout
 
 
 def test_mmcv_build_plan_found_through_cuda_home(tmp_path):

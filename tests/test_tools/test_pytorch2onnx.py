@@ -116,7 +116,7 @@ def test_reparameterized_checkpoint_exports_with_deploy_true(
 
 @pytest.mark.parametrize('args, message', [
     (['--shape', '100', '100'], 'multiples of 32 (e.g. 96 96)'),
-    (['--dynamic', '--conv-form', 'fft'], 'fft takes static shapes only'),
+    (['--dynamic', '--path', 'fft'], 'fft takes static shapes only'),
 ])
 def test_refusals(run_tool, checkpoint, tmp_path, args, message):
     out = tmp_path / 'x.onnx'

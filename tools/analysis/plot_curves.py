@@ -22,7 +22,10 @@ from typing import Dict, List, Tuple
 
 from mmengine.logging import MMLogger
 
-MAIN_METRICS = ('mIoU', 'coco/bbox_mAP', 'coco/segm_mAP', 'accuracy/top1')
+from pelk_mm.tasks import TASKS
+
+MAIN_METRICS = tuple(metric for task in TASKS.values()
+                     for metric in task.main_metrics)
 NOT_A_METRIC = ('time', 'data_time', 'step', 'epoch', 'iter')
 
 Series = Dict[str, Dict[int, float]]

@@ -1,8 +1,8 @@
-"""Inference latency in onnxruntime per conv form, against eager PyTorch.
+"""Inference latency in onnxruntime per export path, against eager PyTorch.
 
 Usage:
     python tools/benchmark/onnxruntime_latency.py [--sizes 224 512]
-        [--forms direct sat fft] [--repeat 5] [--threads N]
+        [--paths direct box_sums fft] [--repeat 5] [--threads N]
 
 Each backbone (classification form, no head, batch 1) is exported at each
 size with :func:`pelk_mm.deployment.export_onnx` and timed in one run, side
@@ -11,14 +11,14 @@ PyTorch (best of ``--repeat`` after a warm-up):
 
 * ``pelk-t`` eager: PeLK-T re-parameterised (``switch_to_deploy()``) with
   ``path='auto'`` (what ``tools/test.py`` runs);
-* ``pelk-t`` in onnxruntime, one graph per conv form (``direct``: dense
-  depthwise Conv of the expanded kernel; ``sat``: summed-area tables in
-  standard ops; ``fft``: ONNX DFT);
+* ``pelk-t`` in onnxruntime, one graph per export path (``direct``: dense
+  depthwise Conv of the expanded kernel; ``box_sums``: summed-area tables
+  in standard ops; ``fft``: ONNX DFT);
 * ``convnext-t`` (mmpretrain, 7x7 depthwise) eager and in onnxruntime.
 
-Ratios are to eager PeLK-T at the same size. The last line names the form
+Ratios are to eager PeLK-T at the same size. The last line names the path
 that is fastest at every size (the one to make
-``pelk_mm.deployment.DEFAULT_CONV_FORM``).
+``pelk_mm.deployment.DEFAULT_EXPORT_PATH``).
 """
 import argparse
 import os.path as osp
@@ -28,7 +28,7 @@ import torch
 from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import ConvNeXt
 
-from pelk_mm.deployment import CONV_FORMS, export_onnx, onnxruntime_session
+from pelk_mm.deployment import EXPORT_PATHS, export_onnx, onnxruntime_session
 from pelk_mm.models import PeLK
 from probes import best_time
 
@@ -37,7 +37,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', type=int, nargs='+', default=[224, 512])
     parser.add_argument(
-        '--forms', nargs='+', choices=CONV_FORMS, default=list(CONV_FORMS))
+        '--paths', nargs='+', choices=EXPORT_PATHS, default=list(EXPORT_PATHS))
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--threads', type=int, default=None)
     args = parser.parse_args()
@@ -54,8 +54,8 @@ def main():
         with torch.no_grad():
             return best_time(lambda: model(x), args.repeat)
 
-    def onnxruntime(model, x, form, folder):
-        file = export_onnx(model, x, osp.join(folder, f'{form}.onnx'), form)
+    def onnxruntime(model, x, path, folder):
+        file = export_onnx(model, x, osp.join(folder, f'{path}.onnx'), path)
         session = onnxruntime_session(file)
         feed = {session.get_inputs()[0].name: x.numpy()}
         return best_time(lambda: session.run(None, feed), args.repeat)
@@ -69,27 +69,22 @@ def main():
         for size in args.sizes:
             x = torch.randn(1, 3, size, size)
             times = {'pelk-t eager (auto)': eager(pelk, x)}
-            forms = {}
-            for form in args.forms:
-                # Every form is exported from the same weights; the paths
-                # are reset to 'auto' for the eager timing above only.
-                forms[form] = onnxruntime(pelk, x, form, folder)
-                times[f'pelk-t onnxruntime {form}'] = forms[form]
-            for conv in pelk.modules():
-                if hasattr(conv, 'path'):
-                    conv.path = 'auto'
+            exported = {}
+            for path in args.paths:
+                exported[path] = onnxruntime(pelk, x, path, folder)
+                times[f'pelk-t onnxruntime {path}'] = exported[path]
             times['convnext-t eager'] = eager(convnext, x)
             times['convnext-t onnxruntime'] = onnxruntime(
                 convnext, x, 'direct', folder)
-            fastest[size] = min(forms, key=forms.get)
+            fastest[size] = min(exported, key=exported.get)
             base = times['pelk-t eager (auto)']
             rows.append(f'{size}x{size}:')
             for name, seconds in times.items():
                 rows.append(f'  {name:>26} {seconds * 1e3:>9.1f} ms '
                             f'{seconds / base:>5.2f}x pelk-t eager')
-    rows.append('fastest conv form in onnxruntime: ' +
-                ', '.join(f'{form} at {size}'
-                          for size, form in fastest.items()))
+    rows.append('fastest export path in onnxruntime: ' +
+                ', '.join(f'{path} at {size}'
+                          for size, path in fastest.items()))
     logger.info('\n'.join(rows))
 
 

@@ -15,10 +15,10 @@ forward+backward (gradients of the input and the weights), it runs:
   kernel shape, timed for comparison);
 * ``plain-fft``: a plain ``torch.fft`` convolution of the expanded kernel
   (the ten lines one would write first);
-* ``fft``, ``sat``, ``triton``, ``auto``: the paths of
-  ``pelk_mm.ops.peripheral_conv2d`` (``sat``: the fused summed-area-table
-  extension, on the CPU; ``triton``: the same algorithm as Triton kernels,
-  on CUDA).
+* every path of ``pelk_mm.ops.paths`` that can run on the device
+  (``fft``, ``box_sums``, ``sat``: the fused summed-area-table extension,
+  on the CPU; ``triton``: the same algorithm as Triton kernels, on CUDA;
+  ``direct`` is ``dense`` above), then ``auto``.
 
 On CUDA the last lines check the Triton kernels' goal: forward+backward at
 K = 51 at least 2x the ``fft`` path, and t(K = 101) / t(K = 51) under 1.5.
@@ -41,10 +41,9 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import MMLogger
 
-from pelk_mm.ops import expand_by_grid, peripheral_conv2d
-from pelk_mm.ops import sat as sat_extension
-from pelk_mm.ops import sharing_grid, triton_sat
+from pelk_mm.ops import expand_by_grid, paths, peripheral_conv2d, sharing_grid
 from pelk_mm.ops.grid import grid_tensor
+from pelk_mm.ops.paths import cpu_extension
 from probes import (best_time, describe, device_of, memory_for_tables,
                     peak_memory_mb, report_memory)
 
@@ -98,12 +97,21 @@ def make_methods(channels: int, kernel_size: int, dtype,
         'dense': ([blocks], dense),
         'slak': (stripes, slak),
         'plain-fft': ([blocks], plain_fft),
-        'fft': ([blocks], ours('fft'))
     }
-    if device.type == 'cpu' and sat_extension.available():
-        methods['sat'] = ([blocks], ours('sat'))
-    if triton_sat.available_on(device) and device.type == 'cuda':
-        methods['triton'] = ([blocks], ours('triton'))
+    request = paths.Request(
+        kernel_size,
+        64,
+        64,
+        num_cells=cells,
+        device_type=device.type,
+        dtype=dtype)
+    for name, refusal in paths.refusals(request).items():
+        # The direct path is the dense conv above; an emulated path (the
+        # Triton kernels in Triton's CPU interpreter) would time the
+        # emulator.
+        if refusal is None and name != 'direct' and \
+                not paths.get(name).emulated(request):
+            methods[name] = ([blocks], ours(name))
     methods['auto'] = ([blocks], ours('auto'))
     return methods
 
@@ -253,7 +261,7 @@ def main():
         torch.set_num_threads(args.threads)
     args.device = device_of(args.device)
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
-    if args.device.type == 'cpu' and not sat_extension.available():
+    if args.device.type == 'cpu' and not cpu_extension.available():
         logger.warning('the summed-area-table extension is not available; '
                        'its rows are left out')
     modes = {'forward': False, 'forward+backward': True}

@@ -17,14 +17,10 @@ import argparse
 
 from mmengine.logging import MMLogger
 
-from pelk_mm.synthetic import generate_ade20k, generate_coco, generate_imagenet
+from pelk_mm.tasks import TASKS
 
-# name -> (generator, default root); sizes default to the generator's.
-DATASETS = {
-    'ade20k': (generate_ade20k, 'data/ade_synthetic'),
-    'coco': (generate_coco, 'data/coco_synthetic'),
-    'imagenet': (generate_imagenet, 'data/imagenet_synthetic'),
-}
+# name -> task; sizes default to its generator's.
+DATASETS = {task.dataset: task for task in TASKS.values()}
 
 
 def main():
@@ -38,7 +34,8 @@ def main():
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--overwrite', action='store_true')
     args = parser.parse_args()
-    generate, root = DATASETS[args.dataset]
+    task = DATASETS[args.dataset]
+    generate, root = task.generate, task.default_root
     sizes = {
         k: v
         for k, v in vars(args).items()

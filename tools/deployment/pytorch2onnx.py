@@ -3,7 +3,7 @@
 Usage:
     python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT --out FILE
         [--shape H W] [--batch B] [--dynamic] [--verify]
-        [--conv-form direct|sat|fft] [--cfg-options KEY=VALUE ...]
+        [--path direct|box_sums|fft] [--cfg-options KEY=VALUE ...]
 
 The graph takes images as float32 (B, 3, H, W) in the channel order the
 model's data preprocessor hands the network (RGB for every config here),
@@ -21,7 +21,9 @@ gives, by the kind of model in CONFIG:
 The backbone is re-parameterised first (``switch_to_deploy``) unless the
 config already builds it so (``model.backbone.deploy=True``, for a
 checkpoint written by tools/model_converters/reparameterize.py); its
-peripheral convs take ``--conv-form`` (see :mod:`pelk_mm.deployment`).
+peripheral convs take ``--path`` (see :mod:`pelk_mm.deployment`;
+``--conv-form`` is its earlier name). What the graph of each task is:
+:mod:`pelk_mm.tasks`.
 ``--dynamic`` makes batch, height and width dynamic axes. ``--verify`` runs
 the file in onnxruntime and the model in PyTorch on the same random images
 (and, with ``--dynamic``, on a second batch size and shape), prints the
@@ -32,86 +34,18 @@ import os.path as osp
 import sys
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
-from pelk_mm.deployment import (CONV_FORMS, DEFAULT_CONV_FORM,
-                                compare_with_pytorch, export_onnx, load_model,
-                                require)
-from pelk_mm.engine import CheckpointMismatchError
+from pelk_mm.deployment import (DEFAULT_EXPORT_PATH, EXPORT_PATHS,
+                                PATH_ALIASES, compare_with_pytorch,
+                                export_onnx, export_path, load_model, require)
 from pelk_mm.models import PeLK
+from pelk_mm.runtime import CheckpointMismatchError
+from pelk_mm.tasks import task_of
 
 # PeLK's feature maps halve five times; every size must divide by this.
 STRIDE = 32
-
-
-class Normalized(nn.Module):
-    """Images (B, 3, H, W), 0-255, to what the network takes, then
-    ``forward_features``."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        preprocessor = getattr(model, 'data_preprocessor', None)
-        self.normalize = bool(
-            getattr(preprocessor, '_enable_normalize', False))
-        if self.normalize:
-            self.register_buffer('mean', preprocessor.mean.clone())
-            self.register_buffer('std', preprocessor.std.clone())
-
-    def forward(self, images: torch.Tensor):
-        x = (images - self.mean) / self.std if self.normalize else images
-        return self.forward_features(x)
-
-
-class ClassifierGraph(Normalized):
-    """Logits (B, num_classes)."""
-    outputs = ['logits']
-
-    def forward_features(self, x):
-        return self.model(x, mode='tensor')
-
-
-class SegmentorGraph(Normalized):
-    """Segmentation logits at the input size (B, num_classes, H, W)."""
-    outputs = ['seg_logits']
-
-    def forward_features(self, x):
-        logits = self.model(x, mode='tensor')
-        return F.interpolate(
-            logits,
-            size=x.shape[-2:],
-            mode='bilinear',
-            align_corners=self.model.decode_head.align_corners)
-
-
-class DetectorFeatures(Normalized):
-    """The neck's feature maps (FPN levels)."""
-
-    @property
-    def outputs(self):
-        return [f'features_{i}' for i in range(self.model.neck.num_outs)]
-
-    def forward_features(self, x):
-        return self.model.extract_feat(x)
-
-
-def graph_of(model: nn.Module) -> Normalized:
-    """The exported graph's module for the kind of ``model``."""
-    from mmdet.models.detectors import BaseDetector
-    from mmpretrain.models.classifiers import ImageClassifier
-    from mmseg.models.segmentors import EncoderDecoder
-    if isinstance(model, ImageClassifier):
-        return ClassifierGraph(model)
-    if isinstance(model, EncoderDecoder):
-        return SegmentorGraph(model)
-    if isinstance(model, BaseDetector) and getattr(model, 'with_neck', 0):
-        return DetectorFeatures(model)
-    raise SystemExit(f'error: cannot export a {type(model).__name__}: this '
-                     f'tool exports mmpretrain ImageClassifiers, mmseg '
-                     f'EncoderDecoders and mmdet detectors with a neck')
 
 
 def parse_args():
@@ -132,10 +66,13 @@ def parse_args():
         action='store_true',
         help='dynamic batch, height and width axes')
     parser.add_argument(
-        '--conv-form',
-        choices=CONV_FORMS,
-        default=DEFAULT_CONV_FORM,
-        help='what each peripheral conv becomes (default: %(default)s)')
+        '--path',
+        '--conv-form',  # its earlier name
+        dest='path',
+        choices=EXPORT_PATHS + tuple(PATH_ALIASES),
+        default=DEFAULT_EXPORT_PATH,
+        help='what each peripheral conv becomes (default: %(default)s; '
+        "'sat' is the earlier name of 'box_sums')")
     parser.add_argument(
         '--verify',
         action='store_true',
@@ -167,11 +104,12 @@ def input_shape(args, cfg: Config) -> tuple:
 def main():
     args = parse_args()
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
-    if args.dynamic and args.conv_form == 'fft':
+    args.path = export_path(args.path)
+    if args.dynamic and args.path == 'fft':
         raise SystemExit(
-            "error: --conv-form fft takes static shapes only (the FFT "
-            "lengths are chosen from the map size at export); drop "
-            "--dynamic or choose --conv-form direct or sat")
+            "error: --path fft takes static shapes only (the FFT lengths "
+            "are chosen from the map size at export); drop --dynamic or "
+            "choose --path direct or box_sums")
     needed = ['onnx', 'onnxscript'] + (['onnxruntime'] if args.verify else [])
     try:
         for module in needed:
@@ -189,17 +127,21 @@ def main():
     backbone = getattr(model, 'backbone', None)
     if isinstance(backbone, PeLK) and not backbone.deploy:
         backbone.switch_to_deploy()
-    graph = graph_of(model)
+    try:
+        graph = task_of(cfg.get('default_scope',
+                                'mmengine')).export_graph(model)
+    except ValueError as err:
+        raise SystemExit(f'error: {err}')
     graph.eval()
     torch.manual_seed(0)
     images = torch.rand(args.batch, 3, height, width) * 255
-    export_onnx(graph, images, args.out, args.conv_form, args.dynamic,
+    export_onnx(graph, images, args.out, args.path, args.dynamic,
                 graph.outputs)
     logger.info(f'wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MB; '
                 f'{type(model).__name__}, outputs {", ".join(graph.outputs)}'
                 f', {args.batch}x3x{height}x{width}'
                 f'{" with dynamic batch/height/width" if args.dynamic else ""}'
-                f', conv form {args.conv_form})')
+                f', path {args.path})')
     if not args.verify:
         return
     checks = [images]

@@ -19,7 +19,8 @@ import os.path as osp
 import torch
 from mmengine.logging import MMLogger
 
-from pelk_mm.engine import extract_backbone, load_from_local
+from pelk_mm.engine import extract_backbone
+from pelk_mm.runtime import load_from_local
 
 
 def main():

@@ -25,8 +25,8 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
 from pelk_mm.deployment import load_model
-from pelk_mm.engine import CheckpointMismatchError
 from pelk_mm.models import PeLK
+from pelk_mm.runtime import CheckpointMismatchError
 
 
 def parse_args():

@@ -4,13 +4,10 @@ One backbone for classification (mmpretrain), segmentation (mmseg) and
 detection (mmdet). The macro design is ConvNeXt's / SLaK's; every block mixes
 tokens with a partial peripheral convolution (:class:`PeripheralMixer`).
 """
-import os.path as osp
-import re
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.logging import MMLogger
@@ -20,17 +17,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ...ops import (RESIZE_MODES, KernelPositionEmbedding, PeripheralConv2d,
                     regrid_state_dict)
 from ...registry import MODELS
-from ..layers import PeripheralMixer
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) map."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias,
-                         self.eps)
-        return x.permute(0, 3, 1, 2)
+from ...runtime import (CheckpointMismatchError, load_fitting, require_file,
+                        state_dict_of, strip_prefix)
+from ..layers import LayerNorm2d, PeripheralMixer
 
 
 class PeLKBlock(nn.Module):
@@ -154,25 +143,9 @@ class PeLK(BaseModule):
 
     Widths are SLaK's (ConvNeXt's x1.3, truncated): the paper trains with
     SLaK's dynamic sparsity, so its parameter and FLOP counts are of the 40%
-    sparse model. How the counts are taken:
-
-    * Params: every parameter, with the conv and linear weights (where
-      SLaK's masks live, the peripheral block weights included; see
-      :mod:`pelk_mm.models.sparsity`) counted at density 0.6.
-    * FLOPs: ``mmengine.analysis.FlopAnalyzer`` (one multiply-add is one
-      FLOP) with the peripheral conv counted as the dense KxK depthwise conv
-      it equals, conv and linear layers at density 0.6, with a 1000-class
-      linear head (:mod:`pelk_mm.analysis.complexity`).
-
-    ==============  =======  ========  =============  =========  ========
-    arch            params   (paper)   FLOPs          (paper)    dense
-    ==============  =======  ========  =============  =========  ========
-    tiny            29.6M    29M       5.86G (224)    5.6G       48.7M
-    small           51.6M    50M       10.98G (224)   10.7G      85.3M
-    base            90.7M    89M       18.46G (224)   18.3G      150.2M
-    base            90.7M    89M       54.26G (384)   54.0G      150.2M
-    base-101        92.3M    90M       68.59G (384)   68.3G      152.1M
-    ==============  =======  ========  =============  =========  ========
+    sparse model (how they are taken: :mod:`pelk_mm.analysis.complexity`;
+    the counts of every arch, ours beside the paper's, are in
+    ``configs/metafile.yml``).
 
     Args:
         arch (str | dict): ``'tiny'``, ``'small'``, ``'base'``,
@@ -457,28 +430,26 @@ class PeLK(BaseModule):
 
         Unlike mmengine's ``Pretrained`` init, which only warns, a file that
         does not fit is refused: it must hold weights under ``prefix`` and
-        leave no parameter of this backbone unloaded, except the output
-        norms of the stages a classifier does not output (``norm0`` to
-        ``norm2``: a classifier checkpoint has only its last stage's).
+        leave no weight of this backbone unloaded, except the output norms
+        of the stages a classifier does not output (``norm0`` to ``norm2``:
+        a classifier checkpoint has only its last stage's).
 
         Raises:
             FileNotFoundError: If that checkpoint is a local file that does
                 not exist, saying how to produce it or train without it.
-            ValueError: If it holds no weights under ``prefix``, or leaves
-                backbone weights unloaded (another arch, renamed keys).
+            CheckpointMismatchError: If it holds no weights under
+                ``prefix``, or leaves backbone weights unloaded (another
+                arch, renamed keys); a ValueError.
         """
         init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else \
             [self.init_cfg] if self.init_cfg else []
         pretrained = [cfg for cfg in init_cfgs if cfg['type'] == 'Pretrained']
         for cfg in pretrained:  # before any initialisation is spent
-            path = cfg['checkpoint']
-            if '://' not in path and not osp.isfile(osp.expanduser(path)):
-                raise FileNotFoundError(
-                    f'pretrained checkpoint {path!r} (init_cfg.checkpoint) '
-                    f'does not exist: point init_cfg.checkpoint at a PeLK '
-                    f'backbone file of this arch (or a classifier checkpoint, '
-                    f"with prefix='backbone.'), or set init_cfg=None to "
-                    f'train from scratch.')
+            require_file(
+                cfg['checkpoint'], 'init_cfg.checkpoint',
+                'point init_cfg.checkpoint at a PeLK backbone file of this '
+                "arch (or a classifier checkpoint, with prefix='backbone.'), "
+                'or set init_cfg=None to train from scratch.')
         if not pretrained:
             super().init_weights()
             return
@@ -500,48 +471,32 @@ class PeLK(BaseModule):
         path, prefix = cfg['checkpoint'], cfg.get('prefix')
         checkpoint = CheckpointLoader.load_checkpoint(
             path, map_location=cfg.get('map_location', 'cpu'))
-        state = checkpoint.get('state_dict', checkpoint)
-        if prefix:
-            prefix = prefix if prefix.endswith('.') else prefix + '.'
-            state = {
-                key[len(prefix):]: value
-                for key, value in state.items() if key.startswith(prefix)
-            }
+        state = strip_prefix(state_dict_of(checkpoint), prefix)
         if not state:
-            keys = sorted(checkpoint.get('state_dict', checkpoint))[:3]
-            raise ValueError(
+            keys = sorted(state_dict_of(checkpoint))[:3]
+            raise CheckpointMismatchError(
                 f'checkpoint {path!r} holds no weights under the prefix '
                 f'{prefix!r} of init_cfg (its keys look like {keys}). For a '
                 f'backbone file or a classifier checkpoint the prefix is '
                 f'"backbone."; for a file of bare backbone keys, no prefix.')
-        try:
-            result = self.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shapes that no re-gridding explains
-            raise ValueError(
-                f'checkpoint {path!r} does not fit this PeLK: '
-                f'{str(err)[:600]}. Is it of another arch?') from err
-        unloaded = [
-            key for key in result.missing_keys
-            if not re.match(r'norm[0-2]\.', key)
-        ]
-        if unloaded:
-            raise ValueError(
-                f'checkpoint {path!r} leaves {len(unloaded)} of this PeLK\'s '
-                f'{len(self.state_dict())} weights unloaded (e.g. '
-                f'{", ".join(unloaded[:3])}; its keys under {prefix!r} look '
-                f'like {", ".join(sorted(state)[:3])}). It is of another '
-                f'arch, or its keys were renamed: check model.backbone.arch '
-                f'and init_cfg.prefix.')
+        fit = load_fitting(
+            self,
+            state,
+            path,
+            'this PeLK',
+            allow_missing=r'norm[0-2]\.',
+            allow_unexpected=True,
+            hint='Check model.backbone.arch and init_cfg.prefix.')
         logger = MMLogger.get_current_instance()
-        logger.info(f'loaded {len(state) - len(result.unexpected_keys)} '
-                    f'backbone weights from {path}')
-        if result.missing_keys:
+        logger.info(f'loaded {len(state) - len(fit.unexpected)} backbone '
+                    f'weights from {path}')
+        if fit.allowed_missing:
             logger.info(f'output norms not in {path} (a classifier has only '
                         f'its last stage\'s), initialised: '
-                        f'{result.missing_keys}')
-        if result.unexpected_keys:
+                        f'{fit.allowed_missing}')
+        if fit.unexpected:
             logger.warning(f'{path} has weights this backbone does not use: '
-                           f'{result.unexpected_keys[:10]}')
+                           f'{fit.unexpected[:10]}')
 
     def switch_to_deploy(self) -> None:
         """Merge every mixer's branches and BNs for inference (see
@@ -623,11 +578,4 @@ class PeLK(BaseModule):
             return 0, last + 1
         if parts[0] == 'stages':
             return int(parts[1]) + 1, last + 1
-        return last, last + 1
-        parts = param_name[len(prefix):].split('.')
-        if parts[0] in ('downsample_layers', 'stages'):
-            stage_id = int(parts[1])
-            if parts[0] == 'downsample_layers' and stage_id == 0:
-                return 0, last + 1
-            return stage_id + 1, last + 1
         return last, last + 1

@@ -20,8 +20,8 @@ MMCV_CUDA_FIX = (
     '(nvcc) of your torch: pip uninstall -y mmcv && pip cache remove mmcv && '
     'MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="<your GPUs\' compute '
     'capabilities, e.g. 8.0;9.0>" pip install --no-build-isolation '
-    'mmcv==2.1.0 (pelk_mm\'s installer does this on a GPU node, or where '
-    'TORCH_CUDA_ARCH_LIST or PELK_MM_MMCV_CUDA=1 ask)')
+    'mmcv==2.1.0 (pelk_mm\'s installer does this on a GPU node with nvcc, or '
+    'where TORCH_CUDA_ARCH_LIST or PELK_MM_MMCV_CUDA=1 ask)')
 
 
 def mmcv_cuda_version() -> str:

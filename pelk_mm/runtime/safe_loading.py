@@ -25,7 +25,6 @@ objects), set ``PELK_MM_TRUST_CHECKPOINTS=1``: files are then loaded with
 warning each time.
 """
 import os
-import os.path as osp
 import pickle
 import re
 import warnings
@@ -35,6 +34,8 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
+
+from .checkpoint_fit import require_file
 
 TRUST_VARIABLE = 'PELK_MM_TRUST_CHECKPOINTS'
 
@@ -83,11 +84,8 @@ def load_from_local(filename: str, map_location=None) -> dict:
             objects outside the allow-list (the message names the global and
             the opt-in for trusted files).
     """
-    path = osp.expanduser(filename)
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'checkpoint file {path!r} not found. Check the path given to '
-            f'`load_from`, `--resume` or `init_cfg.checkpoint`.')
+    path = require_file(filename, 'load_from, --resume or init_cfg.checkpoint',
+                        'check the path')
     if os.environ.get(TRUST_VARIABLE) == '1':
         warnings.warn(
             f'{TRUST_VARIABLE}=1: loading {path!r} with weights_only=False, '

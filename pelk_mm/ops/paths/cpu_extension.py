@@ -1,11 +1,13 @@
-"""The fused summed-area-table path of the peripheral conv (C++/OpenMP).
+"""``'sat'``: the fused summed-area-table path of the peripheral conv
+(C++/OpenMP, CPU).
 
 ``csrc/peripheral_sat.cpp`` computes the depthwise conv of a kernel that is
 constant on grid blocks in about k'^2 + 4k' operations per pixel (k' = 13 at
 K = 51) instead of K^2, forward and backward (see the file for the method).
 It is compiled with ``torch.utils.cpp_extension.load`` (about a minute;
 ``make install`` does it once; otherwise the first ``path='sat'`` call) and
-cached under ``$PELK_MM_EXT_DIR`` (default ``~/.cache/pelk_mm/extensions``),
+cached under ``PELK_MM_EXT_DIR`` (:mod:`pelk_mm.ops.switches`; default
+``~/.cache/pelk_mm/extensions``),
 one folder per installation (torch version, CPU, torch and source
 locations), so that two clones, virtual environments or CPUs never build
 into, or load from, each other's folder. Builds are serialised by an
@@ -26,12 +28,16 @@ import os.path as osp
 import platform
 import threading
 import warnings
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 from torch.autograd.function import once_differentiable
 
-_SOURCE = osp.join(osp.dirname(__file__), 'csrc', 'peripheral_sat.cpp')
+from .. import switches
+from .base import ConvPath, Request
+
+_SOURCE = osp.join(
+    osp.dirname(osp.dirname(__file__)), 'csrc', 'peripheral_sat.cpp')
 _lock = threading.Lock()
 _module = None
 _error: Optional[str] = None
@@ -65,9 +71,7 @@ def build_directory() -> str:
     by absolute path in the build file, so clones sharing one folder would
     rebuild it in turn, each over a library another may have loaded.
     """
-    root = os.environ.get('PELK_MM_EXT_DIR') or osp.join(
-        osp.expanduser('~'), '.cache', 'pelk_mm', 'extensions')
-    return _build_directory(root, cpu_identity())
+    return _build_directory(switches.get_extension_dir(), cpu_identity())
 
 
 @functools.lru_cache(maxsize=None)
@@ -156,7 +160,7 @@ def load(verbose: bool = False):
 def is_built() -> bool:
     """Whether the extension is loaded, or built and up to date in
     :func:`build_directory` (so loading it compiles nothing). Never builds:
-    :func:`~pelk_mm.ops.functional.choose_path` asks this, so asking for a
+    :func:`~pelk_mm.ops.paths.choose_path` asks this, so asking for a
     cost cannot start a one-minute compile. The folder is looked at once
     per process (``auto`` asks on every forward until the extension is
     loaded)."""
@@ -201,6 +205,14 @@ class _PeripheralSAT(torch.autograd.Function):
                 grad_w if ctx.needs_input_grad[1] else None, None)
 
 
+class SATCosts(NamedTuple):
+    """``unit``: one of the k'^2 + 4k' operations per pixel;
+    ``training_factor``: how much more its backward weighs than the FFT
+    path's."""
+    unit: float
+    training_factor: float
+
+
 def grid_depthwise_conv_sat(x: torch.Tensor, weight: torch.Tensor,
                             grid: torch.Tensor) -> torch.Tensor:
     """Depthwise "same" conv of a block-constant kernel (fused, CPU).
@@ -217,3 +229,32 @@ def grid_depthwise_conv_sat(x: torch.Tensor, weight: torch.Tensor,
     out = _PeripheralSAT.apply(
         x.to(compute_dtype), weight.to(compute_dtype), grid.cpu())
     return out.to(x.dtype)
+
+
+class FusedCPUPath(ConvPath):
+    name = 'sat'
+    summary = ('summed-area tables, fused (C++/OpenMP, CPU); elsewhere and '
+               "in traced graphs the same algorithm in standard ops")
+    needs_grid = True
+    devices = ('cpu', )
+    traceable = False
+    stand_in = 'box_sums'
+    stand_in_for = frozenset({'device', 'traced'})
+    costs = {
+        # Measured as for 'direct' (2-core x86 CPU): one of the k'^2 + 4k'
+        # operations per pixel, and how much more its backward weighs
+        # relative to the FFT path's.
+        'cpu': SATCosts(0.2, 1.1),
+    }
+
+    def ready(self, request: Request) -> bool:
+        # Built by make install; asking for a cost never compiles.
+        return is_built()
+
+    def cost(self, request: Request) -> float:
+        costs = self.constants(request.device_type)
+        return costs.unit * request.box_ops * (
+            costs.training_factor if request.requires_grad else 1)
+
+    def run(self, x, weight, grid, kernel_size):
+        return grid_depthwise_conv_sat(x, weight, grid)

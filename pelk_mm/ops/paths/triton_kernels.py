@@ -1,11 +1,8 @@
-"""The summed-area-table path of the peripheral conv as Triton kernels.
-
-The same algorithm as the fused CPU extension (:mod:`pelk_mm.ops.sat`) and
-its standard-op form
-(:func:`~pelk_mm.ops.functional.grid_depthwise_conv_box_sums`): about
-k'^2 + 4k' operations per pixel, however large K is. Four kernels per call,
-each over planes (one batch item, one channel) and column blocks, with
-float32 accumulation for every input dtype:
+"""The kernels of the ``'triton'`` path (:mod:`.triton_sat`): the same
+algorithm as the fused CPU extension (``'sat'``) and its standard-op form
+(``'box_sums'``): about k'^2 + 4k' operations per pixel, however large K
+is. Four kernels per call, each over planes (one batch item, one channel)
+and column blocks, with float32 accumulation for every input dtype:
 
 1. ``_row_prefix``: exclusive prefix sums along each row;
 2. ``_mix``: ``Z_a = sum_j mix[a, j] * pre[x + e_j]`` (the column boxes of
@@ -24,13 +21,11 @@ Under ``TRITON_INTERPRET=1`` (set before triton is imported) they run on
 CPU tensors through Triton's interpreter, which is how the tests check them
 where no GPU is.
 """
-import os
-import warnings
-from typing import Callable, Dict, Tuple
-
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+from .triton_sat import TRITON_DEVICES, available_on
 
 try:
     import triton
@@ -39,19 +34,6 @@ except ImportError:  # pragma: no cover - torch ships triton on Linux
     triton = None
 
 BLOCK_X = 32
-
-
-def interpreted() -> bool:
-    """Whether Triton runs through its interpreter (CPU tensors)."""
-    return os.environ.get('TRITON_INTERPRET') == '1'
-
-
-def available_on(device: torch.device) -> bool:
-    """Whether the kernels can run on tensors of ``device``."""
-    if triton is None:
-        return False
-    return device.type == 'cuda' or (device.type == 'cpu' and interpreted())
-
 
 if triton is not None:
 
@@ -307,68 +289,6 @@ def grid_depthwise_conv_triton(x: torch.Tensor, weight: torch.Tensor,
 
 def _require(device: torch.device) -> None:
     if not available_on(device):
-        raise RuntimeError(
-            f"path='triton' runs on CUDA devices (or on the CPU under "
-            f"TRITON_INTERPRET=1 set before triton is imported), this map "
-            f"is on {device.type}; choose path='sat', 'fft' or 'direct'")
-
-
-# Tolerance of the first-use check against the FFT path, relative to the
-# largest output: float32 agrees to ~1e-6 (tests); half-precision inputs
-# are rounded once more on the way out.
-CHECK_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-4}
-HALF_CHECK_TOLERANCE = 1e-2
-
-# Shape class -> whether the kernels passed their check there.
-_verdicts: Dict[Tuple, bool] = {}
-
-
-def shape_class(x: torch.Tensor, kernel_size: int) -> Tuple:
-    """What the first-use check is keyed by: device, dtype, K, and whether
-    the map is smaller than the kernel (the clamped reads differ)."""
-    return (str(x.device), x.dtype, kernel_size, x.shape[-2]
-            < kernel_size, x.shape[-1] < kernel_size)
-
-
-def _passes_check(x: torch.Tensor, weight: torch.Tensor, grid: torch.Tensor,
-                  kernel_size: int, fallback: Callable) -> bool:
-    """Run the kernels once on this input and compare with ``fallback``
-    (the FFT path); warn and say False where they fail or disagree."""
-    with torch.no_grad():
-        try:
-            out = _forward(x, weight, grid.to(x.device), kernel_size)
-        except Exception as error:  # compile errors of a Triton build
-            warnings.warn(
-                f"path='triton': the kernels failed "
-                f"({type(error).__name__}: {str(error)[:300]}); using the "
-                f"FFT path for {shape_class(x, kernel_size)} in this process")
-            return False
-        expected = fallback(x, weight).float()
-    error = ((out - expected).abs().max() /
-             expected.abs().max().clamp_min(1e-12)).item()
-    tolerance = CHECK_TOLERANCE.get(x.dtype, HALF_CHECK_TOLERANCE)
-    if not error <= tolerance:
-        warnings.warn(
-            f"path='triton': the kernels disagree with the FFT path by "
-            f"{error:.1e} (relative, tolerance {tolerance:.0e}) on "
-            f"{shape_class(x, kernel_size)}; using the FFT path there in "
-            f"this process. Please report it with your GPU and triton "
-            f"version")
-        return False
-    return True
-
-
-def grid_depthwise_conv_checked(x: torch.Tensor, weight: torch.Tensor,
-                                grid: torch.Tensor, kernel_size: int,
-                                fallback: Callable) -> torch.Tensor:
-    """:func:`grid_depthwise_conv_triton`, checked once per process and
-    shape class against ``fallback(x, weight)`` (the FFT path), which it
-    becomes where the check fails."""
-    _require(x.device)
-    key = shape_class(x, kernel_size)
-    if key not in _verdicts:
-        _verdicts[key] = _passes_check(x.detach(), weight.detach(), grid,
-                                       kernel_size, fallback)
-    if not _verdicts[key]:
-        return fallback(x, weight)
-    return grid_depthwise_conv_triton(x, weight, grid, kernel_size)
+        raise RuntimeError(f"path='triton' {TRITON_DEVICES}, this map is on "
+                           f"{device.type}; choose path='sat', 'fft' or "
+                           f"'direct'")

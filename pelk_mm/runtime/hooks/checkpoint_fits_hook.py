@@ -3,10 +3,8 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseModel, is_model_wrapper
 
 from ...registry import HOOKS
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint that leaves parameters of the model without weights."""
+from ..checkpoint_fit import (mismatch_error, state_dict_of,
+                              without_wrapper_prefix)
 
 
 @HOOKS.register_module()
@@ -30,7 +28,7 @@ class CheckpointFitsHook(Hook):
 
     Raises:
         CheckpointMismatchError: The checkpoint leaves parameters of the
-            model unloaded.
+            model unloaded (:mod:`pelk_mm.runtime.checkpoint_fit`).
     """
     priority = 'VERY_HIGH'
 
@@ -44,18 +42,15 @@ class CheckpointFitsHook(Hook):
             model = model.module
         if isinstance(getattr(model, 'module', None), BaseModel):
             model = model.module  # a test-time augmentation wrapper
-        state = checkpoint.get('state_dict', checkpoint)
-        keys = {
-            key[len('module.'):] if key.startswith('module.') else key
-            for key in state
-        }
+        keys = set(without_wrapper_prefix(state_dict_of(checkpoint)))
         names = [name for name, _ in model.named_parameters()]
         missing = [name for name in names if name not in keys]
         if missing:
-            raise CheckpointMismatchError(
-                f'checkpoint {self.path!r} leaves {len(missing)} of the '
-                f'model\'s {len(names)} parameters without weights (e.g. '
-                f'{", ".join(missing[:3])}; the file\'s keys look like '
-                f'{", ".join(sorted(keys)[:3])}). It was written for another '
-                f'model or config, or its keys were renamed. {self.hint}'.
-                rstrip())
+            raise mismatch_error(
+                self.path,
+                'the model',
+                missing,
+                total=len(names),
+                keys=keys,
+                what='parameters',
+                hint=self.hint)

@@ -1,4 +1,4 @@
-"""The Triton summed-area-table kernels (path='triton'), run through
+"""``'triton'``: the summed-area-table kernels, run through
 Triton's interpreter where no GPU is (conftest sets TRITON_INTERPRET=1
 then): forward and both gradients against the float64 dense conv, half
 precision, the module, the automatic choice, and the first-use check's
@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from pelk_mm.ops import (KernelPositionEmbedding, PeripheralConv2d,
-                         choose_path, expand_by_grid, sharing_grid, triton_sat)
+                         choose_path, expand_by_grid, forced_path,
+                         sharing_grid, switches)
 from pelk_mm.ops.grid import grid_tensor
+from pelk_mm.ops.paths import first_use, triton_sat
 
 pytestmark = pytest.mark.skipif(
     not triton_sat.available_on(
@@ -19,14 +21,18 @@ pytestmark = pytest.mark.skipif(
     reason='no GPU and TRITON_INTERPRET is not 1')
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def triton_kernels():
+    """The kernels' module (imported on first use, after TRITON_INTERPRET
+    is set)."""
+    from pelk_mm.ops.paths import triton_kernels
+    return triton_kernels
+
+
 # Float32 kernels against float64, relative to the largest value (measured
 # 1e-7 to 4e-7 on these shapes).
 TOLERANCE = 1e-5
-
-
-def rel_err(actual, expected):
-    return ((actual.double() - expected).abs().max() /
-            expected.abs().max()).item()
 
 
 def dense_conv(x, weight, grid, kernel_size):
@@ -43,14 +49,14 @@ SHAPES = [(2, 3, 9, 7, 13), (1, 2, 5, 6, 31), (3, 1, 12, 40, 5),
 
 
 @pytest.mark.parametrize('shape', SHAPES)
-def test_forward_and_gradients_match_the_dense_conv(shape):
+def test_forward_and_gradients_match_the_dense_conv(shape, rel_err):
     torch.manual_seed(sum(shape))
     b, c, h, w, k = shape
     grid = grid_tensor(sharing_grid(k, center_size=min(5, k)))
     x = torch.randn(b, c, h, w, device=DEVICE, requires_grad=True)
     weight = torch.randn(
         c, len(grid), len(grid), device=DEVICE, requires_grad=True)
-    out = triton_sat.grid_depthwise_conv_triton(x, weight, grid, k)
+    out = triton_kernels().grid_depthwise_conv_triton(x, weight, grid, k)
     grad_out = torch.randn_like(out)
     grads = torch.autograd.grad(out, (x, weight), grad_out)
 
@@ -67,7 +73,8 @@ def test_forward_and_gradients_match_the_dense_conv(shape):
 
 @pytest.mark.parametrize('dtype, tolerance', [(torch.float16, 2e-3),
                                               (torch.bfloat16, 1e-2)])
-def test_half_precision_inputs_accumulate_in_float32(dtype, tolerance):
+def test_half_precision_inputs_accumulate_in_float32(dtype, tolerance,
+                                                     rel_err):
     """Half inputs are read into float32 sums and the output rounded once:
     within one rounding of the output's dtype (the bounds of the other
     paths' half-precision tests)."""
@@ -75,13 +82,13 @@ def test_half_precision_inputs_accumulate_in_float32(dtype, tolerance):
     grid = grid_tensor(sharing_grid(13))
     x = torch.randn(2, 3, 10, 9, device=DEVICE).to(dtype)
     weight = torch.randn(3, len(grid), len(grid), device=DEVICE)
-    out = triton_sat.grid_depthwise_conv_triton(x, weight, grid, 13)
+    out = triton_kernels().grid_depthwise_conv_triton(x, weight, grid, 13)
     expected = dense_conv(x.double(), weight.double(), grid.to(DEVICE), 13)
     assert out.dtype == dtype
     assert rel_err(out, expected) < tolerance
 
 
-def test_module_with_positional_term_and_bias():
+def test_module_with_positional_term_and_bias(rel_err):
     torch.manual_seed(0)
     pos_embed = KernelPositionEmbedding(4, 13, std=0.5).to(DEVICE)
     conv = PeripheralConv2d(
@@ -100,19 +107,22 @@ def test_module_with_positional_term_and_bias():
 @pytest.fixture
 def fresh_checks(monkeypatch):
     """A process in which no shape class has been checked yet."""
-    monkeypatch.setattr(triton_sat, '_verdicts', {})
+    first_use.forget()
+    yield
+    first_use.forget()
 
 
 def test_kernels_that_disagree_fall_back_to_fft_with_one_warning(
-        monkeypatch, fresh_checks):
-    forward = triton_sat._forward
+        monkeypatch, fresh_checks, rel_err):
+    kernels = triton_kernels()
+    forward = kernels._forward
     monkeypatch.setattr(
-        triton_sat, '_forward',
+        kernels, '_forward',
         lambda *args: forward(*args) * 1.01)  # a kernel that is 1% off
     conv = PeripheralConv2d(3, 13, path='triton').to(DEVICE)
     x = torch.randn(1, 3, 9, 9, device=DEVICE)
     with pytest.warns(
-            UserWarning, match='disagree with the FFT path by '
+            UserWarning, match="disagree with the 'fft' path by "
             '1.0e-02'):
         out = conv(x)
     assert rel_err(out, conv.forward_reference(x).double()) < TOLERANCE
@@ -122,12 +132,12 @@ def test_kernels_that_disagree_fall_back_to_fft_with_one_warning(
 
 
 def test_kernels_that_fail_to_compile_fall_back_to_fft(monkeypatch,
-                                                       fresh_checks):
+                                                       fresh_checks, rel_err):
 
     def broken(*args):
         raise RuntimeError('PTXASError: ptxas fatal')
 
-    monkeypatch.setattr(triton_sat, '_forward', broken)
+    monkeypatch.setattr(triton_kernels(), '_forward', broken)
     conv = PeripheralConv2d(3, 13, path='triton').to(DEVICE)
     x = torch.randn(1, 3, 9, 9, device=DEVICE)
     with pytest.warns(UserWarning, match='kernels failed .*ptxas fatal'):
@@ -139,25 +149,25 @@ def test_cuda_choice_offers_the_kernels_on_small_maps(monkeypatch):
     """The reasoned (not measured) CUDA constants: the kernels' cost grows
     with k'^2 per pixel, FFT's with the padded map, so the kernels win on
     late-stage maps; PELK_MM_TRITON=0 takes them out of the choice."""
-    from pelk_mm.ops import functional
     monkeypatch.setattr(triton_sat, 'available_on', lambda device: True)
     assert choose_path(47, 14, 14, True, 13, 'cuda') == 'triton'
     assert choose_path(51, 56, 56, True, 13, 'cuda') == 'fft'
     assert choose_path(5, 56, 56, False, 5, 'cuda') == 'direct'
     assert choose_path(51, 14, 14, num_cells=13, device='cpu') != 'triton'
-    monkeypatch.setattr(functional, 'TRITON_ALLOWED', False)
+    switches.set_triton_allowed(False)
     assert choose_path(47, 14, 14, True, 13, 'cuda') == 'fft'
 
 
 def test_forcing_triton_where_it_cannot_run_is_refused(monkeypatch):
-    from pelk_mm.ops import functional
-    monkeypatch.setattr(functional, 'PATH_OVERRIDE', 'triton')
     monkeypatch.setattr(triton_sat, 'available_on', lambda device: False)
-    with pytest.raises(
+    with forced_path('triton'), pytest.raises(
             ValueError,
-            match='PELK_MM_PATH=triton: the Triton '
-            'kernels run on CUDA devices'):
+            match="PELK_MM_PATH=triton cannot run here: the 'triton' path "
+            'runs on CUDA devices'):
         choose_path(51, 64, 64, num_cells=13)
     conv = PeripheralConv2d(2, 13, path='triton')
-    with pytest.raises(RuntimeError, match="path='triton' runs on CUDA"):
+    with pytest.raises(
+            RuntimeError,
+            match="path='triton' cannot run here: the 'triton' path runs "
+            'on CUDA'):
         conv(torch.randn(1, 2, 8, 8))

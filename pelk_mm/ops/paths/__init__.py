@@ -1,0 +1,239 @@
+"""The paths of the peripheral conv: a registry and its dispatcher.
+
+Each module here is one implementation, declaring what it supports, its
+cost per device type and its tolerance (:class:`~.base.ConvPath`):
+
+=============  ==========================================================
+``direct``     the dense depthwise conv (fast for small K or tiny maps)
+``fft``        an FFT convolution whose cost barely grows with K
+``box_sums``   summed-area tables in standard ops (traceable)
+``sat``        summed-area tables, fused C++/OpenMP (CPU); where it cannot
+               run (off the CPU, traced graphs), ``box_sums`` stands in
+``triton``     summed-area tables as Triton kernels (CUDA), checked on
+               first use against ``fft``; ``box_sums`` in traced graphs
+=============  ==========================================================
+
+``path='auto'`` takes the cheapest path that can serve the conv (or the
+one ``PELK_MM_PATH`` names, :mod:`pelk_mm.ops.switches`); a named path runs
+where it can, its stand-in where that covers the reason it cannot, and is
+otherwise refused with the reason. Why each path refused a conv is logged
+at debug level (logger ``pelk_mm.ops.paths``).
+
+Adding a path: a module with its :class:`~.base.ConvPath` subclass, one
+line in :data:`REGISTRY`, and its tests (the test suite parametrizes over
+the registry).
+"""
+import logging
+from typing import Dict, Optional
+
+import torch
+
+from .. import switches
+from .base import ConvPath, Refusal, Request, tracing
+from .box_sums import BoxSumsPath
+from .cpu_extension import FusedCPUPath
+from .direct import DirectPath
+from .fft import FFTPath
+from .first_use import run_checked
+from .triton_sat import TritonPath
+
+#: name -> path, in the order ties are broken.
+REGISTRY: Dict[str, ConvPath] = {
+    path.name: path
+    for path in (DirectPath(), FFTPath(), BoxSumsPath(), FusedCPUPath(),
+                 TritonPath())
+}
+#: What ``path=`` takes.
+PATHS = ('auto', ) + tuple(REGISTRY)
+
+logger = logging.getLogger(__name__)
+
+
+class PathRefused(ValueError, RuntimeError):
+    """A path that was named (``path=``, ``PELK_MM_PATH``) cannot run the
+    conv it was given; the message says why and what can."""
+
+
+def get(name: str) -> ConvPath:
+    """The registered path ``name``.
+
+    Raises:
+        ValueError: If no path has that name.
+    """
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f'path must be one of {PATHS}, got {name!r}') \
+            from None
+
+
+def make_request(x: torch.Tensor,
+                 weight: torch.Tensor,
+                 grid: Optional[torch.Tensor],
+                 kernel_size: int,
+                 traced: Optional[bool] = None) -> Request:
+    """The :class:`Request` of convolving ``x`` with ``weight`` (block
+    weights on ``grid``, or a dense kernel where ``grid`` is None)."""
+    return Request(
+        kernel_size=kernel_size,
+        # As they are: symbolic in a dynamic-shape export, where a named
+        # path must not fix them (only pricing reads them, see costs()).
+        height=x.shape[-2],
+        width=x.shape[-1],
+        requires_grad=torch.is_grad_enabled()
+        and (x.requires_grad or weight.requires_grad),
+        num_cells=None if grid is None else grid.shape[0],
+        device_type=x.device.type,
+        dtype=x.dtype,
+        traced=tracing() if traced is None else traced)
+
+
+def refusals(request: Request) -> Dict[str, Optional[Refusal]]:
+    """For every path, why it cannot serve ``request`` (None: it can)."""
+    return {name: path.refusal(request) for name, path in REGISTRY.items()}
+
+
+def costs(request: Request) -> Dict[str, float]:
+    """The cost of every path ``auto`` may choose for ``request``."""
+    # The TorchScript tracer hands sizes over as 0-d tensors (and a
+    # dynamic export as symbols): the choice is made once, for the traced
+    # size.
+    request = request._replace(
+        height=int(request.height), width=int(request.width))
+    offered = {}
+    for name, path in REGISTRY.items():
+        if path.refusal(request) is None and path.ready(request):
+            cost = path.cost(request)
+            if cost is not None:
+                offered[name] = cost
+    return offered
+
+
+def resolve(name: str, request: Request, named_by: str = 'path') -> str:
+    """The path that runs ``request`` for the name asked: that path, or
+    its stand-in where the stand-in covers the reason it cannot.
+
+    Raises:
+        PathRefused: Where neither can, saying why and what can.
+    """
+    path = get(name)
+    refusal = path.refusal(request)
+    if refusal is None:
+        return name
+    if path.stand_in and refusal.kind in path.stand_in_for:
+        return resolve(path.stand_in, request, named_by)
+    can = [n for n, r in refusals(request).items() if r is None]
+    asked = f'{named_by}={name!r}' if named_by == 'path' else \
+        f'{named_by}={name}'
+    raise PathRefused(f'{asked} cannot run here: {refusal.reason}; paths '
+                      f'that can: {", ".join(can)}')
+
+
+def choose(request: Request) -> str:
+    """The path ``'auto'`` takes for ``request``: the one the switches
+    force, or the cheapest that can serve it now."""
+    forced = switches.get_forced_path()
+    if forced != 'auto':
+        if forced not in REGISTRY:
+            raise ValueError(f'PELK_MM_PATH must be one of {PATHS}, got '
+                             f'{forced!r}')
+        return resolve(forced, request, 'PELK_MM_PATH')
+    offered = costs(request)
+    choice = min(offered, key=offered.get)
+    # (Not from traced graphs: logging is a graph break to dynamo.)
+    if not request.traced and logger.isEnabledFor(logging.DEBUG):
+        logger.debug('auto chose %r for %s; costs %s; refused: %s', choice,
+                     request, {
+                         n: f'{c:.3g}'
+                         for n, c in offered.items()
+                     }, {
+                         n: r.reason
+                         for n, r in refusals(request).items() if r is not None
+                     })
+    return choice
+
+
+def choose_path(kernel_size: int,
+                height: int,
+                width: int,
+                requires_grad: bool = False,
+                num_cells: Optional[int] = None,
+                device: Optional[torch.device] = None,
+                traced: Optional[bool] = None,
+                dtype: torch.dtype = torch.float32) -> str:
+    """The path ``'auto'`` takes for one feature map (see :func:`choose`).
+
+    Args:
+        kernel_size (int): Kernel size K.
+        height (int): Map height H.
+        width (int): Map width W.
+        requires_grad (bool): Whether a backward pass will follow.
+        num_cells (int, optional): k', the cells of the sharing grid (None:
+            a dense kernel, which the summed-area paths cannot take).
+        device (torch.device, optional): Where the map lives (CPU if None).
+        traced (bool, optional): Whether the graph is traced; by default
+            asked of torch.
+        dtype (torch.dtype): The map's dtype. Defaults to float32.
+
+    Returns:
+        str: A name of :data:`REGISTRY`.
+
+    Raises:
+        ValueError: If ``PELK_MM_PATH`` names no path, or one that cannot
+            run here.
+    """
+    device_type = 'cpu' if device is None else torch.device(device).type
+    return choose(
+        Request(kernel_size, int(height), int(width), requires_grad, num_cells,
+                device_type, dtype,
+                tracing() if traced is None else traced))
+
+
+def run(name: str,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        grid: Optional[torch.Tensor],
+        kernel_size: int,
+        traced: Optional[bool] = None) -> torch.Tensor:
+    """The conv of ``x`` through the path ``name`` (or ``'auto'``).
+
+    Args:
+        name (str): ``'auto'`` or a name of :data:`REGISTRY`.
+        x (Tensor): Input (B, C, H, W).
+        weight (Tensor): Block weights (C, k', k') with ``grid``, else the
+            dense kernel (C, K, K).
+        grid (Tensor, optional): int64 cell widths (k', ).
+        kernel_size (int): K.
+        traced (bool, optional): Whether the graph is traced (asked of
+            torch by default).
+
+    Returns:
+        Tensor: (B, C, H, W), dtype of ``x``.
+    """
+    request = make_request(x, weight, grid, kernel_size, traced)
+    chosen = choose(request) if name == 'auto' else resolve(name, request)
+    path = REGISTRY[chosen]
+    if path.checked_against and not request.traced:
+        trusted = REGISTRY[path.checked_against]
+
+        def fallback(x, weight):
+            return trusted.run(x, weight, grid, kernel_size)
+
+        return run_checked(path, x, weight, grid, kernel_size, fallback)
+    return path.run(x, weight, grid, kernel_size)
+
+
+def cost_constants(device_type: str) -> Dict[str, object]:
+    """Every path's cost constants on ``device_type`` (None: not offered
+    by ``auto`` there)."""
+    return {
+        name: path.costs.get(device_type)
+        for name, path in REGISTRY.items()
+    }
+
+
+__all__ = [
+    'REGISTRY', 'PATHS', 'ConvPath', 'PathRefused', 'Refusal', 'Request',
+    'choose', 'choose_path', 'cost_constants', 'costs', 'get', 'make_request',
+    'refusals', 'resolve', 'run', 'tracing'
+]

@@ -1,0 +1,186 @@
+"""What a path of the peripheral conv declares, and what it is asked.
+
+A *path* is one implementation of the depthwise "same" cross-correlation
+of :mod:`pelk_mm.ops.functional`, either of a dense kernel (C, K, K) or of
+block weights (C, k', k') on a sharing grid. Each declares what it supports
+(the :class:`Request` it can serve), its cost per device type, and its
+tolerance; the dispatcher (:mod:`pelk_mm.ops.paths`) does the rest.
+"""
+from typing import Dict, FrozenSet, NamedTuple, Optional, Tuple
+
+import torch
+
+from ..grid import expand_by_grid
+
+#: Every floating dtype a path may be handed.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def tracing() -> bool:
+    """Whether the graph is being traced (``torch.compile``,
+    ``torch.export``, the TorchScript tracer and ONNX exporter), where only
+    standard ops may run."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+class Request(NamedTuple):
+    """One conv to run: what a path is asked whether it can serve.
+
+    Attributes:
+        kernel_size (int): K.
+        height (int): Map height H.
+        width (int): Map width W.
+        requires_grad (bool): Whether a backward pass will follow.
+        num_cells (int, optional): k', where the kernel is given as block
+            weights on a grid; None for a dense kernel.
+        device_type (str): ``'cpu'``, ``'cuda'``, ...
+        dtype (torch.dtype): The input's dtype.
+        traced (bool): Whether the graph is being traced.
+    """
+    kernel_size: int
+    height: int
+    width: int
+    requires_grad: bool = False
+    num_cells: Optional[int] = None
+    device_type: str = 'cpu'
+    dtype: torch.dtype = torch.float32
+    traced: bool = False
+
+    @property
+    def box_ops(self) -> float:
+        """``(k'^2 + 4k') H W``: the operations of the summed-area-table
+        algorithm on one plane."""
+        cells = self.num_cells
+        return (cells * cells + 4 * cells) * self.height * self.width
+
+
+class Refusal(NamedTuple):
+    """Why a path cannot serve a request: ``kind`` (``'grid'``,
+    ``'device'``, ``'dtype'``, ``'traced'`` or ``'unavailable'``) and the
+    reason, for people."""
+    kind: str
+    reason: str
+
+
+class ConvPath:
+    """One implementation of the (grid) depthwise conv.
+
+    Subclasses set the class attributes and implement :meth:`run` (and
+    :meth:`cost`); :meth:`unavailable` adds checks beyond the declared
+    ones.
+
+    Attributes:
+        name (str): What ``path=`` and ``PELK_MM_PATH`` call it.
+        summary (str): One line, for docs and errors.
+        needs_grid (bool): Works from block weights on a grid only.
+        devices (tuple[str], optional): Device types it runs on (None: any).
+        dtypes (tuple[torch.dtype]): Input dtypes it takes.
+        traceable (bool): Only standard ops (may run in traced graphs).
+        stand_in (str, optional): The path that computes the same in its
+            place where it refuses for one of ``stand_in_for``.
+        stand_in_for (frozenset[str]): Refusal kinds the stand-in covers.
+        checked_against (str, optional): The path its first use per
+            process and variant is checked against (a path that has not
+            met every machine it may run on; on failure that path runs).
+        costs (dict): Constants of :meth:`cost` per device type (``'cpu'``
+            for the others); None where ``auto`` does not offer it.
+        tolerance (dict): Largest error relative to the largest output,
+            against a float64 reference, per input dtype.
+    """
+    name: str = ''
+    summary: str = ''
+    needs_grid: bool = False
+    devices: Optional[Tuple[str, ...]] = None
+    dtypes: Tuple[torch.dtype, ...] = FLOAT_DTYPES
+    traceable: bool = True
+    stand_in: Optional[str] = None
+    stand_in_for: FrozenSet[str] = frozenset()
+    checked_against: Optional[str] = None
+    costs: Dict[str, object] = {}
+    tolerance: Dict[torch.dtype, float] = {
+        torch.float64: 1e-10,
+        torch.float32: 1e-4,
+        torch.bfloat16: 1e-2,
+        torch.float16: 2e-3,
+    }
+
+    def refusal(self, request: Request) -> Optional[Refusal]:
+        """Why this path cannot serve ``request``, or None."""
+        if self.needs_grid and request.num_cells is None:
+            return Refusal(
+                'grid', f"the '{self.name}' path works from the block "
+                f'weights on a grid, which a dense kernel has not: call '
+                f'grid_depthwise_conv (or peripheral_conv2d with grid=...), '
+                f'or choose direct/fft')
+        if self.devices is not None and \
+                request.device_type not in self.devices:
+            return Refusal(
+                'device', f"the '{self.name}' path runs on "
+                f'{"/".join(self.devices)} tensors, this map is on '
+                f'{request.device_type}')
+        if request.dtype not in self.dtypes:
+            return Refusal(
+                'dtype', f"the '{self.name}' path takes "
+                f'{", ".join(str(d) for d in self.dtypes)}, not '
+                f'{request.dtype}')
+        if request.traced and not self.traceable:
+            return Refusal(
+                'traced', f"the '{self.name}' path is opaque to tracers "
+                f'(torch.compile, torch.export, ONNX export)')
+        return self.unavailable(request)
+
+    def unavailable(self, request: Request) -> Optional[Refusal]:
+        """Checks beyond the declarations (a library, an extension);
+        never expensive."""
+        return None
+
+    def ready(self, request: Request) -> bool:
+        """Whether ``auto`` may choose it now without setting anything up
+        first (compiling an extension, say). Defaults to True."""
+        return True
+
+    def emulated(self, request: Request) -> bool:
+        """Whether it would run through an emulator for ``request`` (slow:
+        for checking the path where its hardware is not, not for use)."""
+        return False
+
+    def constants(self, device_type: str):
+        """The cost constants for ``device_type`` (the CPU's for device
+        types without their own)."""
+        return self.costs.get(device_type, self.costs.get('cpu'))
+
+    def cost(self, request: Request) -> Optional[float]:
+        """Cost of ``request``, in multiply-adds of the direct conv; None
+        where ``auto`` does not offer this path."""
+        return None
+
+    def run(self, x: torch.Tensor, weight: torch.Tensor,
+            grid: Optional[torch.Tensor], kernel_size: int) -> torch.Tensor:
+        """The conv of ``x`` (B, C, H, W): with ``grid``, of block weights
+        ``weight`` (C, k', k'); without, of the dense kernel (C, K, K).
+        Returns (B, C, H, W) in the dtype of ``x``."""
+        raise NotImplementedError
+
+    def check_key(self, x: torch.Tensor, kernel_size: int) -> tuple:
+        """What a first-use check is valid for (see ``checked_against``)."""
+        return (str(x.device), x.dtype, kernel_size, x.shape[-2]
+                < kernel_size, x.shape[-1] < kernel_size)
+
+    def __repr__(self) -> str:
+        return f'<conv path {self.name!r}: {self.summary}>'
+
+
+class DenseKernelPath(ConvPath):
+    """A path that convolves the dense (C, K, K) kernel: block weights are
+    expanded first, in float32 or better (the gradient of a block weight
+    sums those of up to (K / 4)^2 taps, which half precision would round
+    once per tap)."""
+
+    def run(self, x, weight, grid, kernel_size):
+        if grid is not None:
+            dtype = torch.promote_types(weight.dtype, torch.float32)
+            weight = expand_by_grid(weight.to(dtype), grid, kernel_size)
+        return self.run_dense(x, weight)
+
+    def run_dense(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

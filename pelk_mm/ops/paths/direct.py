@@ -1,0 +1,59 @@
+"""``'direct'``: the dense depthwise conv of the expanded kernel (torch's
+own kernels: oneDNN on the CPU, cuDNN on CUDA)."""
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .base import DenseKernelPath, Request
+
+
+def depthwise_conv_direct(x: torch.Tensor,
+                          kernel: torch.Tensor) -> torch.Tensor:
+    """Dense depthwise "same" conv.
+
+    Args:
+        x (Tensor): Input (B, C, H, W).
+        kernel (Tensor): Depthwise kernel (C, K, K), K odd.
+
+    Returns:
+        Tensor: (B, C, H, W), dtype of ``x``.
+    """
+    return F.conv2d(
+        x,
+        kernel.unsqueeze(1).to(x.dtype),
+        padding=kernel.shape[-1] // 2,
+        groups=x.shape[1])
+
+
+class DirectCosts(NamedTuple):
+    """Up to ``fast_max_kernel`` the backend has a specialised inference
+    kernel, ``fast_speedup`` times faster per multiply-add (its backward is
+    not)."""
+    fast_max_kernel: int
+    fast_speedup: float
+
+
+class DirectPath(DenseKernelPath):
+    name = 'direct'
+    summary = 'the dense depthwise conv (fast for small K or tiny maps)'
+    costs = {
+        # Measured with tools/benchmark/peripheral_conv.py on a 2-core x86
+        # CPU (torch 2.12): oneDNN has a specialised depthwise kernel up to
+        # K = 13, ~20x faster per multiply-add.
+        'cpu': DirectCosts(13, 20.0),
+        # NOT MEASURED: cuDNN's depthwise convs are efficient for small
+        # kernels only (RepLKNet's finding).
+        'cuda': DirectCosts(13, 8.0),
+    }
+
+    def cost(self, request: Request) -> float:
+        costs = self.constants(request.device_type)
+        macs = request.kernel_size**2 * request.height * request.width
+        if request.kernel_size <= costs.fast_max_kernel and \
+                not request.requires_grad:
+            macs /= costs.fast_speedup
+        return macs
+
+    def run_dense(self, x, kernel):
+        return depthwise_conv_direct(x, kernel)

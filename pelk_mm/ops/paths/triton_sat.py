@@ -1,0 +1,82 @@
+"""``'triton'``: the summed-area tables as Triton kernels (CUDA; the CPU
+under ``TRITON_INTERPRET=1``, which is how the tests run them without a
+GPU). The kernels are :mod:`.triton_kernels`, imported on first use (so
+that importing pelk_mm imports no triton, and ``TRITON_INTERPRET`` may be
+set until then)."""
+import functools
+import importlib.util
+import os
+from typing import Optional
+
+import torch
+
+from .. import switches
+from .base import ConvPath, Refusal, Request
+
+TRITON_DEVICES = ('runs on CUDA devices (or on the CPU under '
+                  'TRITON_INTERPRET=1 set before triton is imported)')
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_installed() -> bool:
+    return importlib.util.find_spec('triton') is not None
+
+
+def interpreted() -> bool:
+    """Whether Triton runs through its interpreter (CPU tensors)."""
+    return os.environ.get('TRITON_INTERPRET') == '1'
+
+
+def available_on(device: torch.device) -> bool:
+    """Whether the kernels can run on tensors of ``device``."""
+    if not _triton_installed():
+        return False
+    return device.type == 'cuda' or (device.type == 'cpu' and interpreted())
+
+
+class TritonPath(ConvPath):
+    name = 'triton'
+    summary = 'summed-area tables as Triton kernels (CUDA)'
+    needs_grid = True
+    traceable = False
+    stand_in = 'box_sums'
+    stand_in_for = frozenset({'traced'})
+    # Not yet met every GPU: the first use per process and variant is
+    # checked against the FFT path, which runs where the check fails.
+    checked_against = 'fft'
+    # Float32 accumulation whatever the input (float64 included).
+    tolerance = {
+        torch.float64: 1e-5,
+        torch.float32: 1e-4,
+        torch.bfloat16: 1e-2,
+        torch.float16: 1e-2,
+    }
+    costs = {
+        # NOT MEASURED (reasoned): the kernels read and write about 6k'
+        # float32 values per pixel over four launches; one of their
+        # operations is priced as one direct multiply-add, so that they win
+        # on the small maps of late stages and FFT keeps the large early
+        # ones until measured.
+        'cuda': 1.0,
+    }
+
+    def unavailable(self, request: Request) -> Optional[Refusal]:
+        if not available_on(torch.device(request.device_type)):
+            return Refusal(
+                'device', f"the 'triton' path {TRITON_DEVICES}, this map "
+                f'is on {request.device_type}')
+        return None
+
+    def emulated(self, request: Request) -> bool:
+        return request.device_type != 'cuda'
+
+    def ready(self, request: Request) -> bool:
+        return switches.triton_allowed()
+
+    def cost(self, request: Request) -> Optional[float]:
+        unit = self.costs.get(request.device_type)
+        return None if unit is None else unit * request.box_ops
+
+    def run(self, x, weight, grid, kernel_size):
+        from .triton_kernels import grid_depthwise_conv_triton
+        return grid_depthwise_conv_triton(x, weight, grid, kernel_size)

@@ -1,0 +1,22 @@
+"""What a run needs beyond the method, for any model: checkpoints that load
+safely and fit, crash-safe saving and exact resumption, early stops with a
+reason (a NaN loss, labels out of range, mmcv without the device's ops), a
+progress bar. Enabled by ``configs/_base_/default_runtime.py``; depends on
+mmengine only, not on the rest of pelk_mm."""
+from .checkpoint_fit import (CheckpointMismatchError, load_fitting,
+                             mismatch_error, require_file, state_dict_of,
+                             strip_prefix, without_wrapper_prefix)
+from .hooks import (AtomicCheckpointHook, CheckpointFitsHook, FiniteLossHook,
+                    MMCVOpsCheckHook, ProgressBarHook, RandomStateHook,
+                    SegLabelCheckHook, check_mmcv_ops)
+from .resume import find_resumable_checkpoint
+from .safe_loading import load_from_local
+
+__all__ = [
+    'CheckpointMismatchError', 'load_fitting', 'mismatch_error',
+    'require_file', 'state_dict_of', 'strip_prefix', 'without_wrapper_prefix',
+    'AtomicCheckpointHook', 'CheckpointFitsHook', 'FiniteLossHook',
+    'MMCVOpsCheckHook', 'ProgressBarHook', 'RandomStateHook',
+    'SegLabelCheckHook', 'check_mmcv_ops', 'find_resumable_checkpoint',
+    'load_from_local'
+]

@@ -1,0 +1,62 @@
+"""``'box_sums'``: the summed-area tables in standard ops, and what
+traced graphs run for the summed-area paths."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pelk_mm.ops import (PeripheralConv2d, expand_by_grid,
+                         grid_depthwise_conv_box_sums, sharing_grid)
+from pelk_mm.ops.grid import grid_tensor
+
+# Float32 tolerance of every path, relative to the largest reference value.
+FLOAT32_TOLERANCE = 1e-4
+SHAPES = [(2, 3, 20, 17, 13), (1, 4, 9, 12, 31), (2, 2, 33, 32, 51),
+          (3, 5, 8, 7, 51), (1, 2, 64, 40, 101), (2, 3, 5, 5, 5)]
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_box_sums_in_standard_ops_match_the_dense_conv(shape, rel_err):
+    """The summed-area-table algorithm written in torch ops (what traced
+    graphs run for the 'sat' path): forward, input and block-weight
+    gradients against the dense conv in float64; float32 forward within
+    the tolerance of every path."""
+    torch.manual_seed(sum(shape))
+    b, c, h, w, k = shape
+    grid = grid_tensor(sharing_grid(k, center_size=5 if k >= 5 else 1))
+    x = torch.randn(b, c, h, w, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(
+        c, len(grid), len(grid), dtype=torch.float64, requires_grad=True)
+    dense = F.conv2d(
+        x, expand_by_grid(weight, grid)[:, None], padding=k // 2, groups=c)
+    out = grid_depthwise_conv_box_sums(x, weight, grid, k)
+    grad_out = torch.randn_like(dense)
+    expected = torch.autograd.grad(dense, (x, weight), grad_out)
+    grads = torch.autograd.grad(out, (x, weight), grad_out)
+    assert rel_err(out, dense) < 1e-12
+    for grad, ref_grad in zip(grads, expected):
+        assert rel_err(grad, ref_grad) < 1e-12
+    out32 = grid_depthwise_conv_box_sums(x.detach().float(),
+                                         weight.detach().float(), grid)
+    assert out32.dtype == torch.float32
+    assert rel_err(out32.double(), dense) < FLOAT32_TOLERANCE
+
+
+def test_sat_path_runs_box_sums_where_the_graph_is_traced(
+        monkeypatch, rel_err):
+    """The fused extension is opaque to tracers: a traced 'sat' conv
+    records the standard-op form, and the trace computes the same."""
+    from pelk_mm.ops.paths import cpu_extension
+    torch.manual_seed(0)
+    conv = PeripheralConv2d(3, 31, bias=True, path='sat')
+    x = torch.randn(2, 3, 20, 24)
+    with torch.no_grad():
+        eager = conv(x)
+
+    def opaque(*args):
+        raise AssertionError('the fused extension ran inside a trace')
+
+    monkeypatch.setattr(cpu_extension, 'grid_depthwise_conv_sat', opaque)
+    with torch.no_grad():
+        traced = torch.jit.trace(conv, x, check_trace=False)
+    assert rel_err(traced(x), eager) < FLOAT32_TOLERANCE
+    assert rel_err(traced(x[:1]), eager[:1]) < FLOAT32_TOLERANCE
