@@ -30,7 +30,6 @@ are recomputed, with a warning); on several processes rank 0 decides and
 broadcasts, so every replica holds the same masks.
 """
 import logging
-import math
 from typing import Dict, Optional
 
 import torch
@@ -42,9 +41,7 @@ from mmengine.model import is_model_wrapper
 
 from ...models.sparsity import sparse_weights
 from ...registry import HOOKS
-
-# A layer at least this dense after initialisation is left unmasked (SLaK).
-DENSE_LAYER = 0.99
+from .. import sparse_masks
 
 
 @HOOKS.register_module()
@@ -112,32 +109,22 @@ class DynamicSparsityHook(Hook):
         for mask in self.masks.values():
             broadcast(mask, src=0)
 
-    @torch.no_grad()
     def apply_masks(self, runner) -> None:
         """Zero the masked weights (and their optimizer moments)."""
-        params = self._params(runner)
-        states = runner.optim_wrapper.optimizer.state
-        for name, mask in self.masks.items():
-            param = params[name]
-            param.mul_(mask)
-            for value in states.get(param, {}).values():
-                if torch.is_tensor(value) and value.shape == param.shape:
-                    value.mul_(mask)
+        sparse_masks.apply_masks(
+            self._params(runner), self.masks,
+            runner.optim_wrapper.optimizer.state)
 
     # --------------------------------------------------------- init masks
     def _init_masks(self, runner) -> None:
         params = self._params(runner)
         if self.sparse_init == 'nonzero':
-            chosen = {
-                n: p.detach().flatten().ne(0).cpu()
-                for n, p in params.items()
-            }
-            kept = sum(int(c.sum()) for c in chosen.values())
-            total = sum(c.numel() for c in chosen.values())
-            if kept >= DENSE_LAYER * total:
+            chosen = sparse_masks.nonzero_masks(params)
+            loaded = sparse_masks.density(chosen)
+            if loaded >= sparse_masks.DENSE_LAYER:
                 print_log(
                     f'dynamic sparsity: the weights under {self.prefix!r} '
-                    f'are dense ({kept / max(total, 1):.1%} non-zero), so '
+                    f'are dense ({loaded:.1%} non-zero), so '
                     f'they are trained dense, and the sparse parameter and '
                     f'FLOP counts of the paper describe another model. Load '
                     f'a sparse checkpoint (an ImageNet model trained with '
@@ -147,22 +134,20 @@ class DynamicSparsityHook(Hook):
                 self.masks = {}
                 return
         else:
-            counts = self._keep_counts(runner, params)
-            chosen = {}
-            for name, param in params.items():
-                if self.sparse_init == 'magnitude':
-                    order = param.detach().abs().flatten().cpu().argsort(
-                        descending=True)
-                else:  # SNIP's and 'random' positions: at random
-                    order = torch.randperm(
-                        param.numel(), generator=self.generator)
-                keep = torch.zeros(param.numel(), dtype=torch.bool)
-                keep[order[:counts[name]]] = True
-                chosen[name] = keep
+            if self.sparse_init == 'snip':
+                counts = sparse_masks.snip_keep_counts(
+                    self._snip_scores(runner, params), self.sparsity)
+            else:
+                counts = sparse_masks.uniform_keep_counts(
+                    params, self.sparsity)
+            # SNIP's kept weights are placed at random (SLaK re-samples
+            # the positions), exactly the count its density gives.
+            by = 'magnitude' if self.sparse_init == 'magnitude' else 'random'
+            chosen = sparse_masks.place_masks(params, counts, by,
+                                              self.generator)
         self.masks = {
-            n: keep.view_as(params[n]).to(params[n].dtype).to(params[n].device)
-            for n, keep in chosen.items()
-            if int(keep.sum()) < DENSE_LAYER * keep.numel()
+            n: keep.to(params[n].dtype).to(params[n].device)
+            for n, keep in sparse_masks.without_dense_layers(chosen).items()
         }
         self._sync()
         total = sum(p.numel() for p in params.values())
@@ -172,24 +157,6 @@ class DynamicSparsityHook(Hook):
             f'weights masked, {zeros / max(total, 1):.1%} sparse '
             f'({self.sparse_init} init)',
             logger='current')
-
-    def _keep_counts(self, runner, params) -> Dict[str, int]:
-        """How many weights each layer keeps, by ``sparse_init``."""
-        if self.sparse_init != 'snip':
-            return {
-                n: max(1, round(p.numel() * (1 - self.sparsity)))
-                for n, p in params.items()
-            }
-        scores = self._snip_scores(runner, params)
-        flat = torch.cat([s.flatten().cpu() for s in scores.values()])
-        keep = int(flat.numel() * (1 - self.sparsity))
-        # The keep-th largest score; SLaK keeps what is strictly above it.
-        threshold = flat.kthvalue(flat.numel() - keep + 1).values
-        # At least one weight per layer, so that no layer is cut off.
-        return {
-            n: max(1, int((s > threshold).sum()))
-            for n, s in scores.items()
-        }
 
     def _snip_scores(self, runner, params) -> Dict[str, torch.Tensor]:
         """|w * dL/dw| on one training batch (SNIP)."""
@@ -201,18 +168,14 @@ class DynamicSparsityHook(Hook):
         loss, _ = model.parse_losses(losses)
         grads = torch.autograd.grad(
             loss, list(params.values()), allow_unused=True)
-        return {
-            n: (p.detach() * (g if g is not None else 0)).abs()
-            for (n, p), g in zip(params.items(), grads)
-        }
+        return sparse_masks.snip_scores(params, dict(zip(params, grads)))
 
     # ------------------------------------------------------------- update
     def current_prune_rate(self, runner) -> float:
         """Cosine-annealed prune rate at the current iteration."""
-        progress = min(runner.iter / max(runner.max_iters, 1), 1.0)
-        return self.prune_rate * 0.5 * (1 + math.cos(math.pi * progress))
+        return sparse_masks.cosine_prune_rate(
+            self.prune_rate, runner.iter / max(runner.max_iters, 1))
 
-    @torch.no_grad()
     def update_masks(self, runner, rate: Optional[float] = None) -> None:
         """Prune the smallest active weights, regrow as many at random.
 
@@ -225,20 +188,8 @@ class DynamicSparsityHook(Hook):
             rate = self.current_prune_rate(runner)
         params = self._params(runner)
         for name, mask in self.masks.items():
-            weight, flat = params[name].flatten(), mask.flatten()
-            active = int(flat.sum())
-            count = int(rate * active)
-            if count == 0:
-                continue
-            magnitude = torch.where(flat.bool(), weight.abs(),
-                                    torch.full_like(weight, float('inf')))
-            pruned = magnitude.topk(count, largest=False).indices
-            inactive = (flat == 0).nonzero().flatten()  # before pruning
-            choice = torch.randperm(len(inactive), generator=self.generator)
-            regrown = inactive[choice[:count].to(inactive.device)]
-            flat[pruned] = 0
-            flat[regrown] = 1
-            params[name].view(-1)[regrown] = 0  # grown weights start at 0
+            sparse_masks.prune_and_regrow(params[name], mask, rate,
+                                          self.generator)
         self._sync()
         self.apply_masks(runner)
 
