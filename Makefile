@@ -14,12 +14,14 @@ install:
 lint-tools:
 	bash tools/install.sh --lint-tools
 
-# flake8, isort and yapf in OpenMMLab's style (configured in setup.cfg).
+# flake8, isort and yapf in OpenMMLab's style, and mypy on the ops and the
+# models (configured in setup.cfg).
 CODE := pelk_mm configs tools tests
 lint: lint-tools
 	$(PY) -m flake8 $(CODE)
 	$(PY) -m isort --check-only --diff $(CODE)
 	$(PY) -m yapf --recursive --diff $(CODE)
+	$(PY) -m mypy pelk_mm/ops pelk_mm/models
 
 format: lint-tools
 	$(PY) -m isort $(CODE)
@@ -34,7 +36,7 @@ test: test-quick
 test-quick: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-DEMO_CONFIG := configs/upernet_pelk_t_ade20k_demo.py
+DEMO_CONFIG := configs/demo/upernet_pelk_t_ade20k_demo.py
 DEMO_DIR := work_dirs/demo
 
 # Train UperNet-PeLK-T on a generated small ADE20K, evaluate its mIoU and
@@ -52,7 +54,7 @@ demo: install
 	@echo "  predictions  $(DEMO_DIR)/predictions/vis_data/vis_image/"
 	@echo "               (each input with its ground truth | predicted mask)"
 
-DET_CONFIG := configs/cascade_mask_rcnn_pelk_t_coco_demo.py
+DET_CONFIG := configs/demo/cascade_mask_rcnn_pelk_t_coco_demo.py
 DET_DIR := work_dirs/demo_det
 
 # The detection counterpart: Cascade Mask R-CNN-PeLK-T on a generated small
@@ -78,11 +80,11 @@ ERF_SIZE ?= 256
 # effective receptive field of both (about 10 minutes on 2 cores).
 demo-cls: install
 	$(PY) tools/dataset_converters/generate_dataset.py imagenet data/imagenet_synthetic
-	$(PY) tools/train.py configs/pelk_mini_in1k_demo.py --work-dir $(CLS_DIR)/pelk --force
-	$(PY) tools/train.py configs/convnext_mini_in1k_demo.py --work-dir $(CLS_DIR)/convnext --force
+	$(PY) tools/train.py configs/demo/pelk_mini_in1k_demo.py --work-dir $(CLS_DIR)/pelk --force
+	$(PY) tools/train.py configs/demo/convnext_mini_in1k_demo.py --work-dir $(CLS_DIR)/convnext --force
 	for model in pelk convnext; do \
 		$(PY) tools/analysis/plot_curves.py $(CLS_DIR)/$$model || exit 1; \
-		$(PY) tools/analysis/erf.py configs/$${model}_mini_in1k_demo.py \
+		$(PY) tools/analysis/erf.py configs/demo/$${model}_mini_in1k_demo.py \
 			$(CLS_DIR)/$$model/epoch_20.pth --img-dir data/imagenet_synthetic/val \
 			--num-images $(ERF_IMAGES) --size $(ERF_SIZE) --out-dir $(CLS_DIR)/erf || exit 1; \
 	done

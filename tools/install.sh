@@ -192,11 +192,12 @@ if [ "${1:-}" = "--mmcv-build-plan" ]; then
 fi
 
 # The house style's checkers (`make lint`, `make format`): seconds, with
-# nothing else of the stack.
+# nothing else of the stack (mypy treats torch and OpenMMLab as untyped,
+# whether they are installed or not: setup.cfg).
 install_lint_tools() {
-  if ! ok 'import sys, flake8, isort, yapf; sys.exit(not (flake8.__version__, isort.__version__, yapf.__version__) == ("7.1.1", "5.13.2", "0.40.2"))'; then
-    log "installing flake8 7.1.1, isort 5.13.2, yapf 0.40.2 (make lint)"
-    pip_install -q flake8==7.1.1 isort==5.13.2 yapf==0.40.2
+  if ! ok 'import sys, flake8, isort, yapf, mypy.version; sys.exit(not (flake8.__version__, isort.__version__, yapf.__version__, mypy.version.__version__) == ("7.1.1", "5.13.2", "0.40.2", "2.4.1"))'; then
+    log "installing flake8 7.1.1, isort 5.13.2, yapf 0.40.2, mypy 2.4.1 (make lint)"
+    pip_install -q flake8==7.1.1 isort==5.13.2 yapf==0.40.2 mypy==2.4.1
   fi
 }
 

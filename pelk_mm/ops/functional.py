@@ -133,7 +133,8 @@ def peripheral_conv2d(x: torch.Tensor,
     out = depthwise_conv(x, kernel, path) if grid is None else \
         grid_depthwise_conv(x, kernel, grid, path, kernel_size)
     if pos_kernel is not None:
-        term = positional_term(pos_kernel, *x.shape[-2:], pos_border)
+        term = positional_term(pos_kernel, x.shape[-2], x.shape[-1],
+                               pos_border)
         out = out + term.to(out.dtype)
     if bias is not None:
         out = out + bias.to(out.dtype).view(-1, 1, 1)

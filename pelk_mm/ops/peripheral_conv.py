@@ -105,7 +105,7 @@ class PeripheralConv2d(nn.Module):
         # The inference form (see set_deployed): W * h frozen.
         self.deploy = False
         self.register_buffer('pos_kernel', None)
-        self._constant_cache = None
+        self._constant_cache: Optional[tuple] = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -188,20 +188,21 @@ class PeripheralConv2d(nn.Module):
         """Positional term + bias of a deployed conv, cached per map size
         (computed in the graph where it is traced, so that an exported
         graph takes any map size)."""
-        if self.pos_kernel is None:
-            return self.bias.to(x.dtype).view(-1, 1, 1)
+        pos_kernel, bias = self.pos_kernel, self.bias
+        assert bias is not None, 'a deployed conv has a bias'
+        if pos_kernel is None:
+            return bias.to(x.dtype).view(-1, 1, 1)
+        height, width = x.shape[-2], x.shape[-1]
         if tracing():
-            term = positional_term(self.pos_kernel, *x.shape[-2:],
-                                   self.pos_border)
-            return (term + self.bias.view(-1, 1, 1)).to(x.dtype)
+            term = positional_term(pos_kernel, height, width, self.pos_border)
+            return (term + bias.view(-1, 1, 1)).to(x.dtype)
         # Tensor versions change when a state dict is loaded in place.
-        key = (tuple(x.shape[-2:]), x.dtype, x.device,
-               self.pos_kernel._version, self.bias._version)
+        key = ((height, width), x.dtype, x.device, pos_kernel._version,
+               bias._version)
         cached = self._constant_cache
         if cached is None or cached[0] != key:
-            term = positional_term(self.pos_kernel, *x.shape[-2:],
-                                   self.pos_border)
-            term = term + self.bias.view(-1, 1, 1)
+            term = positional_term(pos_kernel, height, width, self.pos_border)
+            term = term + bias.view(-1, 1, 1)
             cached = (key, term.to(x.dtype))
             self._constant_cache = cached
         return cached[1]

@@ -205,6 +205,7 @@ class PeLK(BaseModule):
           (B, channels[i], H / 2^(i+2), W / 2^(i+2)), or (B, channels[i])
           when ``gap_before_final_norm``.
     """
+    init_cfg: Optional[Union[dict, List[dict]]]
     arch_settings = {
         'tiny': {
             'depths': [3, 3, 9, 3],
@@ -441,8 +442,9 @@ class PeLK(BaseModule):
                 ``prefix``, or leaves backbone weights unloaded (another
                 arch, renamed keys); a ValueError.
         """
-        init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else \
-            [self.init_cfg] if self.init_cfg else []
+        init_cfg: Optional[Union[dict, List[dict]]] = self.init_cfg
+        init_cfgs = init_cfg if isinstance(init_cfg, list) else \
+            [init_cfg] if init_cfg else []
         pretrained = [cfg for cfg in init_cfgs if cfg['type'] == 'Pretrained']
         for cfg in pretrained:  # before any initialisation is spent
             require_file(
@@ -455,7 +457,6 @@ class PeLK(BaseModule):
             return
         # mmengine loads Pretrained after the others and the children's own
         # init; so do we, with the checks above.
-        init_cfg = self.init_cfg
         self.init_cfg = [
             cfg for cfg in init_cfgs if cfg['type'] != 'Pretrained'
         ] or None

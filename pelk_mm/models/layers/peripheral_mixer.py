@@ -98,7 +98,7 @@ class PeripheralMixer(nn.Module):
             out = self.large(conv_part)
         else:
             out = self.large_norm(self.large(conv_part))
-            if self.small is not None:
+            if self.small is not None and self.small_norm is not None:
                 out = out + self.small_norm(self.small(conv_part))
         return torch.cat([out, identity], dim=1)
 

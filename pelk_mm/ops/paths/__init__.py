@@ -139,7 +139,7 @@ def choose(request: Request) -> str:
                              f'{forced!r}')
         return resolve(forced, request, 'PELK_MM_PATH')
     offered = costs(request)
-    choice = min(offered, key=offered.get)
+    choice = min(offered, key=lambda name: offered[name])
     # (Not from traced graphs: logging is a graph break to dynamo.)
     if not request.traced and logger.isEnabledFor(logging.DEBUG):
         logger.debug('auto chose %r for %s; costs %s; refused: %s', choice,

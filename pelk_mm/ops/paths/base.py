@@ -6,7 +6,7 @@ block weights (C, k', k') on a sharing grid. Each declares what it supports
 (the :class:`Request` it can serve), its cost per device type, and its
 tolerance; the dispatcher (:mod:`pelk_mm.ops.paths`) does the rest.
 """
-from typing import Dict, FrozenSet, NamedTuple, Optional, Tuple
+from typing import Any, Dict, FrozenSet, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -51,6 +51,8 @@ class Request(NamedTuple):
         """``(k'^2 + 4k') H W``: the operations of the summed-area-table
         algorithm on one plane."""
         cells = self.num_cells
+        if cells is None:
+            raise ValueError('box_ops needs num_cells (a grid)')
         return (cells * cells + 4 * cells) * self.height * self.width
 
 
@@ -96,7 +98,7 @@ class ConvPath:
     stand_in: Optional[str] = None
     stand_in_for: FrozenSet[str] = frozenset()
     checked_against: Optional[str] = None
-    costs: Dict[str, object] = {}
+    costs: Dict[str, Any] = {}
     tolerance: Dict[torch.dtype, float] = {
         torch.float64: 1e-10,
         torch.float32: 1e-4,

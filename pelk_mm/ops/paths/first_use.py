@@ -31,13 +31,13 @@ def _passes(path: ConvPath, key: tuple, x: torch.Tensor, weight: torch.Tensor,
                 f"'{path.checked_against}' path for {key} in this process")
             return False
         expected = trusted(x, weight).float()
-    error = ((out - expected).abs().max() /
-             expected.abs().max().clamp_min(1e-12)).item()
+    difference = ((out - expected).abs().max() /
+                  expected.abs().max().clamp_min(1e-12)).item()
     tolerance = path.tolerance.get(x.dtype, path.tolerance[torch.float32])
-    if not error <= tolerance:
+    if not difference <= tolerance:
         warnings.warn(
             f"path='{path.name}': the kernels disagree with the "
-            f"'{path.checked_against}' path by {error:.1e} (relative, "
+            f"'{path.checked_against}' path by {difference:.1e} (relative, "
             f"tolerance {tolerance:.0e}) on {key}; using the "
             f"'{path.checked_against}' path there in this process. Please "
             f"report it with your GPU and library versions")
