@@ -15,9 +15,18 @@ test_dataloader = val_dataloader
 # SLaK's recipe has no lr scaling; pass --auto-scale-lr to tools/train.py to
 # scale the lr linearly from this total batch size.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
-# pelk_mm's own: an annotation value that is not one of the 150 classes
-# stops the run naming the file (else: a wrong mIoU, or an IndexError).
-default_hooks = dict(seg_labels=dict(type='pelk_mm.SegLabelCheckHook'))
+# pelk_mm's own run hardening (not the method; configs are where mmengine
+# lets default_hooks be added to, as no two bases may both set them):
+# checkpoints written crash-safe (temporary file, rename, then rotation)
+# with the random generators' states, so that a resumed run goes on as the
+# uninterrupted one; a stop at the first NaN/Inf loss before it is saved;
+# and an annotation value that is not one of the 150 classes stops the run
+# naming the file (else: a wrong mIoU, or an IndexError).
+default_hooks = dict(
+    checkpoint=dict(type='pelk_mm.AtomicCheckpointHook'),
+    random_state=dict(type='pelk_mm.RandomStateHook'),
+    finite_loss=dict(type='pelk_mm.FiniteLossHook'),
+    seg_labels=dict(type='pelk_mm.SegLabelCheckHook'))
 # SLaK's sparse=True backbones: the zeros of the 40%-sparse ImageNet
 # backbone stay zeros while fine-tuning (masks = its non-zero conv and linear
 # weights, fixed), so the model is the sparse one the paper counts. A dense

@@ -72,6 +72,12 @@ def paper_models(task: str) -> list:
     return models
 
 
+def paper_counts(task: str, name: str) -> tuple:
+    """(params, FLOPs) of model ``name`` in the ``task`` metafile."""
+    (model, ) = [m for m in paper_models(task) if m['Name'] == name]
+    return model['Metadata']['Parameters'], model['Metadata']['FLOPs']
+
+
 def relative_error(actual, expected) -> float:
     """Largest absolute difference over the largest absolute expected value
     (in float64)."""

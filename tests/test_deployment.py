@@ -176,7 +176,7 @@ def test_a_missing_package_is_named_with_the_install_command(
 
 def test_load_model_refuses_a_checkpoint_that_does_not_fit(
         tmp_path, load_config):
-    cfg = load_config('pelk_mini_in1k_demo.py')
+    cfg = load_config('demo/pelk_mini_in1k_demo.py')
     model, _ = load_model(cfg.copy(), _save_random_weights(cfg, tmp_path))
     state = model.state_dict()
     deployed = PeLK(cfg.model.backbone.arch, deploy=True).state_dict()

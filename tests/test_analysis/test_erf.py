@@ -66,7 +66,7 @@ def test_erf_tool_writes_heatmap_and_ratios(tmp_path, run_tool):
     from pelk_mm.synthetic import generate_imagenet
     root = generate_imagenet(str(tmp_path / 'imagenet'), 1, 1)
     out = tmp_path / 'erf'
-    run_tool('tools/analysis/erf.py', 'configs/pelk_mini_in1k_demo.py',
+    run_tool('tools/analysis/erf.py', 'configs/demo/pelk_mini_in1k_demo.py',
              '--img-dir', f'{root}/val', '--num-images', '3', '--size', '64',
              '--out-dir', str(out))
     assert (out / 'pelk_mini_in1k_demo_erf.png').stat().st_size > 1000
@@ -80,7 +80,7 @@ def test_erf_tool_writes_heatmap_and_ratios(tmp_path, run_tool):
 def test_erf_tool_names_a_missing_image_folder(tmp_path, run_tool):
     proc = run_tool(
         'tools/analysis/erf.py',
-        'configs/pelk_mini_in1k_demo.py',
+        'configs/demo/pelk_mini_in1k_demo.py',
         '--img-dir',
         str(tmp_path / 'nowhere'),
         check=False)

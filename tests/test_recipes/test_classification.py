@@ -116,7 +116,7 @@ SMALL_ARCHS = {
         kernel_sizes=[51, 49, 47, 13]),
 }
 
-CLS_DEMO = osp.join(REPO, 'configs', 'pelk_mini_in1k_demo.py')
+CLS_DEMO = osp.join(REPO, 'configs', 'demo', 'pelk_mini_in1k_demo.py')
 
 
 @pytest.fixture(scope='module')

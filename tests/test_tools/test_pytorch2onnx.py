@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = 'tools/deployment/pytorch2onnx.py'
 DEMOS = {
-    'classifier': 'pelk_mini_in1k_demo.py',
-    'segmentor': 'upernet_pelk_t_ade20k_demo.py',
-    'detector': 'cascade_mask_rcnn_pelk_t_coco_demo.py',
+    'classifier': 'demo/pelk_mini_in1k_demo.py',
+    'segmentor': 'demo/upernet_pelk_t_ade20k_demo.py',
+    'detector': 'demo/cascade_mask_rcnn_pelk_t_coco_demo.py',
 }
 
 
@@ -144,7 +144,7 @@ def test_a_checkpoint_of_another_model_is_refused(run_tool, checkpoint,
         check=False)
     assert proc.returncode != 0
     assert re.search(
-        r'error: .*classifier.pth does not fit the model of '
+        r"error: .*classifier.pth'? does not fit the model of "
         r'.*upernet_pelk_t_ade20k_demo.py: shapes differ: size mismatch '
         r'for backbone\..*Give the config it was trained with$',
         proc.stderr.strip()), proc.stderr[-2000:]

@@ -5,7 +5,7 @@ Usage:
         [--amp none|bf16|fp16] [--sizes 224 512] [--batch 1] [--repeat 3]
         [--train-size 512] [--no-memory] [--compile]
 
-    # the paper's throughput table (A100: PeLK-T 1138, SLaK-T 754 images/s)
+    # to compare with the paper's A100 throughput (docs/specification.md)
     python tools/benchmark/backbone.py --device cuda --batch 64 --sizes 224 \
         --train-size 0
 

@@ -38,12 +38,4 @@ param_scheduler = [
         end=160000),
 ]
 train_cfg = dict(val_interval=4000)
-# pelk_mm's own: checkpoints written crash-safe (temporary file, rename,
-# then rotation) with the random generators' states, so that a resumed run
-# goes on as the uninterrupted one, and a stop at the first NaN/Inf loss
-# before it is saved.
-default_hooks = dict(
-    checkpoint=dict(
-        type='pelk_mm.AtomicCheckpointHook', by_epoch=False, interval=8000),
-    random_state=dict(type='pelk_mm.RandomStateHook'),
-    finite_loss=dict(type='pelk_mm.FiniteLossHook'))
+default_hooks = dict(checkpoint=dict(by_epoch=False, interval=8000))

@@ -65,9 +65,9 @@ def test_finite_loss_hook_stops_before_a_nan_checkpoint(tmp_path, make_runner):
 @pytest.mark.parametrize('config', [
     'upernet_pelk_t_ade20k.py', 'upernet_pelk_b101_ade20k.py',
     'cascade_mask_rcnn_pelk_t_coco.py',
-    'cascade_mask_rcnn_pelk_t_coco_demo.py', 'pelk_t_in1k.py',
-    'pelk_b_in1k-384.py', 'pelk_mini_in1k_demo.py',
-    'upernet_pelk_t_ade20k_demo.py'
+    'demo/cascade_mask_rcnn_pelk_t_coco_demo.py', 'pelk_t_in1k.py',
+    'pelk_b_in1k-384.py', 'demo/pelk_mini_in1k_demo.py',
+    'demo/upernet_pelk_t_ade20k_demo.py'
 ])
 def test_every_recipe_uses_the_safety_hooks(config, load_config):
     cfg = load_config(config)

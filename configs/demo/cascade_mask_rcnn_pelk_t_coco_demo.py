@@ -5,7 +5,7 @@
 # 32: the data preprocessor pads), BN, lighter RoI heads and fewer RoIs,
 # no ImageNet file (so a higher lr, no layer decay, a short warm-up), 12
 # epochs, half of the sampled RoIs positive where possible.
-_base_ = './cascade_mask_rcnn_pelk_t_coco.py'
+_base_ = '../cascade_mask_rcnn_pelk_t_coco.py'
 
 data_root = 'data/coco_synthetic/'
 metainfo = dict(classes=('disc', 'square', 'triangle'))

@@ -4,7 +4,7 @@
 # iterations, a 128 crop, BN instead of SyncBN, lighter heads, no ImageNet
 # file (so a higher learning rate and a short warm-up), no photometric
 # distortion (colour is a cue in these scenes).
-_base_ = './upernet_pelk_t_ade20k.py'
+_base_ = '../upernet_pelk_t_ade20k.py'
 
 data_root = 'data/ade_synthetic/ADEChallengeData2016'
 crop_size = (128, 128)

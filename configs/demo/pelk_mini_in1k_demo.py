@@ -10,7 +10,7 @@
 # them), and uses batch 32 with a higher lr for the short schedule, a faster
 # EMA, and sparsity updates every 50 iterations (prune rate 0.2) so that a
 # few happen without undoing what the model learns between them.
-_base_ = './pelk_t_in1k.py'
+_base_ = '../pelk_t_in1k.py'
 
 demo_arch = dict(
     depths=[2, 2, 4, 2],
