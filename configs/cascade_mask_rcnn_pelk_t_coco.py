@@ -5,6 +5,7 @@ _base_ = [
     './_base_/datasets/coco_instance_ms-crop.py',
     './_base_/schedules/adamw_layer-decay_3x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/sparse_backbone.py',
 ]
 # pelk_mm's own: checkpoints written crash-safe (temporary file, rename,
 # then rotation) with the random generators' states, so that a resumed run
@@ -16,14 +17,3 @@ default_hooks = dict(
     random_state=dict(type='pelk_mm.RandomStateHook'),
     finite_loss=dict(type='pelk_mm.FiniteLossHook'),
     mmcv_ops=dict(type='pelk_mm.MMCVOpsCheckHook'))
-# SLaK's sparse=True backbones: the zeros of the 40%-sparse ImageNet
-# backbone stay zeros while fine-tuning (masks = its non-zero conv and linear
-# weights, fixed), so the model is the sparse one the paper counts. A dense
-# backbone file is fine-tuned dense, with a warning.
-custom_hooks = [
-    dict(
-        type='pelk_mm.DynamicSparsityHook',
-        sparse_init='nonzero',
-        prune_rate=0.,
-        prefix='backbone.'),
-]

@@ -4,6 +4,7 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     './_base_/schedules/adamw_stage-decay_160k.py',
+    './_base_/sparse_backbone.py',
 ]
 crop_size = (512, 512)
 model = dict(
@@ -27,14 +28,3 @@ default_hooks = dict(
     random_state=dict(type='pelk_mm.RandomStateHook'),
     finite_loss=dict(type='pelk_mm.FiniteLossHook'),
     seg_labels=dict(type='pelk_mm.SegLabelCheckHook'))
-# SLaK's sparse=True backbones: the zeros of the 40%-sparse ImageNet
-# backbone stay zeros while fine-tuning (masks = its non-zero conv and linear
-# weights, fixed), so the model is the sparse one the paper counts. A dense
-# backbone file is fine-tuned dense, with a warning.
-custom_hooks = [
-    dict(
-        type='pelk_mm.DynamicSparsityHook',
-        sparse_init='nonzero',
-        prune_rate=0.,
-        prefix='backbone.'),
-]
