@@ -42,6 +42,10 @@
 #              PELK_MM_MMCV_CUDA (auto, 0 or 1; default auto),
 #              TORCH_CUDA_ARCH_LIST, CUDA_HOME, MAX_JOBS.
 set -euo pipefail
+# The whole script is one block, read before any of it runs: bash reads a
+# script as it goes, so a `git pull` during the mmcv build would otherwise
+# make it run the changed file from the old offset.
+{
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -316,3 +320,5 @@ if ! "$PY" -c 'from pelk_mm.ops.paths import cpu_extension; cpu_extension.load()
 fi
 
 log "done: $("$PY" -c 'import torch, mmcv, mmengine, mmdet, mmseg, mmpretrain; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}")') (mmcv: $MMCV_OPS)"
+exit 0
+}
