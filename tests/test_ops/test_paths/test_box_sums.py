@@ -66,8 +66,8 @@ def test_sat_path_runs_box_sums_where_the_graph_is_traced(
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('path, size', [('box_sums', 128), ('sat', 128),
                                         ('triton', 24)])
-def test_summed_area_paths_keep_float32_under_autocast(
-        path, size, dtype, rel_err):
+def test_summed_area_paths_keep_float32_under_autocast(path, size, dtype,
+                                                       rel_err):
     """Autocast puts matmuls on its low-precision list; the mix of prefix
     sums must not follow it (it gave 1e-2 in fp16 and 9e-2 in bf16 of the
     largest output at K = 51, 128x128, input mean 1). Within 5e-3, forward
