@@ -21,6 +21,8 @@ Under ``TRITON_INTERPRET=1`` (set before triton is imported) they run on
 CPU tensors through Triton's interpreter, which is how the tests check them
 where no GPU is.
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -246,25 +248,36 @@ def _weight_grad(x: torch.Tensor, grad_out: torch.Tensor, grid: torch.Tensor,
     return torch.matmul(rows, cols.transpose(-1, -2)).sum(0)
 
 
+def launching_on(device: torch.device):
+    """Where Triton launches: on ``torch.cuda.current_device()``, which
+    need not be the tensors' (a ``cuda:1`` model without ``set_device``);
+    this makes it ``device`` for the block (nothing off CUDA)."""
+    if device.type == 'cuda':
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
 class _TritonSAT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, grid, kernel_size):
         ctx.save_for_backward(x, weight, grid)
         ctx.kernel_size = kernel_size
-        return _forward(x, weight, grid, kernel_size).to(x.dtype)
+        with launching_on(x.device):
+            return _forward(x, weight, grid, kernel_size).to(x.dtype)
 
     @staticmethod
     @once_differentiable  # the kernels build no graph of their own
     def backward(ctx, grad_out):
         x, weight, grid = ctx.saved_tensors
         grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _forward(grad_out, weight.flip(-2, -1), grid.flip(0),
-                              ctx.kernel_size).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_w = _weight_grad(x, grad_out, grid,
-                                  ctx.kernel_size).to(weight.dtype)
+        with launching_on(x.device):
+            if ctx.needs_input_grad[0]:
+                grad_x = _forward(grad_out, weight.flip(-2, -1), grid.flip(0),
+                                  ctx.kernel_size).to(x.dtype)
+            if ctx.needs_input_grad[1]:
+                grad_w = _weight_grad(x, grad_out, grid,
+                                      ctx.kernel_size).to(weight.dtype)
         return grad_x, grad_w, None, None
 
 

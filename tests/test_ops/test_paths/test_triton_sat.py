@@ -171,3 +171,28 @@ def test_forcing_triton_where_it_cannot_run_is_refused(monkeypatch):
             match="path='triton' cannot run here: the 'triton' path runs "
             'on CUDA'):
         conv(torch.randn(1, 2, 8, 8))
+
+
+def test_kernels_launch_on_the_device_of_their_tensors(monkeypatch):
+    """Triton launches on the current CUDA device; the forward and both
+    gradients run under a guard that makes it the input's (a ``cuda:1``
+    model without ``set_device``)."""
+    from pelk_mm.ops.paths import triton_kernels
+    entered = []
+    real = triton_kernels.launching_on
+
+    def recording(device):
+        entered.append(device)
+        return real(device)
+
+    monkeypatch.setattr(triton_kernels, 'launching_on', recording)
+    grid = grid_tensor(sharing_grid(13))
+    x = torch.randn(1, 2, 9, 9, requires_grad=True)
+    weight = torch.randn(2, len(grid), len(grid), requires_grad=True)
+    out = triton_kernels.grid_depthwise_conv_triton(x, weight, grid, 13)
+    out.sum().backward()
+    assert entered == [x.device, x.device]  # forward, backward
+    # On CUDA the guard is torch's device context of that device.
+    guard = real(torch.device('cuda', 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert not isinstance(real(torch.device('cpu')), torch.cuda.device)
