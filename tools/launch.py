@@ -9,7 +9,7 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from preflight import sync_bn_to_bn
+from preflight import sync_bn_to_bn, unusable_gpus_message
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -50,10 +50,15 @@ def setup_device(cfg: Config, amp: bool = False) -> None:
     ``torch.cuda.set_device``, and DDP without ``device_ids``.
 
     Raises:
-        SystemExit: for ``--amp`` or a non-torchrun launcher without a GPU.
+        SystemExit: for ``--amp`` or a non-torchrun launcher without a GPU,
+            and where nvidia-smi lists GPUs that torch cannot use (an old
+            driver): a silent CPU run would follow.
     """
     if torch.cuda.is_available():
         return
+    unusable = unusable_gpus_message(torch.version.cuda)
+    if unusable:
+        raise SystemExit(unusable)
     if amp:
         raise SystemExit(
             'error: --amp needs a GPU (mmengine\'s AmpOptimWrapper refuses '

@@ -3,7 +3,9 @@ inputs before anything is built, with errors that say what is missing and
 how to get it."""
 import os
 import os.path as osp
-from typing import Iterator, List
+import shutil
+import subprocess
+from typing import Iterator, List, Optional
 
 from mmengine.config import Config
 
@@ -122,3 +124,37 @@ def sync_bn_to_bn(node) -> int:
             item['type'] = 'BN'
             count += 1
     return count
+
+
+def unusable_gpus_message(torch_cuda: Optional[str]) -> Optional[str]:
+    """Where ``nvidia-smi`` lists GPUs that torch cannot use (torch sees
+    none), what to do; None otherwise, or where the user hid the GPUs
+    (``CUDA_VISIBLE_DEVICES`` empty or -1) to run on the CPU.
+
+    Args:
+        torch_cuda (str, optional): ``torch.version.cuda``.
+    """
+    if os.environ.get('CUDA_VISIBLE_DEVICES', None) in ('', '-1'):
+        return None
+    smi = shutil.which('nvidia-smi')
+    if smi is None:
+        return None
+    try:
+        listed = subprocess.run(
+            [smi, '--query-gpu=name,driver_version', '--format=csv,noheader'],
+            capture_output=True,
+            text=True,
+            timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not listed:
+        return None
+    name, _, driver = listed[0].partition(',')
+    return (f'error: nvidia-smi lists {len(listed)} GPU(s) ({name.strip()}, '
+            f'driver {driver.strip() or "unknown"}), but torch (built for '
+            f'CUDA {torch_cuda or "none: a CPU-only build"}) can use none of '
+            f'them, so this run would silently train on the CPU. torch '
+            f'2.12.1 from PyPI needs an NVIDIA driver of the R580 series or '
+            f'newer (CUDA 13.0): update the driver, or install a torch built '
+            f'for your driver\'s CUDA. To run on the CPU on purpose, set '
+            f'CUDA_VISIBLE_DEVICES=-1.')
