@@ -7,7 +7,8 @@ from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
 
 from pelk_mm.runtime import find_resumable_checkpoint, load_from_local
-from pelk_mm.runtime.hooks import MMCVOpsCheckHook, check_mmcv_ops
+from pelk_mm.runtime.hooks import (FiniteLossHook, MMCVOpsCheckHook,
+                                   check_mmcv_ops)
 
 
 def test_progress_bar_hook_draws_every_iteration(tmp_path, capfd, make_runner):
@@ -60,6 +61,22 @@ def test_finite_loss_hook_stops_before_a_nan_checkpoint(tmp_path, make_runner):
     state = torch.load(
         tmp_path / 'guarded' / 'iter_2.pth', weights_only=False)['state_dict']
     assert all(value.isfinite().all() for value in state.values())
+
+
+def test_finite_loss_hook_reads_losses_that_still_hold_a_graph(recwarn):
+    # mmengine's log_vars keep the total loss as the tensor that was
+    # backpropagated; reading it must neither warn nor touch its graph.
+    weight = torch.ones(2, requires_grad=True)
+    loss = (weight * 3).sum()
+    runner = SimpleNamespace(iter=0, epoch=0, work_dir='w')
+    FiniteLossHook().after_train_iter(
+        runner, 0, outputs=dict(loss=loss, acc=torch.tensor(50.)))
+    assert not [w for w in recwarn if 'requires_grad' in str(w.message)]
+    loss.backward()
+    assert weight.grad.tolist() == [3., 3.]
+    with pytest.raises(FloatingPointError, match='loss=inf'):
+        FiniteLossHook().after_train_iter(
+            runner, 0, outputs=dict(loss=loss / 0.))
 
 
 @pytest.mark.parametrize('config', [

@@ -186,3 +186,14 @@ class DenseKernelPath(ConvPath):
 
     def run_dense(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+class SummedAreaPath(ConvPath):
+    """A path that sums boxes of summed-area tables, from block weights on
+    a grid: its cost is one constant per device type times
+    :attr:`Request.box_ops` (None where it has no constant)."""
+    needs_grid = True
+
+    def cost(self, request: Request) -> Optional[float]:
+        unit = self.constants(request.device_type)
+        return None if unit is None else unit * request.box_ops

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .base import ConvPath, Request
+from .base import SummedAreaPath
 
 
 def grid_depthwise_conv_box_sums(
@@ -88,11 +88,10 @@ def _box_sums(x: torch.Tensor, weight: torch.Tensor, grid: torch.Tensor,
     return out.to(x.dtype)
 
 
-class BoxSumsPath(ConvPath):
+class BoxSumsPath(SummedAreaPath):
     name = 'box_sums'
     summary = ('summed-area tables in standard ops (traceable; about '
                "k'^2 + 4k' operations per pixel)")
-    needs_grid = True
     costs = {
         # One of the k'^2 + 4k' operations per pixel, in the units of
         # 'fft': tools/benchmark/peripheral_conv.py --shape 2 46 64 64
@@ -108,10 +107,6 @@ class BoxSumsPath(ConvPath):
         # that are measured nowhere.
         'cuda': None,
     }
-
-    def cost(self, request: Request) -> Optional[float]:
-        unit = self.constants(request.device_type)
-        return None if unit is None else unit * request.box_ops
 
     def run(self, x, weight, grid, kernel_size):
         return grid_depthwise_conv_box_sums(x, weight, grid, kernel_size)

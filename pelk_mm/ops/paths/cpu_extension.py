@@ -34,7 +34,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .. import switches
-from .base import ConvPath, Request
+from .base import Request, SummedAreaPath
 
 _SOURCE = osp.join(
     osp.dirname(osp.dirname(__file__)), 'csrc', 'peripheral_sat.cpp')
@@ -231,11 +231,10 @@ def grid_depthwise_conv_sat(x: torch.Tensor, weight: torch.Tensor,
     return out.to(x.dtype)
 
 
-class FusedCPUPath(ConvPath):
+class FusedCPUPath(SummedAreaPath):
     name = 'sat'
     summary = ('summed-area tables, fused (C++/OpenMP, CPU); elsewhere and '
                "in traced graphs the same algorithm in standard ops")
-    needs_grid = True
     devices = ('cpu', )
     traceable = False
     stand_in = 'box_sums'

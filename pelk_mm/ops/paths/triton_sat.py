@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from .. import switches
-from .base import ConvPath, Refusal, Request
+from .base import Refusal, Request, SummedAreaPath
 
 TRITON_DEVICES = ('runs on CUDA devices (or on the CPU under '
                   'TRITON_INTERPRET=1 set before triton is imported)')
@@ -34,10 +34,9 @@ def available_on(device: torch.device) -> bool:
     return device.type == 'cuda' or (device.type == 'cpu' and interpreted())
 
 
-class TritonPath(ConvPath):
+class TritonPath(SummedAreaPath):
     name = 'triton'
     summary = 'summed-area tables as Triton kernels (CUDA)'
-    needs_grid = True
     traceable = False
     stand_in = 'box_sums'
     stand_in_for = frozenset({'traced'})
@@ -72,10 +71,6 @@ class TritonPath(ConvPath):
 
     def ready(self, request: Request) -> bool:
         return switches.triton_allowed()
-
-    def cost(self, request: Request) -> Optional[float]:
-        unit = self.costs.get(request.device_type)
-        return None if unit is None else unit * request.box_ops
 
     def run(self, x, weight, grid, kernel_size):
         from .triton_kernels import grid_depthwise_conv_triton

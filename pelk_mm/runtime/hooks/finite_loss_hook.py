@@ -2,6 +2,7 @@
 import math
 from typing import Optional
 
+import torch
 from mmengine.hooks import Hook
 
 from ...registry import HOOKS
@@ -38,7 +39,7 @@ class FiniteLossHook(Hook):
         if not outputs:
             return
         values = {
-            name: float(value)
+            name: float(torch.as_tensor(value).detach())
             for name, value in outputs.items() if self.keys in name
         }
         bad = {
