@@ -262,8 +262,38 @@ def test_mmcv_without_cuda_ops_is_refused_for_a_cuda_model():
             match=r'(?s)runs on cuda:0.*built '
             r'without CUDA.*FORCE_CUDA=1.*nvcc'):
         check_mmcv_ops(cuda, compiled_cuda='not available')
-    check_mmcv_ops(cuda, compiled_cuda='12.8')
+    check_mmcv_ops(cuda, compiled_cuda='12.8', run_ops=lambda device: None)
     check_mmcv_ops(torch.device('cpu'), compiled_cuda='not available')
+
+
+def test_mmcv_built_for_other_gpus_is_refused_before_the_first_batch():
+    """Simulated: mmcv has CUDA ops, but none for this GPU."""
+
+    def no_kernel_image(device):
+        raise RuntimeError('CUDA error: no kernel image is available for '
+                           'execution on the device')
+
+    with pytest.raises(
+            RuntimeError,
+            match=r'(?s)fail on cuda:0 .*no kernel image.*compiled with '
+            r'CUDA 12\.8.*TORCH_CUDA_ARCH_LIST=.*FORCE_CUDA=1'):
+        check_mmcv_ops(
+            torch.device('cuda', 0),
+            compiled_cuda='12.8',
+            run_ops=no_kernel_image)
+
+
+def test_the_mmcv_ops_probe_runs_and_checks_its_answers(monkeypatch):
+    # On the CPU, where mmcv's CPU kernels answer: one box kept, the mean
+    # of ones pooled; a kernel that runs but answers zeros is refused.
+    import mmcv.ops
+
+    from pelk_mm.runtime.hooks.mmcv_ops_check_hook import run_mmcv_ops
+    run_mmcv_ops(torch.device('cpu'))
+    monkeypatch.setattr(mmcv.ops, 'roi_align',
+                        lambda feature, *args: feature.new_zeros(1, 1, 2, 2))
+    with pytest.raises(RuntimeError, match='roi_align of ones gave'):
+        run_mmcv_ops(torch.device('cpu'))
 
 
 def test_mmcv_ops_check_hook_looks_where_the_model_runs(monkeypatch):
