@@ -163,8 +163,20 @@ class ConvPath:
         Returns (B, C, H, W) in the dtype of ``x``."""
         raise NotImplementedError
 
-    def check_key(self, x: torch.Tensor, kernel_size: int) -> tuple:
-        """What a first-use check is valid for (see ``checked_against``)."""
+    def run_guarded(self, x: torch.Tensor, weight: torch.Tensor,
+                    grid: Optional[torch.Tensor], kernel_size: int,
+                    guard) -> torch.Tensor:
+        """:meth:`run`, for a path under a first-use check: where its
+        backward can fail to compile or launch, it hands the failure to
+        ``guard.recover`` (``first_use.Guard``) instead of raising. The
+        forward's failures the caller catches."""
+        return self.run(x, weight, grid, kernel_size)
+
+    def check_key(self, x: torch.Tensor, weight: torch.Tensor,
+                  kernel_size: int) -> tuple:
+        """What a first-use check is valid for (see ``checked_against``):
+        the compiled variant that will run. By default the device, dtype,
+        K, and whether the map is smaller than K."""
         return (str(x.device), x.dtype, kernel_size, x.shape[-2]
                 < kernel_size, x.shape[-1] < kernel_size)
 

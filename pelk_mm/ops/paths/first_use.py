@@ -1,17 +1,24 @@
 """The first-use check of paths that have not met every machine they may
 run on (``ConvPath.checked_against``): their first call per process and
-variant (``ConvPath.check_key``) is compared with the trusted path; where it
-fails to run or disagrees, the trusted path serves that variant for the
-rest of the process, after one warning."""
+variant (``ConvPath.check_key``: what selects a compiled kernel) is
+compared with the trusted path, the output and, where a backward pass will
+follow, both gradients. Where it fails to run or disagrees, the trusted
+path serves that variant for the rest of the process, after one warning;
+so it does where a later call of a checked variant fails to compile or
+launch (forward or backward: :class:`Guard`)."""
 import warnings
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .base import ConvPath
 
-# (path name, check key) -> whether the path passed its check there.
-_verdicts: Dict[Tuple, bool] = {}
+# (path name, check key) -> what the path passed there: 'output' (checked
+# without gradients), 'gradients' (the output and both gradients), or False
+# (it failed: the trusted path serves).
+_verdicts: Dict[Tuple, Union[str, bool]] = {}
+
+_PARTS = ('output', 'input gradient', 'weight gradient')
 
 
 def forget() -> None:
@@ -19,43 +26,118 @@ def forget() -> None:
     _verdicts.clear()
 
 
+def _relative(out: torch.Tensor, expected: torch.Tensor) -> float:
+    """Largest difference relative to the largest expected value."""
+    out, expected = out.float(), expected.float()
+    return ((out - expected).abs().max() /
+            expected.abs().max().clamp_min(1e-12)).item()
+
+
+def _outputs(run: Callable, x: torch.Tensor, weight: torch.Tensor,
+             with_grad: bool) -> Sequence[torch.Tensor]:
+    """``run(x, weight)``, with the gradients of a fixed random output
+    gradient where ``with_grad``."""
+    if not with_grad:
+        with torch.no_grad():
+            return [run(x, weight)]
+    with torch.enable_grad():
+        x = x.detach().requires_grad_()
+        weight = weight.detach().requires_grad_()
+        out = run(x, weight)
+        seed = torch.Generator(device=out.device).manual_seed(0)
+        grad_out = torch.randn(
+            out.shape, generator=seed, device=out.device, dtype=out.dtype)
+        return [out.detach(), *torch.autograd.grad(out, (x, weight), grad_out)]
+
+
 def _passes(path: ConvPath, key: tuple, x: torch.Tensor, weight: torch.Tensor,
-            grid: torch.Tensor, kernel_size: int, trusted: Callable) -> bool:
-    with torch.no_grad():
-        try:
-            out = path.run(x, weight, grid, kernel_size).float()
-        except Exception as error:  # compile errors of a kernel build
-            warnings.warn(
-                f"path='{path.name}': the kernels failed "
-                f"({type(error).__name__}: {str(error)[:300]}); using the "
-                f"'{path.checked_against}' path for {key} in this process")
-            return False
-        expected = trusted(x, weight).float()
-    difference = ((out - expected).abs().max() /
-                  expected.abs().max().clamp_min(1e-12)).item()
-    tolerance = path.tolerance.get(x.dtype, path.tolerance[torch.float32])
-    if not difference <= tolerance:
+            grid: torch.Tensor, kernel_size: int, trusted: Callable,
+            with_grad: bool) -> bool:
+    try:
+        got = _outputs(lambda x, w: path.run(x, w, grid, kernel_size), x,
+                       weight, with_grad)
+    except Exception as error:  # compile errors of a kernel build
         warnings.warn(
-            f"path='{path.name}': the kernels disagree with the "
-            f"'{path.checked_against}' path by {difference:.1e} (relative, "
-            f"tolerance {tolerance:.0e}) on {key}; using the "
-            f"'{path.checked_against}' path there in this process. Please "
-            f"report it with your GPU and library versions")
+            f"path='{path.name}': the kernels failed "
+            f"({type(error).__name__}: {str(error)[:300]}); using the "
+            f"'{path.checked_against}' path for {key} in this process")
         return False
+    expected = _outputs(trusted, x, weight, with_grad)
+    tolerance = path.tolerance.get(x.dtype, path.tolerance[torch.float32])
+    for part, out, reference in zip(_PARTS, got, expected):
+        difference = _relative(out, reference)
+        if not difference <= tolerance:
+            warnings.warn(
+                f"path='{path.name}': the kernels disagree with the "
+                f"'{path.checked_against}' path by {difference:.1e} "
+                f'(relative, tolerance {tolerance:.0e}) in the {part} on '
+                f"{key}; using the '{path.checked_against}' path there in "
+                f'this process. Please report it with your GPU and library '
+                f'versions')
+            return False
     return True
+
+
+class Guard:
+    """What takes over where a checked variant later fails to compile or
+    launch: one warning, the variant's verdict turned, and the trusted
+    path's answer.
+
+    Args:
+        path (ConvPath): The path that failed.
+        key (tuple): Its check key.
+        trusted (callable): ``trusted(x, weight)``, differentiable.
+    """
+
+    def __init__(self, path: ConvPath, key: tuple, trusted: Callable):
+        self.path, self.key, self.trusted = path, key, trusted
+
+    def failed(self, error: Exception, during: str) -> None:
+        _verdicts[(self.path.name, self.key)] = False
+        warnings.warn(
+            f"path='{self.path.name}': the kernels of a checked variant "
+            f'failed in a later {during} ({type(error).__name__}: '
+            f"{str(error)[:300]}); using the '{self.path.checked_against}' "
+            f'path for {self.key} in this process')
+
+    def recover(self, error: Exception, during: str, x: torch.Tensor,
+                weight: torch.Tensor, grad_out: torch.Tensor,
+                needs: Sequence[bool]) -> Tuple[Optional[torch.Tensor], ...]:
+        """After :meth:`failed`, the gradients (None where not ``needs``)
+        of ``grad_out`` through the trusted path."""
+        self.failed(error, during)
+        with torch.enable_grad():
+            inputs = [
+                t.detach().requires_grad_(need)
+                for t, need in zip((x, weight), needs)
+            ]
+            out = self.trusted(*inputs)
+            wanted = [t for t in inputs if t.requires_grad]
+            grads = iter(torch.autograd.grad(out, wanted, grad_out))
+        return tuple(next(grads) if need else None for need in needs)
 
 
 def run_checked(path: ConvPath, x: torch.Tensor, weight: torch.Tensor,
                 grid: torch.Tensor, kernel_size: int,
                 trusted: Callable) -> torch.Tensor:
     """``path.run(...)``, checked once per process and variant against
-    ``trusted(x, weight)``, which serves where the check failed."""
-    key = path.check_key(x, kernel_size)
+    ``trusted(x, weight)``, which serves where the check failed or a later
+    call fails to run. A variant checked without gradients is checked
+    again, gradients included, the first time a backward will follow."""
+    with_grad = torch.is_grad_enabled() and (x.requires_grad
+                                             or weight.requires_grad)
+    key = path.check_key(x, weight, kernel_size)
     verdict = _verdicts.get((path.name, key))
-    if verdict is None:
-        verdict = _passes(path, key, x.detach(), weight.detach(), grid,
-                          kernel_size, trusted)
+    if verdict is None or (with_grad and verdict == 'output'):
+        passed = _passes(path, key, x.detach(), weight.detach(), grid,
+                         kernel_size, trusted, with_grad)
+        verdict = passed and ('gradients' if with_grad else 'output')
         _verdicts[(path.name, key)] = verdict
     if not verdict:
         return trusted(x, weight)
-    return path.run(x, weight, grid, kernel_size)
+    guard = Guard(path, key, trusted)
+    try:
+        return path.run_guarded(x, weight, grid, kernel_size, guard)
+    except Exception as error:  # a later compile or launch failure
+        guard.failed(error, 'forward')
+        return trusted(x, weight)

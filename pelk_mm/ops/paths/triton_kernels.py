@@ -22,6 +22,7 @@ CPU tensors through Triton's interpreter, which is how the tests check them
 where no GPU is.
 """
 import contextlib
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -36,21 +37,32 @@ except ImportError:  # pragma: no cover - torch ships triton on Linux
     triton = None
 
 BLOCK_X = 32
+# The longest stretch the prefix-sum kernels hold at once: rows are summed
+# ROW_BLOCK columns at a time, columns COLUMN_BLOCK rows at a time, each
+# block carrying the sum of those before (bounded resources at any size).
+ROW_BLOCK = 256
+COLUMN_BLOCK = 32
 
 if triton is not None:
 
     @triton.jit
     def _row_prefix(x_ptr, pre_ptr, width, BLOCK_W: tl.constexpr):
-        """pre[row, 0] = 0, pre[row, 1 + i] = sum(x[row, :i + 1])."""
+        """pre[row, 0] = 0, pre[row, 1 + i] = sum(x[row, :i + 1]), a block
+        of ``BLOCK_W`` columns at a time with the sum carried over."""
         row = tl.program_id(0).to(tl.int64)
-        cols = tl.arange(0, BLOCK_W)
-        values = tl.load(
-            x_ptr + row * width + cols, mask=cols < width,
-            other=0.).to(tl.float32)
-        sums = tl.cumsum(values, axis=0)
         out = pre_ptr + row * (width + 1)
-        tl.store(out + 1 + cols, sums, mask=cols < width)
         tl.store(out, 0.)
+        carry = tl.zeros((BLOCK_W, ), dtype=tl.float32)
+        for start in range(0, width, BLOCK_W):
+            cols = start + tl.arange(0, BLOCK_W)
+            values = tl.load(
+                x_ptr + row * width + cols, mask=cols < width,
+                other=0.).to(tl.float32)
+            tl.store(
+                out + 1 + cols,
+                tl.cumsum(values, axis=0) + carry,
+                mask=cols < width)
+            carry += tl.sum(values, axis=0)
 
     @triton.jit
     def _mix(pre_ptr, mix_ptr, edges_ptr, z_ptr, channels, height, width,
@@ -82,21 +94,26 @@ if triton is not None:
             mask=(cells[:, None] < num_cells) & (xs[None, :] < width))
 
     @triton.jit
-    def _column_prefix(z_ptr, rows_ptr, height, width, BLOCK_H: tl.constexpr,
+    def _column_prefix(z_ptr, rows_ptr, height, width, BLOCK_R: tl.constexpr,
                        BLOCK_X: tl.constexpr):
-        """rows[q, 0, x] = 0, rows[q, 1 + i, x] = sum(z[q, :i + 1, x])."""
+        """rows[q, 0, x] = 0, rows[q, 1 + i, x] = sum(z[q, :i + 1, x]), a
+        block of ``BLOCK_R`` rows at a time with the sums carried over (so
+        that its registers and shared memory do not grow with H)."""
         q = tl.program_id(0).to(tl.int64)  # p * k' + a
         xs = tl.program_id(1) * BLOCK_X + tl.arange(0, BLOCK_X)
-        ys = tl.arange(0, BLOCK_H)
-        mask = (ys[:, None] < height) & (xs[None, :] < width)
-        values = tl.load(
-            z_ptr + (q * height + ys[:, None]) * width + xs[None, :],
-            mask=mask,
-            other=0.)
-        sums = tl.cumsum(values, axis=0)
         out = rows_ptr + q * (height + 1) * width
-        tl.store(out + (1 + ys[:, None]) * width + xs[None, :], sums, mask)
         tl.store(out + xs, tl.zeros((BLOCK_X, ), tl.float32), xs < width)
+        carry = tl.zeros((BLOCK_X, ), dtype=tl.float32)
+        for start in range(0, height, BLOCK_R):
+            ys = start + tl.arange(0, BLOCK_R)
+            mask = (ys[:, None] < height) & (xs[None, :] < width)
+            values = tl.load(
+                z_ptr + (q * height + ys[:, None]) * width + xs[None, :],
+                mask=mask,
+                other=0.)
+            sums = tl.cumsum(values, axis=0) + carry[None, :]
+            tl.store(out + (1 + ys[:, None]) * width + xs[None, :], sums, mask)
+            carry += tl.sum(values, axis=0)
 
     @triton.jit
     def _row_boxes(rows_ptr, edges_ptr, out_ptr, height, width, num_cells,
@@ -145,6 +162,22 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
+def _row_block(width: int) -> int:
+    return min(_next_power_of_2(width), ROW_BLOCK)
+
+
+def _column_block(height: int) -> int:
+    return min(_next_power_of_2(height), COLUMN_BLOCK)
+
+
+def block_sizes(height: int, width: int, num_cells: int) -> tuple:
+    """The compile-time block sizes of a call on (H, W) maps with k' cells:
+    with the dtype and the device, what selects a compiled kernel (Triton
+    also specializes integer arguments that are 1 or multiples of 16)."""
+    return (_row_block(width), _column_block(height),
+            _next_power_of_2(num_cells))
+
+
 def _edges(grid: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Cell a covers input offsets [e_a, e_(a+1)) from the output pixel."""
     return (F.pad(grid.cumsum(0), (1, 0)) - kernel_size // 2).to(torch.int32)
@@ -153,8 +186,7 @@ def _edges(grid: torch.Tensor, kernel_size: int) -> torch.Tensor:
 def _row_prefix_sums(x: torch.Tensor) -> torch.Tensor:
     planes, height, width = x.shape
     pre = torch.empty(planes, height, width + 1, device=x.device)
-    _row_prefix[(planes * height, )](
-        x, pre, width, BLOCK_W=_next_power_of_2(width))
+    _row_prefix[(planes * height, )](x, pre, width, BLOCK_W=_row_block(width))
     return pre
 
 
@@ -181,12 +213,7 @@ def _column_prefix_sums(z: torch.Tensor) -> torch.Tensor:
     planes, num_cells, height, width = z.shape
     rows = torch.empty(planes, num_cells, height + 1, width, device=z.device)
     _column_prefix[(planes * num_cells, triton.cdiv(width, BLOCK_X))](
-        z,
-        rows,
-        height,
-        width,
-        BLOCK_H=_next_power_of_2(height),
-        BLOCK_X=BLOCK_X)
+        z, rows, height, width, BLOCK_R=_column_block(height), BLOCK_X=BLOCK_X)
     return rows
 
 
@@ -245,7 +272,24 @@ def _weight_grad(x: torch.Tensor, grad_out: torch.Tensor, grid: torch.Tensor,
         BLOCK_X=BLOCK_X)
     rows = row_boxes.view(batch, channels, num_cells, height * width)
     cols = columns.view(batch, channels, num_cells, height * width)
-    return torch.matmul(rows, cols.transpose(-1, -2)).sum(0)
+    with ieee_float32_matmul(x.device.type):
+        return torch.matmul(rows, cols.transpose(-1, -2)).sum(0)
+
+
+@contextlib.contextmanager
+def ieee_float32_matmul(device_type: str):
+    """Float32 matmuls in full float32 for the block: the weight gradient
+    sums H*W products per entry, which TF32 (``torch.backends.cuda.matmul``
+    set to ``'tf32'`` by a training script) would round to 10 bits each and
+    autocast (a backward run inside the autocast region) to 8 or 11."""
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    matmul.fp32_precision = 'ieee'
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        matmul.fp32_precision = saved
 
 
 def launching_on(device: torch.device):
@@ -260,9 +304,10 @@ def launching_on(device: torch.device):
 class _TritonSAT(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, x, weight, grid, kernel_size):
+    def forward(ctx, x, weight, grid, kernel_size, guard):
         ctx.save_for_backward(x, weight, grid)
         ctx.kernel_size = kernel_size
+        ctx.guard = guard
         with launching_on(x.device):
             return _forward(x, weight, grid, kernel_size).to(x.dtype)
 
@@ -270,34 +315,58 @@ class _TritonSAT(torch.autograd.Function):
     @once_differentiable  # the kernels build no graph of their own
     def backward(ctx, grad_out):
         x, weight, grid = ctx.saved_tensors
-        grad_x = grad_w = None
-        with launching_on(x.device):
-            if ctx.needs_input_grad[0]:
-                grad_x = _forward(grad_out, weight.flip(-2, -1), grid.flip(0),
-                                  ctx.kernel_size).to(x.dtype)
-            if ctx.needs_input_grad[1]:
-                grad_w = _weight_grad(x, grad_out, grid,
-                                      ctx.kernel_size).to(weight.dtype)
-        return grad_x, grad_w, None, None
+        needs = ctx.needs_input_grad[:2]
+        try:
+            grad_x, grad_w = _gradients(x, weight, grid, grad_out,
+                                        ctx.kernel_size, needs)
+        except Exception as error:  # a compile or launch failure
+            if ctx.guard is None:
+                raise
+            grad_x, grad_w = ctx.guard.recover(error, 'backward', x, weight,
+                                               grad_out, needs)
+        return grad_x, grad_w, None, None, None
 
 
-def grid_depthwise_conv_triton(x: torch.Tensor, weight: torch.Tensor,
+def _gradients(x, weight, grid, grad_out, kernel_size, needs):
+    grad_x = grad_w = None
+    with launching_on(x.device):
+        if needs[0]:
+            grad_x = _forward(grad_out, weight.flip(-2, -1), grid.flip(0),
+                              kernel_size).to(x.dtype)
+        if needs[1]:
+            grad_w = _weight_grad(x, grad_out, grid,
+                                  kernel_size).to(weight.dtype)
+    return grad_x, grad_w
+
+
+def grid_depthwise_conv_triton(x: torch.Tensor,
+                               weight: torch.Tensor,
                                grid: torch.Tensor,
-                               kernel_size: int) -> torch.Tensor:
+                               kernel_size: int,
+                               guard=None) -> torch.Tensor:
     """Depthwise "same" conv of a block-constant kernel (Triton).
 
     Args:
         x (Tensor): Input (B, C, H, W) on a CUDA device (or the CPU under
-            ``TRITON_INTERPRET=1``); float32, float16 or bfloat16.
+            ``TRITON_INTERPRET=1``); float16, bfloat16 or float32 (float64
+            is computed in float32, with a warning).
         weight (Tensor): Block weights (C, k', k').
         grid (Tensor): int64 cell widths (k', ), summing to ``kernel_size``.
         kernel_size (int): K.
+        guard (optional): What takes over where the backward's kernels
+            fail to compile or launch (``first_use.Guard``); None: the
+            failure is raised.
 
     Returns:
         Tensor: (B, C, H, W), dtype of ``x``, accumulated in float32.
     """
     _require(x.device)
-    return _TritonSAT.apply(x, weight, grid.to(x.device), kernel_size)
+    if x.dtype == torch.float64:
+        warnings.warn(
+            "path='triton' computes float64 inputs in float32 (error about "
+            "1e-7 of the largest output); path='fft' or 'direct' keep "
+            'float64')
+    return _TritonSAT.apply(x, weight, grid.to(x.device), kernel_size, guard)
 
 
 def _require(device: torch.device) -> None:

@@ -73,5 +73,15 @@ class TritonPath(SummedAreaPath):
         return switches.triton_allowed()
 
     def run(self, x, weight, grid, kernel_size):
+        return self.run_guarded(x, weight, grid, kernel_size, None)
+
+    def run_guarded(self, x, weight, grid, kernel_size, guard):
         from .triton_kernels import grid_depthwise_conv_triton
-        return grid_depthwise_conv_triton(x, weight, grid, kernel_size)
+        return grid_depthwise_conv_triton(x, weight, grid, kernel_size, guard)
+
+    def check_key(self, x, weight, kernel_size):
+        # Each block size (they follow H, W and k') is a kernel compiled
+        # on first use, which the check must see before it runs.
+        from .triton_kernels import block_sizes
+        return super().check_key(x, weight, kernel_size) + \
+            block_sizes(x.shape[-2], x.shape[-1], weight.shape[-1])

@@ -43,9 +43,11 @@ def dense_conv(x, weight, grid, kernel_size):
 
 # (batch, channels, height, width, K): batch > 1, maps smaller than the
 # kernel, rectangular maps, widths that are not a multiple of the kernels'
-# 32-column blocks and wider than one.
+# 32-column blocks and wider than one, maps taller than a column-prefix
+# block (32 rows) and wider than a row-prefix block (256 columns), so that
+# the sums carried between blocks are used.
 SHAPES = [(2, 3, 9, 7, 13), (1, 2, 5, 6, 31), (3, 1, 12, 40, 5),
-          (1, 2, 4, 3, 51)]
+          (1, 2, 4, 3, 51), (1, 1, 70, 9, 13), (1, 1, 3, 300, 5)]
 
 
 @pytest.mark.parametrize('shape', SHAPES)
@@ -143,6 +145,150 @@ def test_kernels_that_fail_to_compile_fall_back_to_fft(monkeypatch,
     with pytest.warns(UserWarning, match='kernels failed .*ptxas fatal'):
         out = conv(x)
     assert rel_err(out, conv.forward_reference(x).double()) < TOLERANCE
+
+
+def test_first_use_with_gradients_checks_both_gradients(
+        monkeypatch, fresh_checks, rel_err):
+    kernels = triton_kernels()
+    weight_grad = kernels._weight_grad
+    monkeypatch.setattr(kernels, '_weight_grad',
+                        lambda *args: weight_grad(*args) * 1.01)  # 1% off
+    conv = PeripheralConv2d(3, 13, path='triton').to(DEVICE)
+    x = torch.randn(1, 3, 9, 9, device=DEVICE)
+    with pytest.warns(
+            UserWarning, match='by 1.0e-02 .* in the weight gradient'):
+        out = conv(x)
+    out.sum().backward()
+    ref = conv.forward_reference(x)
+    expected, = torch.autograd.grad(ref.sum(), conv.weight)
+    assert rel_err(conv.weight.grad, expected.double()) < TOLERANCE
+
+
+def test_a_variant_checked_without_gradients_is_checked_with_them(
+        monkeypatch, fresh_checks):
+    kernels = triton_kernels()
+    weight_grad = kernels._weight_grad
+    monkeypatch.setattr(kernels, '_weight_grad',
+                        lambda *args: weight_grad(*args) * 1.01)
+    conv = PeripheralConv2d(3, 13, path='triton').to(DEVICE)
+    x = torch.randn(1, 3, 9, 9, device=DEVICE)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('error')
+        conv(x)  # the forward kernels are right
+    with pytest.warns(UserWarning, match='in the weight gradient'):
+        conv(x)
+
+
+def failing_launch(monkeypatch, name, when=lambda *args: True):
+    """Make the kernels' ``name`` raise as a failed launch does where
+    ``when(*args)``."""
+    kernels = triton_kernels()
+    real = getattr(kernels, name)
+
+    def launch(*args):
+        if when(*args):
+            raise RuntimeError('OutOfResources: out of resource: shared '
+                               'memory, Required: 131072, Hardware limit: '
+                               '101376')
+        return real(*args)
+
+    monkeypatch.setattr(kernels, name, launch)
+
+
+def test_each_compiled_variant_is_checked_before_it_runs(
+        monkeypatch, fresh_checks, rel_err):
+    """Maps of other block sizes compile other kernels: the first call of
+    each is checked (here a failure injected for maps taller than one
+    column block falls back with a warning instead of raising)."""
+    conv = PeripheralConv2d(2, 13, path='triton').to(DEVICE)
+    conv(torch.randn(1, 2, 9, 9, device=DEVICE))  # checked, passes
+    failing_launch(monkeypatch, '_column_prefix_sums',
+                   lambda z: z.shape[2] > 32)
+    x = torch.randn(1, 2, 40, 40, device=DEVICE)
+    with pytest.warns(UserWarning, match='kernels failed .*OutOfResources'):
+        out = conv(x)
+    assert rel_err(out, conv.forward_reference(x).double()) < TOLERANCE
+
+
+def test_a_later_failure_of_a_checked_variant_falls_back_once(
+        monkeypatch, fresh_checks, rel_err):
+    conv = PeripheralConv2d(2, 13, path='triton').to(DEVICE)
+    x = torch.randn(1, 2, 9, 9, device=DEVICE)
+    conv(x)  # checked, passes
+    failing_launch(monkeypatch, '_row_prefix_sums')
+    with pytest.warns(UserWarning, match='later forward .*OutOfResources'):
+        out = conv(x)
+    assert rel_err(out, conv.forward_reference(x).double()) < TOLERANCE
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        conv(x)  # the trusted path serves that variant now, quietly
+
+
+def test_a_backward_that_fails_to_launch_takes_the_fft_gradients(
+        monkeypatch, fresh_checks, rel_err):
+    conv = PeripheralConv2d(2, 13, path='triton').to(DEVICE)
+    x = torch.randn(1, 2, 9, 9, device=DEVICE, requires_grad=True)
+    conv(x).sum().backward()  # checked with gradients, passes
+    conv.zero_grad()
+    failing_launch(monkeypatch, '_weight_grad')
+    out = conv(x)
+    with pytest.warns(UserWarning, match='later backward .*OutOfResources'):
+        grad_x, grad_w = torch.autograd.grad(out.sum(), (x, conv.weight))
+    ref = conv.forward_reference(x)
+    expected = torch.autograd.grad(ref.sum(), (x, conv.weight))
+    assert rel_err(grad_x, expected[0].double()) < TOLERANCE
+    assert rel_err(grad_w, expected[1].double()) < TOLERANCE
+
+
+def test_prefix_sums_of_long_rows_and_columns(rel_err):
+    """The prefix-sum kernels sum in fixed blocks with a carried sum, so
+    that no size needs more registers or shared memory (a whole column
+    of a 1100-row map was one tile before)."""
+    kernels = triton_kernels()
+    z = torch.randn(1, 2, 1100, 5, device=DEVICE)
+    rows = kernels._column_prefix_sums(z)
+    assert rel_err(rows[:, :, 1:], z.double().cumsum(2)) < TOLERANCE
+    assert not rows[:, :, 0].any()
+    x = torch.randn(2, 3, 700, device=DEVICE)
+    pre = kernels._row_prefix_sums(x)
+    assert rel_err(pre[..., 1:], x.double().cumsum(-1)) < TOLERANCE
+    assert not pre[..., 0].any()
+    assert kernels.block_sizes(1100, 700, 13) == (256, 32, 16)
+
+
+def test_float64_is_computed_in_float32_with_a_warning(rel_err):
+    grid = grid_tensor(sharing_grid(13))
+    x = torch.randn(1, 2, 9, 9, device=DEVICE, dtype=torch.float64)
+    weight = torch.randn(2, len(grid), len(grid), device=DEVICE).double()
+    with pytest.warns(UserWarning, match='float64 inputs in float32'):
+        out = triton_kernels().grid_depthwise_conv_triton(x, weight, grid, 13)
+    assert out.dtype == torch.float64
+    assert rel_err(out, dense_conv(x, weight, grid.to(DEVICE), 13)) < 1e-5
+
+
+def test_the_weight_gradient_matmul_ignores_tf32_settings(monkeypatch):
+    """A training script's TF32 setting would round each of the H*W
+    products the weight gradient sums to 10 bits; its matmul runs in full
+    float32, and the setting is restored after."""
+    kernels = triton_kernels()
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision  # a property: monkeypatch cannot undo it
+    matmul.fp32_precision = 'tf32'
+    seen = []
+    real = torch.matmul
+
+    def recording(*args):
+        seen.append(matmul.fp32_precision)
+        return real(*args)
+
+    monkeypatch.setattr(torch, 'matmul', recording)
+    grid = grid_tensor(sharing_grid(13))
+    x = torch.randn(1, 2, 9, 9, device=DEVICE)
+    try:
+        kernels._weight_grad(x, torch.randn_like(x), grid.to(DEVICE), 13)
+        assert seen == ['ieee'] and matmul.fp32_precision == 'tf32'
+    finally:
+        matmul.fp32_precision = saved
 
 
 def test_cuda_choice_offers_the_kernels_on_small_maps(monkeypatch):
