@@ -3,7 +3,7 @@
 Usage:
     python tools/benchmark/backbone.py [--device cpu|cuda[:N]]
         [--amp none|bf16|fp16] [--sizes 224 512] [--batch 1] [--repeat 3]
-        [--train-size 512] [--no-memory] [--compile]
+        [--train-size 512] [--no-memory] [--compile] [--json out.json]
 
     # to compare with the paper's A100 throughput (docs/specification.md)
     python tools/benchmark/backbone.py --device cuda --batch 64 --sizes 224 \
@@ -41,7 +41,7 @@ from mmpretrain.models.backbones import ConvNeXt
 
 from pelk_mm.models import PeLK
 from probes import (best_time, describe, device_of, memory_for_tables,
-                    peak_memory_mb, report_memory)
+                    peak_memory_mb, report_memory, write_json)
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 SLAK_KERNELS = [51, 49, 47, 13]
@@ -175,6 +175,8 @@ def main():
         '--compile',
         action='store_true',
         help='also time each model under torch.compile (name+compiled)')
+    parser.add_argument(
+        '--json', default=None, help='also write the results to this file')
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -216,6 +218,21 @@ def main():
                         f'{seconds / by_model[base]:>5.2f}x {base}  '
                         f'peak {peak:>6.0f} MB')
     MMLogger.get_instance('pelk_mm', log_level='INFO').info('\n'.join(rows))
+    write_json(
+        args.json,
+        dict(
+            device=describe(args.device),
+            batch=args.batch,
+            amp=args.amp,
+            seconds=times,
+            images_per_second={
+                case: {
+                    name: args.batch / s
+                    for name, s in by_model.items()
+                }
+                for case, by_model in times.items()
+            },
+            peak_mb=memory))
 
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@ Usage:
     python tools/benchmark/peripheral_conv.py [--device cpu|cuda[:N]]
         [--shape 2 46 128 128] [--kernels 13 31 51 101 151] [--repeat 3]
         [--dtype fp32|bf16|fp16] [--no-memory] [--max-dense-kernel 101]
-        [--plot out.png]
+        [--plot out.png] [--json out.json]
 
 On one input (default: batch 2, 46 channels = 3/8 of PeLK-T's 124, 128x128:
 PeLK-T's first stage at 512x512), for each kernel size K, forward and
@@ -35,7 +35,7 @@ relative error against ``dense`` (in float64 where ``dense`` is timed). A
 PNG of time against K is written with ``--plot``.
 """
 import argparse
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ from pelk_mm.ops import expand_by_grid, paths, peripheral_conv2d, sharing_grid
 from pelk_mm.ops.grid import grid_tensor
 from pelk_mm.ops.paths import cpu_extension
 from probes import (best_time, describe, device_of, memory_for_tables,
-                    peak_memory_mb, report_memory)
+                    peak_memory_mb, report_memory, write_json)
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -62,11 +62,16 @@ def plain_fft_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return y[..., pad:pad + height, pad:pad + width].to(x.dtype)
 
 
+def benchmark_grid(kernel_size: int) -> list:
+    """The sharing grid timed for ``kernel_size`` (PeLK's centre 5x5,
+    7x7 from K = 101)."""
+    return sharing_grid(kernel_size, 7 if kernel_size >= 101 else 5)
+
+
 def make_methods(channels: int, kernel_size: int, dtype,
                  device: torch.device) -> Dict:
     """name -> (parameters, function of (x, *parameters))."""
-    center = 7 if kernel_size >= 101 else 5
-    grid = grid_tensor(sharing_grid(kernel_size, center), device)
+    grid = grid_tensor(benchmark_grid(kernel_size), device)
     cells = len(grid)
     blocks = torch.randn(channels, cells, cells, dtype=dtype) / kernel_size
     stripes = [
@@ -132,6 +137,103 @@ def triton_goal(times: Dict) -> str:
                 f'goal: triton t(K=101)/t(K=51) < 1.5: '
                 f'{growth:.2f} ({"met" if growth < 1.5 else "NOT met"})')
     return '\n'.join(lines)
+
+
+def _median(values: list) -> Optional[float]:
+    values = sorted(v for v in values if v is not None)
+    return values[len(values) // 2] if values else None
+
+
+def fitted_costs(shape, device_type: str, times: Dict) -> Dict:
+    """The cost constants of ``pelk_mm.ops.paths`` that these times imply.
+
+    Costs are in multiply-adds of the direct conv at large K (``dense``
+    above the fast-kernel limit): each path's constant is its time over
+    that unit times its cost formula with a constant of 1, the median over
+    the kernel sizes timed. ``times`` is ``{K: {method: seconds}}`` of one
+    mode; None where a term was not timed.
+    """
+    b, c, h, w = shape
+    planes = b * c
+    direct = paths.get('direct').constants(device_type)
+    fast = direct.fast_max_kernel if direct else 13
+
+    def macs(k):
+        return k * k * h * w * planes
+
+    unit = _median([
+        by_method['dense'] / macs(k) for k, by_method in times.items()
+        if 'dense' in by_method and k > fast
+    ])
+    if unit is None:
+        return {}
+    fitted = {
+        'unit_seconds':
+        unit,
+        'direct_fast_speedup':
+        _median([
+            unit / (by_method['dense'] / macs(k))
+            for k, by_method in times.items()
+            if 'dense' in by_method and k <= fast
+        ])
+    }
+    fft = paths.get('fft')
+
+    def request(k):
+        return paths.Request(
+            k, h, w, num_cells=len(benchmark_grid(k)), device_type=device_type)
+
+    formulas = {
+        # The paths' own formulas with a constant of 1, for all planes.
+        'fft':
+        lambda k: planes * fft.cost(request(k)) / fft.constants(device_type),
+        'box': lambda k: planes * request(k).box_ops,
+    }
+    for name in ('fft', 'box_sums', 'sat', 'triton'):
+        formula = formulas['fft' if name == 'fft' else 'box']
+        fitted[name] = _median([
+            by_method[name] / (unit * formula(k))
+            for k, by_method in times.items() if name in by_method
+        ])
+    return fitted
+
+
+def costs_report(device_type: str, fits: Dict[str, Dict]) -> str:
+    """The fitted constants per mode and, ready to paste into each path's
+    ``costs``, the forward fit (how the CPU constants were taken), with the
+    fused CPU path's training factor relative to the FFT path's."""
+    forward = fits.get('forward') or {}
+    if not forward:
+        return ('cost constants: not fitted (the dense conv was not timed '
+                'above the fast-kernel limit)')
+    rows = [
+        f'cost constants fitted on {device_type} (units: direct '
+        f'multiply-adds at large K)'
+    ]
+    for mode, fit in fits.items():
+        rows.append(f'  {mode}: ' +
+                    ', '.join(f'{name} {value:.3g}'
+                              for name, value in fit.items()
+                              if value is not None and name != 'unit_seconds'))
+    rows.append(f"  ready to paste (costs['{device_type}'] of each path, "
+                'from the forward fit):')
+    if forward.get('direct_fast_speedup'):
+        rows.append(f'    direct.py:   DirectCosts(13, '
+                    f'{forward["direct_fast_speedup"]:.3g})')
+    training = fits.get('forward+backward') or {}
+    for name, module in (('fft', 'fft.py'), ('box_sums', 'box_sums.py'),
+                         ('triton', 'triton_sat.py')):
+        if forward.get(name):
+            rows.append(f'    {module + ":":<13}{forward[name]:.3g}')
+    if forward.get('sat'):
+        factor = '?'
+        if training.get('sat') and training.get('fft'):
+            ratio = (training['sat'] / forward['sat']) / (
+                training['fft'] / forward['fft'])
+            factor = f'{ratio:.3g}'
+        rows.append(f'    cpu_extension.py: SATCosts({forward["sat"]:.3g}, '
+                    f'{factor})')
+    return '\n'.join(rows)
 
 
 def run_once(fn: Callable, x, params, backward: bool):
@@ -258,6 +360,8 @@ def main():
         help=argparse.SUPPRESS)  # the memory probe's run
     parser.add_argument('--plot', default=None, help='PNG of time vs K')
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument(
+        '--json', default=None, help='also write the results to this file')
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -283,12 +387,13 @@ def main():
         report_memory(measure_memory())
         return
     memory = memory_for_tables(args, measure_memory)
-    results = {}
+    results, errors, goals = {}, {}, []
     for mode, backward in modes.items():
         times = measure(args, backward, memory=False)
         logger.info(table(args, mode, times, memory.get(mode, {})))
         if backward and triton_goal(times):
-            logger.info(triton_goal(times))
+            goals.append(triton_goal(times))
+            logger.info(goals[-1])
         results[mode] = {
             k: {
                 n: v[0]
@@ -296,6 +401,29 @@ def main():
             }
             for k, by_method in times.items()
         }
+        errors[mode] = {
+            k: {
+                n: v[1]
+                for n, v in by_method.items()
+            }
+            for k, by_method in times.items()
+        }
+    fits = {
+        mode: fitted_costs(args.shape, args.device.type, by_kernel)
+        for mode, by_kernel in results.items()
+    }
+    logger.info(costs_report(args.device.type, fits))
+    write_json(
+        args.json,
+        dict(
+            device=describe(args.device),
+            shape=args.shape,
+            dtype=args.dtype,
+            seconds=results,
+            max_rel_err=errors,
+            peak_mb=memory,
+            goals=goals,
+            fitted_costs=fits))
     if args.plot:
         plot(results, args.plot,
              f'peripheral conv, input {tuple(args.shape)}, {args.dtype}')

@@ -112,6 +112,14 @@ def report_memory(results: dict) -> None:
     print(_MEMORY_TAG + json.dumps(results), flush=True)
 
 
+def write_json(path, payload: dict) -> None:
+    """Write a benchmark's results as JSON (``--json``), for scripts that
+    collect them (``tools/gpu/check.py``)."""
+    if path:
+        with open(path, 'w') as f:
+            json.dump(payload, f, indent=1, default=str)
+
+
 def _resident_bytes() -> int:
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
