@@ -218,21 +218,21 @@ def main():
                         f'{seconds / by_model[base]:>5.2f}x {base}  '
                         f'peak {peak:>6.0f} MB')
     MMLogger.get_instance('pelk_mm', log_level='INFO').info('\n'.join(rows))
+    rates = {
+        case: {
+            name: args.batch / s
+            for name, s in by_model.items()
+        }
+        for case, by_model in times.items()
+    }
     write_json(
         args.json,
-        dict(
-            device=describe(args.device),
-            batch=args.batch,
-            amp=args.amp,
-            seconds=times,
-            images_per_second={
-                case: {
-                    name: args.batch / s
-                    for name, s in by_model.items()
-                }
-                for case, by_model in times.items()
-            },
-            peak_mb=memory))
+        args.device,
+        batch=args.batch,
+        amp=args.amp,
+        seconds=times,
+        images_per_second=rates,
+        peak_mb=memory)
 
 
 if __name__ == '__main__':

@@ -415,15 +415,14 @@ def main():
     logger.info(costs_report(args.device.type, fits))
     write_json(
         args.json,
-        dict(
-            device=describe(args.device),
-            shape=args.shape,
-            dtype=args.dtype,
-            seconds=results,
-            max_rel_err=errors,
-            peak_mb=memory,
-            goals=goals,
-            fitted_costs=fits))
+        args.device,
+        shape=args.shape,
+        dtype=args.dtype,
+        seconds=results,
+        max_rel_err=errors,
+        peak_mb=memory,
+        goals=goals,
+        fitted_costs=fits)
     if args.plot:
         plot(results, args.plot,
              f'peripheral conv, input {tuple(args.shape)}, {args.dtype}')

@@ -112,12 +112,17 @@ def report_memory(results: dict) -> None:
     print(_MEMORY_TAG + json.dumps(results), flush=True)
 
 
-def write_json(path, payload: dict) -> None:
-    """Write a benchmark's results as JSON (``--json``), for scripts that
-    collect them (``tools/gpu/check.py``)."""
+def write_json(path, device: torch.device, **results) -> None:
+    """Write a benchmark's results, with the device they were measured on,
+    as JSON (``--json``), for scripts that collect them
+    (``tools/gpu/check.py``)."""
     if path:
         with open(path, 'w') as f:
-            json.dump(payload, f, indent=1, default=str)
+            json.dump(
+                dict(device=describe(device), **results),
+                f,
+                indent=1,
+                default=str)
 
 
 def _resident_bytes() -> int:

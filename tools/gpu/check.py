@@ -30,6 +30,7 @@ spent on it. Writes ``gpu_check.json`` and ``gpu_check.txt`` under
 """
 import argparse
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -218,34 +219,28 @@ def stage_shapes(dry_run: bool) -> List[dict]:
     shape: T and S share theirs), or a tiny stand-in for the dry run."""
     from pelk_mm.models import PeLK
     if dry_run:
-        return [
-            dict(
-                arch='tiny',
-                stage=1,
-                batch=1,
-                channels=2,
-                size=8,
-                K=51,
-                center=5)
-        ]
+        return [_stage('tiny', 1, 1, 2, 8, 51, 5)]
+    # The mixer's share of the channels, as PeLK builds it by default.
+    ratio = inspect.signature(PeLK).parameters['partial_ratio'].default
     shapes, seen = [], set()
     for arch, setting in PeLK.arch_settings.items():
         for stage, (channels, kernel_size) in enumerate(
                 zip(setting['channels'], setting['kernel_sizes'])):
-            key = (int(channels * 3 / 8), 224 // 4 >> stage, kernel_size,
-                   setting['center_size'])
+            shape = _stage(arch, stage + 1, 2, int(channels * ratio),
+                           224 // 4 >> stage, kernel_size,
+                           setting['center_size'])
+            key = tuple(shape.values())[3:]
             if key not in seen:
                 seen.add(key)
-                shapes.append(
-                    dict(
-                        arch=arch,
-                        stage=stage + 1,
-                        batch=2,
-                        channels=key[0],
-                        size=key[1],
-                        K=kernel_size,
-                        center=key[3]))
+                shapes.append(shape)
     return shapes
+
+
+def _stage(arch: str, stage: int, batch: int, channels: int, size: int,
+           kernel_size: int, center: int) -> dict:
+    return dict(
+        zip(('arch', 'stage', 'batch', 'channels', 'size', 'K', 'center'),
+            (arch, stage, batch, channels, size, kernel_size, center)))
 
 
 def accuracy(check: Check, share: float) -> dict:

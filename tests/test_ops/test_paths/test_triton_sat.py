@@ -106,6 +106,14 @@ def test_module_with_positional_term_and_bias(rel_err):
         assert rel_err(grad, ref_grad.double()) < TOLERANCE
 
 
+def falls_back(conv, x, match, rel_err):
+    """``conv(x)`` warns (``match``) and gives the reference's answer (the
+    FFT path took over)."""
+    with pytest.warns(UserWarning, match=match):
+        out = conv(x)
+    assert rel_err(out, conv.forward_reference(x).double()) < TOLERANCE
+
+
 @pytest.fixture
 def fresh_checks(monkeypatch):
     """A process in which no shape class has been checked yet."""
@@ -123,11 +131,7 @@ def test_kernels_that_disagree_fall_back_to_fft_with_one_warning(
         lambda *args: forward(*args) * 1.01)  # a kernel that is 1% off
     conv = PeripheralConv2d(3, 13, path='triton').to(DEVICE)
     x = torch.randn(1, 3, 9, 9, device=DEVICE)
-    with pytest.warns(
-            UserWarning, match="disagree with the 'fft' path by "
-            '1.0e-02'):
-        out = conv(x)
-    assert rel_err(out, conv.forward_reference(x).double()) < TOLERANCE
+    falls_back(conv, x, "disagree with the 'fft' path by 1.0e-02", rel_err)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('error')
         conv(x)  # decided: no second check, no second warning
@@ -142,9 +146,7 @@ def test_kernels_that_fail_to_compile_fall_back_to_fft(monkeypatch,
     monkeypatch.setattr(triton_kernels(), '_forward', broken)
     conv = PeripheralConv2d(3, 13, path='triton').to(DEVICE)
     x = torch.randn(1, 3, 9, 9, device=DEVICE)
-    with pytest.warns(UserWarning, match='kernels failed .*ptxas fatal'):
-        out = conv(x)
-    assert rel_err(out, conv.forward_reference(x).double()) < TOLERANCE
+    falls_back(conv, x, 'kernels failed .*ptxas fatal', rel_err)
 
 
 def test_first_use_with_gradients_checks_both_gradients(
@@ -205,9 +207,7 @@ def test_each_compiled_variant_is_checked_before_it_runs(
     failing_launch(monkeypatch, '_column_prefix_sums',
                    lambda z: z.shape[2] > 32)
     x = torch.randn(1, 2, 40, 40, device=DEVICE)
-    with pytest.warns(UserWarning, match='kernels failed .*OutOfResources'):
-        out = conv(x)
-    assert rel_err(out, conv.forward_reference(x).double()) < TOLERANCE
+    falls_back(conv, x, 'kernels failed .*OutOfResources', rel_err)
 
 
 def test_a_later_failure_of_a_checked_variant_falls_back_once(
@@ -216,9 +216,7 @@ def test_a_later_failure_of_a_checked_variant_falls_back_once(
     x = torch.randn(1, 2, 9, 9, device=DEVICE)
     conv(x)  # checked, passes
     failing_launch(monkeypatch, '_row_prefix_sums')
-    with pytest.warns(UserWarning, match='later forward .*OutOfResources'):
-        out = conv(x)
-    assert rel_err(out, conv.forward_reference(x).double()) < TOLERANCE
+    falls_back(conv, x, 'later forward .*OutOfResources', rel_err)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         conv(x)  # the trusted path serves that variant now, quietly
