@@ -358,8 +358,9 @@ def test_deployed_constant_terms_follow_loaded_weights():
 @pytest.mark.parametrize('deployed', [False, True])
 def test_torch_compile_traces_pelk_t_without_graph_breaks(deployed):
     """K and k' are Python ints fixed at construction and the fused CPU
-    extension is not offered inside a compiled region, so dynamo traces the
-    whole backbone as one graph (training: with gradients)."""
+    extension is a custom op (whether it is built is not looked up on disk
+    inside the trace), so dynamo traces the whole backbone as one graph
+    (training: with gradients)."""
     model = PeLK('tiny')
     if deployed:
         model.eval()
@@ -369,3 +370,27 @@ def test_torch_compile_traces_pelk_t_without_graph_breaks(deployed):
         explained = torch._dynamo.explain(model)(torch.randn(1, 3, 64, 64))
     assert explained.graph_break_count == 0, explained.break_reasons[:3]
     assert explained.graph_count == 1
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'base-101'])
+def test_peripheral_conv_shapes_are_those_of_the_built_model(arch):
+    """What the benchmarks time per stage is what the backbone runs: the
+    channels, map size and K of every peripheral conv, seen by hooks on a
+    forward pass of the built model."""
+    seen = {}
+
+    def record(module, inputs):
+        seen.setdefault(module.kernel_size, set()).add(
+            (inputs[0].shape[1], inputs[0].shape[-1]))
+
+    model = PeLK(arch, out_indices=(0, 1, 2, 3))
+    for module in model.modules():
+        if isinstance(module, PeripheralConv2d):
+            module.register_forward_pre_hook(record)
+    with torch.no_grad():
+        model(torch.randn(1, 3, 128, 128))
+    expected = {
+        conv['kernel_size']: {(conv['channels'], conv['size'])}
+        for conv in PeLK.peripheral_conv_shapes(arch, 128)
+    }
+    assert seen == expected

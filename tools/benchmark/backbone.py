@@ -15,9 +15,11 @@ Backbones (classification form, 1000-class head left out):
   ``pelk-t-deploy`` after ``switch_to_deploy()`` (BNs folded, the 5x5 branch
   merged, W * h frozen);
 * ``convnext-t``: mmpretrain's ConvNeXt-T (7x7 depthwise kernels);
-* ``slak-t``: ConvNeXt-T at SLaK's widths (x1.3) whose depthwise convs are
-  SLaK's stripe form with BN (Kx5 + 5xK + 5x5, K = 51/49/47/13 per stage),
-  dense (no sparsity): the shape of SLaK-T, not its weights.
+* ``slak-t-stripes``: ConvNeXt-T at SLaK's widths (x1.3) whose depthwise
+  convs are SLaK's stripe form with BN (Kx5 + 5xK + 5x5, K = 51/49/47/13
+  per stage), dense (no sparsity), run by torch's native depthwise convs:
+  the shape of SLaK-T, not its weights, and not SLaK's own implicit-GEMM
+  depthwise CUDA kernels.
 
 ``--compile`` adds each model under ``torch.compile`` (``NAME+compiled``,
 static shapes, inductor), compiled by a call before the timed ones.
@@ -91,7 +93,7 @@ def build(name: str) -> nn.Module:
         return model
     if name == 'convnext-t':
         return ConvNeXt(arch='tiny')
-    if name == 'slak-t':
+    if name == 'slak-t-stripes':
         return slak_t()
     raise ValueError(name)
 
@@ -155,7 +157,7 @@ def main():
     parser.add_argument(
         '--models',
         nargs='+',
-        default=['convnext-t', 'slak-t', 'pelk-t', 'pelk-t-deploy'])
+        default=['convnext-t', 'slak-t-stripes', 'pelk-t', 'pelk-t-deploy'])
     parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
     parser.add_argument(
         '--amp',

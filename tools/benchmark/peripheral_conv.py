@@ -5,6 +5,9 @@ Usage:
         [--shape 2 46 128 128] [--kernels 13 31 51 101 151] [--repeat 3]
         [--dtype fp32|bf16|fp16] [--no-memory] [--max-dense-kernel 101]
         [--plot out.png] [--json out.json]
+    # the peripheral conv of every stage of PeLK-T at 224 and 512 (batch 8)
+    python tools/benchmark/peripheral_conv.py --stages tiny \
+        --image-sizes 224 512 --shape 8 0 0 0
 
 On one input (default: batch 2, 46 channels = 3/8 of PeLK-T's 124, 128x128:
 PeLK-T's first stage at 512x512), for each kernel size K, forward and
@@ -27,20 +30,30 @@ With ``--device cuda`` everything runs on the GPU (``dense`` and ``slak``
 are cuDNN's depthwise convs) and each call is timed to the end of its
 kernels; peak memory is then torch's peak allocation on the device.
 
+With ``--stages ARCH``, the input and K are instead those of the
+peripheral conv of each stage of that PeLK arch at each of
+``--image-sizes`` (batch from ``--shape``), one table per stage, without
+the memory probe, the cost fit and the plot.
+
 It prints the best time of ``--repeat`` runs, the speed-up over ``dense``
-and ``plain-fft``, the peak extra memory of one run (the growth of the
-resident set, sampled in a separate process; ``--no-memory`` skips
-it), and the largest
-relative error against ``dense`` (in float64 where ``dense`` is timed). A
-PNG of time against K is written with ``--plot``.
+and ``plain-fft``, the achieved GFLOP/s of the methods whose work is a
+count of operations (``dense``: 2K^2 per pixel; the summed-area paths:
+2k'^2 + 4k'; forward+backward three times that) and that over the rate of
+a float32 1024^3 matmul timed in the same run, the peak extra memory of
+one run (the growth of the resident set, sampled in a separate process;
+``--no-memory`` skips it), and the largest relative error against
+``dense`` (in float64 where ``dense`` is timed). A PNG of time against K
+is written with ``--plot``.
 """
 import argparse
+import copy
 from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from mmengine.logging import MMLogger
 
+from pelk_mm.models import PeLK
 from pelk_mm.ops import expand_by_grid, paths, peripheral_conv2d, sharing_grid
 from pelk_mm.ops.grid import grid_tensor
 from pelk_mm.ops.paths import cpu_extension
@@ -66,6 +79,41 @@ def benchmark_grid(kernel_size: int) -> list:
     """The sharing grid timed for ``kernel_size`` (PeLK's centre 5x5,
     7x7 from K = 101)."""
     return sharing_grid(kernel_size, 7 if kernel_size >= 101 else 5)
+
+
+#: The methods whose work is a count of operations, per pixel of a plane
+#: (forward), as a function of K and k'.
+FLOPS_PER_PIXEL = {
+    'dense': lambda k, cells: 2 * k * k,
+    'box_sums': lambda k, cells: 2 * cells * cells + 4 * cells,
+    'sat': lambda k, cells: 2 * cells * cells + 4 * cells,
+    'triton': lambda k, cells: 2 * cells * cells + 4 * cells,
+}
+MATMUL_SIZE = 1024
+
+
+def method_flops(name: str, shape, kernel_size: int,
+                 backward: bool) -> Optional[float]:
+    """Operations of ``name`` on ``shape`` at ``kernel_size`` (None where
+    its work is no count of operations: FFT, stripes); forward+backward
+    (the input gradient is the same conv, the weight gradient as many
+    products) three times the forward."""
+    per_pixel = FLOPS_PER_PIXEL.get(name)
+    if per_pixel is None:
+        return None
+    b, c, h, w = shape
+    cells = len(benchmark_grid(kernel_size))
+    return per_pixel(kernel_size,
+                     cells) * b * c * h * w * (3 if backward else 1)
+
+
+def matmul_rate(device: torch.device, repeat: int) -> float:
+    """FLOP/s of a float32 (MATMUL_SIZE)^3 matmul on ``device``, with the
+    threads the benchmark uses."""
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device)
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device)
+    seconds = best_time(lambda: a @ b, max(repeat, 3), device)
+    return 2 * MATMUL_SIZE**3 / seconds
 
 
 def make_methods(channels: int, kernel_size: int, dtype,
@@ -286,22 +334,33 @@ def measure(args, backward: bool, memory: bool) -> Dict:
     return results
 
 
-def table(args, mode: str, times: Dict, memory: Dict) -> str:
+def table(args,
+          mode: str,
+          times: Dict,
+          memory: Dict,
+          matmul: float,
+          title: str = '') -> str:
     rows = [
-        f'{mode}, input {tuple(args.shape)}, {args.dtype}, '
-        f'{describe(args.device)}, best of {args.repeat}',
+        f'{title}{mode}, input {tuple(args.shape)}, {args.dtype}, '
+        f'{describe(args.device)}, best of {args.repeat}; float32 matmul '
+        f'{matmul / 1e9:.0f} GFLOP/s',
         f'{"K":>4} {"method":>10} {"time":>10} {"vs dense":>9} '
-        f'{"vs plain-fft":>12} {"peak MB":>8} {"max rel err":>11}'
+        f'{"vs plain-fft":>12} {"GFLOP/s":>8} {"of matmul":>9} '
+        f'{"peak MB":>8} {"max rel err":>11}'
     ]
     for k, by_method in times.items():
         dense = by_method.get('dense', (None, ))[0]
         plain = by_method['plain-fft'][0]
         for name, (seconds, error) in by_method.items():
             peak = memory.get(str(k), {}).get(name, [float('nan')])[0]
+            flops = method_flops(name, args.shape, k, 'backward' in mode)
+            rate = f'{flops / seconds / 1e9:.1f}' if flops else '-'
+            share = f'{flops / seconds / matmul:.0%}' if flops else '-'
             rows.append(
                 f'{k:>4} {name:>10} {seconds * 1e3:>8.1f}ms '
                 f'{(f"{dense / seconds:.1f}x" if dense else "-"):>9} '
-                f'{plain / seconds:>11.2f}x {peak:>8.0f} '
+                f'{plain / seconds:>11.2f}x {rate:>8} {share:>9} '
+                f'{peak:>8.0f} '
                 f'{(f"{error:.1e}" if error is not None else "-"):>11}')
     return '\n'.join(rows)
 
@@ -329,6 +388,34 @@ def plot(results: Dict[str, Dict], path: str, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def stages(args, modes: Dict[str, bool], matmul: float, logger) -> None:
+    """The tables of ``--stages``: each stage's peripheral conv at each
+    image size, and the JSON of their times."""
+    results = {}
+    for size in args.image_sizes:
+        for conv in PeLK.peripheral_conv_shapes(args.stages, size):
+            stage = copy.copy(args)
+            stage.shape = [
+                args.shape[0], conv['channels'], conv['size'], conv['size']
+            ]
+            stage.kernels = [conv['kernel_size']]
+            name = f'{args.stages} stage {conv["stage"]} at {size}'
+            results[name] = {'shape': stage.shape}
+            for mode, backward in modes.items():
+                times = measure(stage, backward, memory=False)
+                logger.info(table(stage, mode, times, {}, matmul, f'{name}: '))
+                results[name][mode] = {
+                    n: v[0]
+                    for n, v in times[conv['kernel_size']].items()
+                }
+    write_json(
+        args.json,
+        args.device,
+        dtype=args.dtype,
+        matmul_flops=matmul,
+        stages=results)
 
 
 def main():
@@ -361,6 +448,17 @@ def main():
     parser.add_argument('--plot', default=None, help='PNG of time vs K')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument(
+        '--stages',
+        default=None,
+        choices=sorted(PeLK.arch_settings),
+        help='time the peripheral conv of each stage of this PeLK arch')
+    parser.add_argument(
+        '--image-sizes',
+        type=int,
+        nargs='+',
+        default=[224],
+        help='square image sizes of --stages')
+    parser.add_argument(
         '--json', default=None, help='also write the results to this file')
     args = parser.parse_args()
     if args.threads:
@@ -386,11 +484,15 @@ def main():
     if args.memory_only:
         report_memory(measure_memory())
         return
+    matmul = matmul_rate(args.device, args.repeat)
+    if args.stages:
+        stages(args, modes, matmul, logger)
+        return
     memory = memory_for_tables(args, measure_memory)
     results, errors, goals = {}, {}, []
     for mode, backward in modes.items():
         times = measure(args, backward, memory=False)
-        logger.info(table(args, mode, times, memory.get(mode, {})))
+        logger.info(table(args, mode, times, memory.get(mode, {}), matmul))
         if backward and triton_goal(times):
             goals.append(triton_goal(times))
             logger.info(goals[-1])
@@ -422,7 +524,8 @@ def main():
         max_rel_err=errors,
         peak_mb=memory,
         goals=goals,
-        fitted_costs=fits)
+        fitted_costs=fits,
+        matmul_flops=matmul)
     if args.plot:
         plot(results, args.plot,
              f'peripheral conv, input {tuple(args.shape)}, {args.dtype}')

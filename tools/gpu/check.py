@@ -30,7 +30,6 @@ spent on it. Writes ``gpu_check.json`` and ``gpu_check.txt`` under
 """
 import argparse
 import importlib.util
-import inspect
 import json
 import os
 import re
@@ -220,15 +219,12 @@ def stage_shapes(dry_run: bool) -> List[dict]:
     from pelk_mm.models import PeLK
     if dry_run:
         return [_stage('tiny', 1, 1, 2, 8, 51, 5)]
-    # The mixer's share of the channels, as PeLK builds it by default.
-    ratio = inspect.signature(PeLK).parameters['partial_ratio'].default
     shapes, seen = [], set()
-    for arch, setting in PeLK.arch_settings.items():
-        for stage, (channels, kernel_size) in enumerate(
-                zip(setting['channels'], setting['kernel_sizes'])):
-            shape = _stage(arch, stage + 1, 2, int(channels * ratio),
-                           224 // 4 >> stage, kernel_size,
-                           setting['center_size'])
+    for arch in PeLK.arch_settings:
+        for conv in PeLK.peripheral_conv_shapes(arch, 224):
+            shape = _stage(arch, conv['stage'], 2, conv['channels'],
+                           conv['size'], conv['kernel_size'],
+                           conv['center_size'])
             key = tuple(shape.values())[3:]
             if key not in seen:
                 seen.add(key)
@@ -379,7 +375,8 @@ def backbone_benchmark(amp: str) -> Callable:
         else:
             sizes = [
                 '--batch', '64', '--sizes', '224', '--train-size', '224',
-                '--models', 'convnext-t', 'slak-t', 'pelk-t', 'pelk-t-deploy'
+                '--models', 'convnext-t', 'slak-t-stripes', 'pelk-t',
+                'pelk-t-deploy'
             ]
         proc = check.tool([
             'tools/benchmark/backbone.py', '--device', check.device, '--amp',

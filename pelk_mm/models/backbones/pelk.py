@@ -4,6 +4,7 @@ One backbone for classification (mmpretrain), segmentation (mmseg) and
 detection (mmdet). The macro design is ConvNeXt's / SLaK's; every block mixes
 tokens with a partial peripheral convolution (:class:`PeripheralMixer`).
 """
+import inspect
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -335,6 +336,33 @@ class PeLK(BaseModule):
         self._freeze_stages()
         if deploy:
             self.switch_to_deploy()
+
+    @classmethod
+    def peripheral_conv_shapes(cls,
+                               arch: str = 'tiny',
+                               image_size: int = 224) -> List[dict]:
+        """The peripheral conv of each stage of ``arch`` on a square image,
+        with this class's default stem (4) and partial ratio.
+
+        Returns:
+            list[dict]: Per stage: ``stage`` (1-4), ``channels`` (through
+            the peripheral conv), ``size`` (of the square map),
+            ``kernel_size`` and ``center_size``.
+        """
+        defaults = inspect.signature(cls.__init__).parameters
+        ratio = defaults['partial_ratio'].default
+        stride = defaults['stem_patch_size'].default
+        setting: dict = cls.arch_settings[cls.arch_aliases.get(arch, arch)]
+        return [
+            dict(
+                stage=stage + 1,
+                channels=int(channels * ratio),
+                size=image_size // stride >> stage,
+                kernel_size=kernel_size,
+                center_size=setting.get('center_size', 5))
+            for stage, (channels, kernel_size) in enumerate(
+                zip(setting['channels'], setting['kernel_sizes']))
+        ]
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):

@@ -7,8 +7,10 @@ cost per device type and its tolerance (:class:`~.base.ConvPath`):
 ``direct``     the dense depthwise conv (fast for small K or tiny maps)
 ``fft``        an FFT convolution whose cost barely grows with K
 ``box_sums``   summed-area tables in standard ops (traceable)
-``sat``        summed-area tables, fused C++/OpenMP (CPU); where it cannot
-               run (off the CPU, traced graphs), ``box_sums`` stands in
+``sat``        summed-area tables, fused C++/OpenMP (CPU), registered as
+               torch custom ops (``torch.compile`` and ``torch.export``
+               keep them); where it cannot run (off the CPU, ONNX export,
+               ``torch.jit.trace``), ``box_sums`` stands in
 ``triton``     summed-area tables as Triton kernels (CUDA), checked on
                first use against ``fft``; ``box_sums`` in traced graphs
 =============  ==========================================================
@@ -29,7 +31,8 @@ from typing import Dict, Optional
 import torch
 
 from .. import switches
-from .base import ConvPath, Refusal, Request, tracing
+from .base import (CUSTOM_OPS_TRACER, STANDARD_OPS_TRACER, TRACERS, ConvPath,
+                   Refusal, Request, as_tracer, tracer, tracing)
 from .box_sums import BoxSumsPath
 from .cpu_extension import FusedCPUPath
 from .direct import DirectPath
@@ -71,9 +74,10 @@ def make_request(x: torch.Tensor,
                  weight: torch.Tensor,
                  grid: Optional[torch.Tensor],
                  kernel_size: int,
-                 traced: Optional[bool] = None) -> Request:
+                 traced=None) -> Request:
     """The :class:`Request` of convolving ``x`` with ``weight`` (block
-    weights on ``grid``, or a dense kernel where ``grid`` is None)."""
+    weights on ``grid``, or a dense kernel where ``grid`` is None);
+    ``traced`` as in :func:`choose_path`."""
     return Request(
         kernel_size=kernel_size,
         # As they are: symbolic in a dynamic-shape export, where a named
@@ -85,7 +89,7 @@ def make_request(x: torch.Tensor,
         num_cells=None if grid is None else grid.shape[0],
         device_type=x.device.type,
         dtype=x.dtype,
-        traced=tracing() if traced is None else traced)
+        tracer=tracer() if traced is None else as_tracer(traced))
 
 
 def refusals(request: Request) -> Dict[str, Optional[Refusal]]:
@@ -159,7 +163,7 @@ def choose_path(kernel_size: int,
                 requires_grad: bool = False,
                 num_cells: Optional[int] = None,
                 device: Optional[torch.device] = None,
-                traced: Optional[bool] = None,
+                traced=None,
                 dtype: torch.dtype = torch.float32) -> str:
     """The path ``'auto'`` takes for one feature map (see :func:`choose`).
 
@@ -171,7 +175,10 @@ def choose_path(kernel_size: int,
         num_cells (int, optional): k', the cells of the sharing grid (None:
             a dense kernel, which the summed-area paths cannot take).
         device (torch.device, optional): Where the map lives (CPU if None).
-        traced (bool, optional): Whether the graph is traced; by default
+        traced (bool | str, optional): Whether the graph is traced, and by
+            what: False (eager), ``'compile'`` (``torch.compile``,
+            ``torch.export``: custom ops kept), ``'standard'`` or True (ONNX
+            export, ``torch.jit.trace``: standard ops only). By default
             asked of torch.
         dtype (torch.dtype): The map's dtype. Defaults to float32.
 
@@ -186,7 +193,7 @@ def choose_path(kernel_size: int,
     return choose(
         Request(kernel_size, int(height), int(width), requires_grad, num_cells,
                 device_type, dtype,
-                tracing() if traced is None else traced))
+                tracer() if traced is None else as_tracer(traced)))
 
 
 def run(name: str,
@@ -194,7 +201,7 @@ def run(name: str,
         weight: torch.Tensor,
         grid: Optional[torch.Tensor],
         kernel_size: int,
-        traced: Optional[bool] = None) -> torch.Tensor:
+        traced=None) -> torch.Tensor:
     """The conv of ``x`` through the path ``name`` (or ``'auto'``).
 
     Args:
@@ -204,8 +211,7 @@ def run(name: str,
             dense kernel (C, K, K).
         grid (Tensor, optional): int64 cell widths (k', ).
         kernel_size (int): K.
-        traced (bool, optional): Whether the graph is traced (asked of
-            torch by default).
+        traced (bool | str, optional): As in :func:`choose_path`.
 
     Returns:
         Tensor: (B, C, H, W), dtype of ``x``.
@@ -233,7 +239,8 @@ def cost_constants(device_type: str) -> Dict[str, object]:
 
 
 __all__ = [
-    'REGISTRY', 'PATHS', 'ConvPath', 'PathRefused', 'Refusal', 'Request',
+    'REGISTRY', 'PATHS', 'TRACERS', 'CUSTOM_OPS_TRACER', 'STANDARD_OPS_TRACER',
+    'ConvPath', 'PathRefused', 'Refusal', 'Request', 'as_tracer', 'tracer',
     'choose', 'choose_path', 'cost_constants', 'costs', 'get', 'make_request',
     'refusals', 'resolve', 'run', 'tracing'
 ]

@@ -15,12 +15,45 @@ from ..grid import expand_by_grid
 #: Every floating dtype a path may be handed.
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+#: The tracer of an ONNX export or ``torch.jit.trace``: the graph may hold
+#: standard ops only.
+STANDARD_OPS_TRACER = 'standard'
+#: The tracer of ``torch.compile`` and ``torch.export`` (dynamo): the graph
+#: may also hold the ops registered with ``torch.library``.
+CUSTOM_OPS_TRACER = 'compile'
+TRACERS = (STANDARD_OPS_TRACER, CUSTOM_OPS_TRACER)
+
+
+def tracer() -> Optional[str]:
+    """Which kind of tracer is tracing the graph: :data:`STANDARD_OPS_TRACER`
+    (an ONNX export, by either exporter, or the TorchScript tracer),
+    :data:`CUSTOM_OPS_TRACER` (``torch.compile``, ``torch.export``), or None
+    (eager)."""
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        return STANDARD_OPS_TRACER
+    if torch.compiler.is_compiling():
+        return CUSTOM_OPS_TRACER
+    return None
+
 
 def tracing() -> bool:
     """Whether the graph is being traced (``torch.compile``,
-    ``torch.export``, the TorchScript tracer and ONNX exporter), where only
-    standard ops may run."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+    ``torch.export``, the TorchScript tracer and ONNX exporter)."""
+    return tracer() is not None
+
+
+def as_tracer(traced) -> Optional[str]:
+    """A ``traced`` argument as a tracer kind: None or False (eager), a
+    name of :data:`TRACERS`, or True (a tracer of standard ops only, the
+    strictest)."""
+    if traced is None or traced is False:
+        return None
+    if traced is True:
+        return STANDARD_OPS_TRACER
+    if traced not in TRACERS:
+        raise ValueError(f'traced must be a bool or one of {TRACERS}, got '
+                         f'{traced!r}')
+    return traced
 
 
 class Request(NamedTuple):
@@ -35,7 +68,8 @@ class Request(NamedTuple):
             weights on a grid; None for a dense kernel.
         device_type (str): ``'cpu'``, ``'cuda'``, ...
         dtype (torch.dtype): The input's dtype.
-        traced (bool): Whether the graph is being traced.
+        tracer (str, optional): The kind of tracer tracing the graph (see
+            :func:`tracer`); None in eager mode.
     """
     kernel_size: int
     height: int
@@ -44,7 +78,12 @@ class Request(NamedTuple):
     num_cells: Optional[int] = None
     device_type: str = 'cpu'
     dtype: torch.dtype = torch.float32
-    traced: bool = False
+    tracer: Optional[str] = None
+
+    @property
+    def traced(self) -> bool:
+        """Whether the graph is being traced."""
+        return self.tracer is not None
 
     @property
     def box_ops(self) -> float:
@@ -77,7 +116,10 @@ class ConvPath:
         needs_grid (bool): Works from block weights on a grid only.
         devices (tuple[str], optional): Device types it runs on (None: any).
         dtypes (tuple[torch.dtype]): Input dtypes it takes.
-        traceable (bool): Only standard ops (may run in traced graphs).
+        traceable (bool): Only standard ops (may run in any traced graph).
+        custom_op (bool): Registered with ``torch.library`` (with fake
+            kernels and autograd): ``torch.compile`` and ``torch.export``
+            keep it, ONNX export and the TorchScript tracer cannot.
         stand_in (str, optional): The path that computes the same in its
             place where it refuses for one of ``stand_in_for``.
         stand_in_for (frozenset[str]): Refusal kinds the stand-in covers.
@@ -95,6 +137,7 @@ class ConvPath:
     devices: Optional[Tuple[str, ...]] = None
     dtypes: Tuple[torch.dtype, ...] = FLOAT_DTYPES
     traceable: bool = True
+    custom_op: bool = False
     stand_in: Optional[str] = None
     stand_in_for: FrozenSet[str] = frozenset()
     checked_against: Optional[str] = None
@@ -125,10 +168,13 @@ class ConvPath:
                 'dtype', f"the '{self.name}' path takes "
                 f'{", ".join(str(d) for d in self.dtypes)}, not '
                 f'{request.dtype}')
-        if request.traced and not self.traceable:
-            return Refusal(
-                'traced', f"the '{self.name}' path is opaque to tracers "
-                f'(torch.compile, torch.export, ONNX export)')
+        if request.traced and not self.traceable and not (
+                self.custom_op and request.tracer == CUSTOM_OPS_TRACER):
+            kept_by = ('ONNX export and the TorchScript tracer'
+                       if self.custom_op else
+                       'tracers (torch.compile, torch.export, ONNX export)')
+            return Refusal('traced',
+                           f"the '{self.name}' path is opaque to {kept_by}")
         return self.unavailable(request)
 
     def unavailable(self, request: Request) -> Optional[Refusal]:

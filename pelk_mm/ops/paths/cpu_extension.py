@@ -18,6 +18,12 @@ built (:func:`is_built`; choosing a path never compiles); where it cannot
 be built (no compiler), ``path='sat'`` raises an error that says why. It
 runs on the CPU in float32 and float64; half-precision inputs are computed
 in float32 and cast back.
+
+Its kernels are torch custom ops (``pelk_mm::sat_conv`` and
+``pelk_mm::sat_conv_weight_grad``, with fake kernels and autograd), so
+``torch.compile`` and ``torch.export`` keep them in their graphs (a program
+exported with them runs where pelk_mm is imported); ONNX export and
+``torch.jit.trace`` record the standard-op form (``box_sums``) instead.
 """
 import contextlib
 import functools
@@ -31,7 +37,6 @@ import warnings
 from typing import Iterator, NamedTuple, Optional
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .. import switches
 from .base import Request, SummedAreaPath
@@ -41,6 +46,9 @@ _SOURCE = osp.join(
 _lock = threading.Lock()
 _module = None
 _error: Optional[str] = None
+# What is_built() last answered outside a trace (primed at import): a
+# compiled graph's trace cannot look at files.
+_built_answer = False
 
 
 @functools.lru_cache(maxsize=None)
@@ -79,11 +87,9 @@ def _build_directory(root: str, cpu: str) -> str:
     installation = hashlib.sha1(
         f'{osp.realpath(torch.__file__)}|{osp.realpath(_SOURCE)}|'
         f'{cpu}'.encode())
-    path = osp.join(
+    return osp.join(
         root, f'torch{torch.__version__.replace("+", "_")}-'
         f'{installation.hexdigest()[:10]}')
-    os.makedirs(path, exist_ok=True)
-    return path
 
 
 @contextlib.contextmanager
@@ -138,6 +144,7 @@ def load(verbose: bool = False):
             finally:
                 logger.setLevel(level)
             path = build_directory()
+            os.makedirs(path, exist_ok=True)
             with _exclusive_build(path):
                 _module = load_extension(
                     name='pelk_peripheral_sat',
@@ -162,13 +169,18 @@ def is_built() -> bool:
     :func:`build_directory` (so loading it compiles nothing). Never builds:
     :func:`~pelk_mm.ops.paths.choose_path` asks this, so asking for a
     cost cannot start a one-minute compile. The folder is looked at once
-    per process (``auto`` asks on every forward until the extension is
-    loaded)."""
+    per process and folder (``auto`` asks on every forward until the
+    extension is loaded); in a compiled graph's trace the answer is the
+    last one given outside it."""
+    global _built_answer
     if _module is not None:
         return True
     if _error is not None:
         return False
-    return _built_in(build_directory())
+    if torch.compiler.is_compiling():
+        return _built_answer
+    _built_answer = _built_in(build_directory())
+    return _built_answer
 
 
 @functools.lru_cache(maxsize=None)
@@ -176,6 +188,9 @@ def _built_in(path: str) -> bool:
     library = osp.join(path, 'pelk_peripheral_sat.so')
     return osp.isfile(library) and \
         osp.getmtime(library) >= osp.getmtime(_SOURCE)
+
+
+is_built()  # primes _built_answer (one stat, no build)
 
 
 def available() -> bool:
@@ -187,22 +202,67 @@ def available() -> bool:
         return False
 
 
-class _PeripheralSAT(torch.autograd.Function):
+# The extension's kernels as torch custom ops: a fake kernel (shapes only)
+# lets dynamo trace them, so torch.compile and torch.export keep them in
+# their graphs; autograd is registered for the conv.
 
-    @staticmethod
-    def forward(ctx, x, weight, grid):
-        ctx.save_for_backward(x, weight, grid)
-        return load().forward(x, weight, grid)
 
-    @staticmethod
-    @once_differentiable  # the C++ backward builds no graph of its own
-    def backward(ctx, grad_out):
-        x, weight, grid = ctx.saved_tensors
-        grad_x, grad_w = load().backward(grad_out, x, weight, grid,
-                                         ctx.needs_input_grad[0],
-                                         ctx.needs_input_grad[1])
-        return (grad_x if ctx.needs_input_grad[0] else None,
-                grad_w if ctx.needs_input_grad[1] else None, None)
+@torch.library.custom_op('pelk_mm::sat_conv', mutates_args=())
+def sat_conv(x: torch.Tensor, weight: torch.Tensor,
+             grid: torch.Tensor) -> torch.Tensor:
+    """The fused forward: x (B, C, H, W), block weights (C, k', k') of its
+    dtype (float32 or float64), grid (k', ) int64 on the CPU ->
+    (B, C, H, W), contiguous."""
+    return load().forward(x, weight, grid)
+
+
+@sat_conv.register_fake
+def _(x, weight, grid):
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op('pelk_mm::sat_conv_weight_grad', mutates_args=())
+def sat_conv_weight_grad(grad_out: torch.Tensor, x: torch.Tensor,
+                         weight: torch.Tensor,
+                         grid: torch.Tensor) -> torch.Tensor:
+    """The gradient of :func:`sat_conv` with respect to its block weights
+    (C, k', k'), summed over the batch."""
+    return load().backward(grad_out, x, weight, grid, False, True)[1]
+
+
+@sat_conv_weight_grad.register_fake
+def _(grad_out, x, weight, grid):
+    return weight.new_empty(weight.shape)
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _sat_conv_backward(ctx, grad_out):
+    x, weight, grid = ctx.saved_tensors
+    grad_x = grad_w = None
+    if ctx.needs_input_grad[0]:
+        # The adjoint: the same conv with the kernel flipped (block weights
+        # and grid reversed); differentiable again, as the conv is.
+        grad_x = sat_conv(grad_out, weight.flip((1, 2)), grid.flip(0))
+    if ctx.needs_input_grad[1]:
+        grad_w = sat_conv_weight_grad(grad_out, x, weight, grid)
+    return grad_x, grad_w, None
+
+
+def _no_second_derivative(ctx, grad):
+    raise RuntimeError("the 'sat' path's gradient of the block weights is not "
+                       'differentiable (a second derivative through it); use '
+                       "path='fft' or 'direct' for that")
+
+
+torch.library.register_autograd(
+    'pelk_mm::sat_conv', _sat_conv_backward, setup_context=_save_inputs)
+torch.library.register_autograd(
+    'pelk_mm::sat_conv_weight_grad',
+    _no_second_derivative,
+    setup_context=lambda ctx, inputs, output: None)
 
 
 class SATCosts(NamedTuple):
@@ -226,17 +286,17 @@ def grid_depthwise_conv_sat(x: torch.Tensor, weight: torch.Tensor,
         Tensor: (B, C, H, W), equal to the dense conv of the expanded kernel.
     """
     compute_dtype = torch.promote_types(x.dtype, torch.float32)
-    out = _PeripheralSAT.apply(
-        x.to(compute_dtype), weight.to(compute_dtype), grid.cpu())
+    out = sat_conv(x.to(compute_dtype), weight.to(compute_dtype), grid.cpu())
     return out.to(x.dtype)
 
 
 class FusedCPUPath(SummedAreaPath):
     name = 'sat'
     summary = ('summed-area tables, fused (C++/OpenMP, CPU); elsewhere and '
-               "in traced graphs the same algorithm in standard ops")
+               "in ONNX exports the same algorithm in standard ops")
     devices = ('cpu', )
     traceable = False
+    custom_op = True
     stand_in = 'box_sums'
     stand_in_for = frozenset({'device', 'traced'})
     costs = {

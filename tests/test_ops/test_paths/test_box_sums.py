@@ -65,6 +65,28 @@ def test_sat_path_runs_box_sums_where_the_graph_is_traced(
     assert rel_err(traced(x[:1]), eager[:1]) < FLOAT32_TOLERANCE
 
 
+def test_sat_path_exports_to_onnx_as_box_sums(tmp_path, rel_err):
+    """ONNX export (dynamo-based, over torch.export) cannot hold the
+    extension's custom op: a 'sat' conv exports its standard-op form, and
+    onnxruntime computes the same."""
+    import onnx
+    import onnxruntime
+    torch.manual_seed(0)
+    conv = PeripheralConv2d(3, 31, bias=True, path='sat').eval()
+    x = torch.randn(1, 3, 20, 24)
+    file = str(tmp_path / 'sat.onnx')
+    with torch.no_grad():
+        eager = conv(x)
+        torch.onnx.export(
+            conv, (x, ), file, dynamo=True, opset_version=18, verbose=False)
+    ops = {node.op_type for node in onnx.load(file).graph.node}
+    assert 'CumSum' in ops and 'MatMul' in ops
+    session = onnxruntime.InferenceSession(
+        file, providers=['CPUExecutionProvider'])
+    (out, ) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert rel_err(torch.from_numpy(out), eager) < FLOAT32_TOLERANCE
+
+
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize('path, size', [('box_sums', 128), ('sat', 128),
                                         ('triton', 24)])

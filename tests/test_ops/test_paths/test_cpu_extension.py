@@ -8,21 +8,96 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch._dynamo.backends.debugging import aot_eager
 
-from pelk_mm.ops import choose_path, switches
+from pelk_mm.ops import PeripheralConv2d, choose_path, switches
+from pelk_mm.ops.grid import expand_by_grid
 from pelk_mm.ops.paths import cpu_extension
 
 
-def test_sat_path_refuses_a_second_derivative():
-    """Its C++ backward builds no graph: differentiating the gradient again
-    must raise, not silently give zeros."""
-    x = torch.randn(1, 2, 9, 9, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(2, 5, 5, dtype=torch.float64, requires_grad=True)
+def _small_case(requires_grad=True):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 11, dtype=torch.float64)
+    weight = torch.randn(3, 5, 5, dtype=torch.float64)
     grid = torch.tensor([2, 1, 3, 1, 2])
+    return x.requires_grad_(requires_grad), \
+        weight.requires_grad_(requires_grad), grid
+
+
+def test_sat_ops_pass_torch_opcheck():
+    """The custom ops' schemas, fake kernels (shapes and strides), autograd
+    registration and their use by AOT autograd, as torch checks them."""
+    x, weight, grid = _small_case()
+    torch.library.opcheck(cpu_extension.sat_conv, (x, weight, grid))
+    grad_out = torch.randn_like(x.detach())
+    torch.library.opcheck(
+        cpu_extension.sat_conv_weight_grad,
+        (grad_out, x.detach(), weight.detach(), grid),
+        test_utils=('test_schema', 'test_faketensor'))
+
+
+def test_sat_second_derivatives(rel_err):
+    """The input gradient is the conv with the flipped kernel, so it is
+    differentiable again (checked against the dense conv's second
+    derivative); the gradient of the block weights is not, and says so
+    instead of silently giving zeros."""
+    x, weight, grid = _small_case()
+
+    def second_derivatives(out):
+        grad_x, = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        return torch.autograd.grad(grad_x.square().sum(), (x, weight))
+
+    ours = second_derivatives(
+        cpu_extension.grid_depthwise_conv_sat(x, weight, grid))
+    reference = second_derivatives(
+        F.conv2d(
+            x, expand_by_grid(weight, grid)[:, None], padding=4, groups=3))
+    for got, want in zip(ours, reference):
+        assert rel_err(got, want) < 1e-12
     out = cpu_extension.grid_depthwise_conv_sat(x, weight, grid)
-    grad_x, = torch.autograd.grad(out.square().sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match='once_differentiable'):
-        grad_x.sum().backward()
+    grad_w, = torch.autograd.grad(
+        out.square().sum(), weight, create_graph=True)
+    with pytest.raises(RuntimeError, match='not differentiable'):
+        grad_w.sum().backward()
+
+
+def _compiled_graphs(module, *inputs):
+    """Run ``module`` under torch.compile (fullgraph, AOT autograd without
+    inductor) and return the dynamo graphs it made."""
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return aot_eager(graph_module, example_inputs)
+
+    compiled = torch.compile(module, backend=backend, fullgraph=True)
+    return compiled(*inputs), graphs
+
+
+def test_sat_path_is_kept_by_torch_compile_and_export(rel_err):
+    """torch.compile traces the fused extension as a custom op (one graph,
+    forward and backward the same as eager); torch.export keeps it in the
+    exported program."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    conv = PeripheralConv2d(3, 31, bias=True, path='sat')
+    x = torch.randn(2, 3, 20, 24, requires_grad=True)
+    eager = conv(x)
+    eager_grads = torch.autograd.grad(eager.square().sum(), (x, conv.weight))
+    out, graphs = _compiled_graphs(conv, x)
+    assert len(graphs) == 1
+    ops = {str(node.target) for node in graphs[0].graph.nodes}
+    assert 'pelk_mm.sat_conv.default' in ops
+    assert rel_err(out, eager) < 1e-6
+    grads = torch.autograd.grad(out.square().sum(), (x, conv.weight))
+    for got, want in zip(grads, eager_grads):
+        assert rel_err(got, want) < 1e-5
+    with torch.no_grad():
+        program = torch.export.export(conv.eval(), (x.detach(), ))
+    ops = {str(node.target) for node in program.graph.nodes}
+    assert 'pelk_mm.sat_conv.default' in ops
+    assert rel_err(program.module()(x.detach()), eager) < 1e-6
 
 
 def test_sat_extension_builds_per_cpu(monkeypatch, tmp_path):

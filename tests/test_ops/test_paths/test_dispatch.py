@@ -82,11 +82,16 @@ def test_cuda_choice_uses_its_own_constants():
 
 
 def test_auto_prices_only_traceable_paths_in_traced_graphs():
-    """In a traced graph the fused extension cannot run: ``auto`` prices
-    the traceable paths, at their measured CPU costs (``box_sums``, the
-    extension's standard-op form, is 7-17x slower than FFT there)."""
+    """In an ONNX export or a TorchScript trace (``traced=True``) the fused
+    extension cannot run: ``auto`` prices the standard-op paths, at their
+    measured CPU costs (``box_sums``, the extension's standard-op form, is
+    7-17x slower than FFT there). ``torch.compile`` and ``torch.export``
+    keep the extension's custom ops, so there ``auto`` chooses as in eager
+    mode."""
     assert choose_path(51, 64, 64, True, 13) == 'sat'
     assert choose_path(51, 64, 64, True, 13, traced=True) == 'fft'
+    assert choose_path(51, 64, 64, True, 13, traced='standard') == 'fft'
+    assert choose_path(51, 64, 64, True, 13, traced='compile') == 'sat'
     request = paths.Request(51, 64, 64, num_cells=13)
     priced = paths.costs(request)
     assert priced['fft'] < priced['box_sums'] < priced['direct']
@@ -97,6 +102,13 @@ def test_auto_prices_only_traceable_paths_in_traced_graphs():
             for grad in (False, True):
                 chosen = choose_path(k, size, size, grad, cells, traced=True)
                 assert paths.get(chosen).traceable
+                chosen = choose_path(k, size, size, grad, cells, 'cpu',
+                                     'compile')
+                assert paths.get(chosen).traceable or \
+                    paths.get(chosen).custom_op
+                assert chosen == choose_path(k, size, size, grad, cells)
+    with pytest.raises(ValueError, match='traced must be a bool or one of'):
+        choose_path(51, 64, 64, traced='dynamo')
 
 
 def test_pelk_mm_path_overrides_the_choice(grid_path):
@@ -120,6 +132,8 @@ def test_a_forced_path_stands_in_where_it_covers_the_reason():
         assert choose_path(51, 64, 64, num_cells=13) == 'sat'
         assert choose_path(51, 64, 64, num_cells=13, traced=True) == \
             'box_sums'
+        assert choose_path(51, 64, 64, num_cells=13, traced='compile') == \
+            'sat'
         assert choose_path(51, 64, 64, num_cells=13, device='cuda') == \
             'box_sums'
     with forced_path('triton'):
@@ -151,8 +165,13 @@ def test_refusals_say_why_and_what_can_run():
     assert isinstance(error.value, RuntimeError)
     assert "path='box_sums' cannot run here" in str(error.value)
     assert 'paths that can: direct, fft' in str(error.value)
-    traced = paths.Request(51, 64, 64, num_cells=13, traced=True)
-    assert paths.refusals(traced)['sat'].kind == 'traced'
+    traced = paths.Request(51, 64, 64, num_cells=13, tracer='standard')
+    refusal = paths.refusals(traced)['sat']
+    assert refusal.kind == 'traced'
+    assert 'ONNX export and the TorchScript tracer' in refusal.reason
+    compiled = traced._replace(tracer='compile')
+    assert paths.refusals(compiled)['sat'] is None
+    assert paths.refusals(compiled)['triton'].kind == 'traced'
 
 
 def test_auto_logs_why_each_path_refused(caplog):
