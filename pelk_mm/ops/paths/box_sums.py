@@ -100,7 +100,7 @@ class BoxSumsPath(SummedAreaPath):
         # intermediates go through memory, which the fused extension
         # avoids, so on the CPU it is chosen only where nothing faster can
         # run.
-        'cpu': 3.5,
+        'cpu': 3.33,
         # Not offered on CUDA until measured (tools/benchmark/
         # peripheral_conv.py --device cuda): there the Triton kernels are
         # the summed-area tables, and a reasoned guess would move choices

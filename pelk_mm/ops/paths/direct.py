@@ -39,9 +39,10 @@ class DirectPath(DenseKernelPath):
     summary = 'the dense depthwise conv (fast for small K or tiny maps)'
     costs = {
         # Measured with tools/benchmark/peripheral_conv.py on a 2-core x86
-        # CPU (torch 2.12): oneDNN has a specialised depthwise kernel up to
-        # K = 13, ~20x faster per multiply-add.
-        'cpu': DirectCosts(13, 20.0),
+        # CPU (torch 2.12; every CPU constant of the paths from its one run
+        # at (2, 46, 128, 128), forward): oneDNN has a specialised
+        # depthwise kernel up to K = 13, ~17x faster per multiply-add.
+        'cpu': DirectCosts(13, 17.1),
         # NOT MEASURED: cuDNN's depthwise convs are efficient for small
         # kernels only (RepLKNet's finding).
         'cuda': DirectCosts(13, 8.0),

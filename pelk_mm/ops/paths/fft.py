@@ -64,7 +64,7 @@ class FFTPath(DenseKernelPath):
     summary = 'an FFT convolution whose cost barely grows with K'
     costs = {
         # One N log2 N unit, measured as for 'direct' (2-core x86 CPU).
-        'cpu': 2.0,
+        'cpu': 1.12,
         # NOT MEASURED: cuFFT's cost is dominated by memory traffic and
         # kernel launches (several per call), so a unit is priced higher.
         'cuda': 4.0,

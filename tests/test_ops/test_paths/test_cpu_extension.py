@@ -2,6 +2,7 @@
 backward."""
 import os
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch._dynamo.backends.debugging import aot_eager
 
-from pelk_mm.ops import PeripheralConv2d, choose_path, switches
+from pelk_mm.ops import PeripheralConv2d, choose_path, paths, switches
 from pelk_mm.ops.grid import expand_by_grid
 from pelk_mm.ops.paths import cpu_extension
 
@@ -98,6 +99,18 @@ def test_sat_path_is_kept_by_torch_compile_and_export(rel_err):
     ops = {str(node.target) for node in program.graph.nodes}
     assert 'pelk_mm.sat_conv.default' in ops
     assert rel_err(program.module()(x.detach()), eager) < 1e-6
+
+
+def test_cost_model_pads_rows_as_the_extension_does():
+    """The cost counts the padded columns the kernels compute: the Python
+    constant is the C++ one, and a 7-column map costs what a 16-column one
+    does."""
+    with open(cpu_extension._SOURCE) as f:
+        (tile, ) = re.findall(r'constexpr int64_t kTile = (\d+);', f.read())
+    assert cpu_extension.COLUMN_TILE == int(tile)
+    path = cpu_extension.FusedCPUPath()
+    narrow = paths.Request(13, 7, 7, num_cells=9)
+    assert path.cost(narrow) == path.cost(narrow._replace(width=16))
 
 
 def test_sat_extension_builds_per_cpu(monkeypatch, tmp_path):
