@@ -1,6 +1,7 @@
 """The benchmarks run end to end on a small case and print their tables
 (the numbers themselves are for README, not for tests). Each run imports
 the whole stack and builds full-size backbones: marked slow."""
+import json
 import re
 
 import pytest
@@ -60,6 +61,26 @@ def test_onnxruntime_latency_benchmark(run_tool):
                          log), log[-2000:]
     assert re.search(
         r'fastest export path in onnxruntime: (box_sums|direct) at 64', log)
+
+
+def test_peripheral_conv_benchmark_times_each_stage(run_tool, tmp_path):
+    """--stages: one table per stage of the arch, with its own input and
+    K, and the achieved GFLOP/s and fraction of the matmul rate measured in
+    the same run for the summed-area paths."""
+    out = tmp_path / 'stages.json'
+    proc = run_tool('tools/benchmark/peripheral_conv.py', '--stages', 'tiny',
+                    '--image-sizes', '64', '--shape', '1', '0', '0', '0',
+                    '--repeat', '1', '--modes', 'forward', '--json', str(out))
+    log = proc.stdout + proc.stderr
+    for stage, shape, k in ((1, (1, 46, 16, 16), 51), (4, (1, 374, 2, 2), 13)):
+        assert f'tiny stage {stage} at 64: forward, input {shape}' in log
+        assert re.search(rf'^\s+{k}\s+sat\s+[\d.]+ms .* [\d.]+\s+\d+%', log,
+                         re.M), log[-3000:]
+    assert 'float32 matmul' in log
+    results = json.loads(out.read_text())
+    assert list(
+        results['stages']) == [f'tiny stage {i} at 64' for i in (1, 2, 3, 4)]
+    assert results['matmul_flops'] > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is there')

@@ -42,8 +42,9 @@ from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import ConvNeXt
 
 from pelk_mm.models import PeLK
-from probes import (best_time, describe, device_of, memory_for_tables,
-                    peak_memory_mb, report_memory, write_json)
+from probes import (add_common_arguments, best_time, describe,
+                    memory_for_tables, parse_arguments, peak_memory_mb,
+                    report_memory, write_json)
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 SLAK_KERNELS = [51, 49, 47, 13]
@@ -158,7 +159,7 @@ def main():
         '--models',
         nargs='+',
         default=['convnext-t', 'slak-t-stripes', 'pelk-t', 'pelk-t-deploy'])
-    parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
+    add_common_arguments(parser)
     parser.add_argument(
         '--amp',
         choices=['none', 'bf16', 'fp16'],
@@ -172,17 +173,11 @@ def main():
     parser.add_argument(
         '--memory-only', action='store_true',
         help=argparse.SUPPRESS)  # the memory probe's run
-    parser.add_argument('--threads', type=int, default=None)
     parser.add_argument(
         '--compile',
         action='store_true',
         help='also time each model under torch.compile (name+compiled)')
-    parser.add_argument(
-        '--json', default=None, help='also write the results to this file')
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.device = device_of(args.device)
+    args = parse_arguments(parser)
     torch.manual_seed(0)
     models = {name: build(name).to(args.device) for name in args.models}
     if args.compile:

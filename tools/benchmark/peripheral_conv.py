@@ -57,8 +57,9 @@ from pelk_mm.models import PeLK
 from pelk_mm.ops import expand_by_grid, paths, peripheral_conv2d, sharing_grid
 from pelk_mm.ops.grid import grid_tensor
 from pelk_mm.ops.paths import cpu_extension
-from probes import (best_time, describe, device_of, memory_for_tables,
-                    peak_memory_mb, report_memory, write_json)
+from probes import (add_common_arguments, best_time, describe,
+                    memory_for_tables, parse_arguments, peak_memory_mb,
+                    report_memory, write_json)
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -390,6 +391,14 @@ def plot(results: Dict[str, Dict], path: str, title: str) -> None:
     plt.close(figure)
 
 
+def run_facts(args, matmul: float) -> Dict:
+    """What the JSON records of the run beside its results."""
+    return dict(
+        shape=None if args.stages else args.shape,
+        dtype=args.dtype,
+        matmul_flops=matmul)
+
+
 def stages(args, modes: Dict[str, bool], matmul: float, logger) -> None:
     """The tables of ``--stages``: each stage's peripheral conv at each
     image size, and the JSON of their times."""
@@ -411,11 +420,7 @@ def stages(args, modes: Dict[str, bool], matmul: float, logger) -> None:
                     for n, v in times[conv['kernel_size']].items()
                 }
     write_json(
-        args.json,
-        args.device,
-        dtype=args.dtype,
-        matmul_flops=matmul,
-        stages=results)
+        args.json, args.device, stages=results, **run_facts(args, matmul))
 
 
 def main():
@@ -428,7 +433,7 @@ def main():
         metavar=('B', 'C', 'H', 'W'))
     parser.add_argument(
         '--kernels', type=int, nargs='+', default=[13, 31, 51, 101, 151])
-    parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
+    add_common_arguments(parser)
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--dtype', choices=sorted(DTYPES), default='fp32')
     parser.add_argument(
@@ -446,7 +451,6 @@ def main():
         '--memory-only', action='store_true',
         help=argparse.SUPPRESS)  # the memory probe's run
     parser.add_argument('--plot', default=None, help='PNG of time vs K')
-    parser.add_argument('--threads', type=int, default=None)
     parser.add_argument(
         '--stages',
         default=None,
@@ -458,12 +462,7 @@ def main():
         nargs='+',
         default=[224],
         help='square image sizes of --stages')
-    parser.add_argument(
-        '--json', default=None, help='also write the results to this file')
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.device = device_of(args.device)
+    args = parse_arguments(parser)
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
     if args.device.type == 'cpu' and not cpu_extension.available():
         logger.warning('the summed-area-table extension is not available; '
@@ -518,14 +517,12 @@ def main():
     write_json(
         args.json,
         args.device,
-        shape=args.shape,
-        dtype=args.dtype,
         seconds=results,
         max_rel_err=errors,
         peak_mb=memory,
         goals=goals,
         fitted_costs=fits,
-        matmul_flops=matmul)
+        **run_facts(args, matmul))
     if args.plot:
         plot(results, args.plot,
              f'peripheral conv, input {tuple(args.shape)}, {args.dtype}')

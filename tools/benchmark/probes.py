@@ -24,6 +24,25 @@ def device_of(name: str) -> torch.device:
     return device
 
 
+def add_common_arguments(parser) -> None:
+    """``--device``, ``--threads`` and ``--json``, which every benchmark
+    takes (see :func:`parse_arguments`)."""
+    parser.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument(
+        '--json', default=None, help='also write the results to this file')
+
+
+def parse_arguments(parser):
+    """Parse the command line; set torch's threads (``--threads``) and make
+    ``args.device`` a device."""
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.device = device_of(args.device)
+    return args
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued kernels (timing CUDA needs it)."""
     if device.type == 'cuda':
