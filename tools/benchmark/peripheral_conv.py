@@ -82,14 +82,6 @@ def benchmark_grid(kernel_size: int) -> list:
     return sharing_grid(kernel_size, 7 if kernel_size >= 101 else 5)
 
 
-#: The methods whose work is a count of operations, per pixel of a plane
-#: (forward), as a function of K and k'.
-FLOPS_PER_PIXEL = {
-    'dense': lambda k, cells: 2 * k * k,
-    'box_sums': lambda k, cells: 2 * cells * cells + 4 * cells,
-    'sat': lambda k, cells: 2 * cells * cells + 4 * cells,
-    'triton': lambda k, cells: 2 * cells * cells + 4 * cells,
-}
 MATMUL_SIZE = 1024
 
 
@@ -99,13 +91,16 @@ def method_flops(name: str, shape, kernel_size: int,
     its work is no count of operations: FFT, stripes); forward+backward
     (the input gradient is the same conv, the weight gradient as many
     products) three times the forward."""
-    per_pixel = FLOPS_PER_PIXEL.get(name)
-    if per_pixel is None:
+    if name == 'dense':
+        per_pixel = 2 * kernel_size * kernel_size
+    elif name in paths.REGISTRY and paths.get(name).needs_grid:
+        # The summed-area paths: k'^2 multiply-adds and 4k' additions.
+        cells = len(benchmark_grid(kernel_size))
+        per_pixel = 2 * cells * cells + 4 * cells
+    else:
         return None
     b, c, h, w = shape
-    cells = len(benchmark_grid(kernel_size))
-    return per_pixel(kernel_size,
-                     cells) * b * c * h * w * (3 if backward else 1)
+    return per_pixel * b * c * h * w * (3 if backward else 1)
 
 
 def matmul_rate(device: torch.device, repeat: int) -> float:

@@ -273,7 +273,7 @@ class PeLK(BaseModule):
         self.depths = list(arch['depths'])
         self.channels = list(arch['channels'])
         self.kernel_sizes = list(arch['kernel_sizes'])
-        self.center_size = arch.get('center_size', 5)
+        self.center_size = arch['center_size']
         self.num_stages = len(self.depths)
         self.in_channels = in_channels
         self.out_indices = self._parse_out_indices(out_indices)
@@ -339,7 +339,7 @@ class PeLK(BaseModule):
 
     @classmethod
     def peripheral_conv_shapes(cls,
-                               arch: str = 'tiny',
+                               arch: Union[str, dict] = 'tiny',
                                image_size: int = 224) -> List[dict]:
         """The peripheral conv of each stage of ``arch`` on a square image,
         with this class's default stem (4) and partial ratio.
@@ -352,28 +352,31 @@ class PeLK(BaseModule):
         defaults = inspect.signature(cls.__init__).parameters
         ratio = defaults['partial_ratio'].default
         stride = defaults['stem_patch_size'].default
-        setting: dict = cls.arch_settings[cls.arch_aliases.get(arch, arch)]
+        setting = cls._parse_arch(arch)
         return [
             dict(
                 stage=stage + 1,
                 channels=int(channels * ratio),
                 size=image_size // stride >> stage,
                 kernel_size=kernel_size,
-                center_size=setting.get('center_size', 5))
+                center_size=setting['center_size'])
             for stage, (channels, kernel_size) in enumerate(
                 zip(setting['channels'], setting['kernel_sizes']))
         ]
 
-    def _parse_arch(self, arch: Union[str, dict]) -> dict:
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+        """``arch`` as a dict of arch_settings' keys (``center_size``
+        defaulting to 5), checked."""
         if isinstance(arch, str):
-            name = self.arch_aliases.get(arch.lower(), arch.lower())
-            if name not in self.arch_settings:
+            name = cls.arch_aliases.get(arch.lower(), arch.lower())
+            if name not in cls.arch_settings:
                 raise ValueError(
                     f'unknown PeLK arch {arch!r}; choose one of '
-                    f'{sorted(self.arch_settings)}, their aliases '
-                    f'{sorted(self.arch_aliases)}, or pass a dict with '
+                    f'{sorted(cls.arch_settings)}, their aliases '
+                    f'{sorted(cls.arch_aliases)}, or pass a dict with '
                     f'depths, channels and kernel_sizes')
-            return self.arch_settings[name]
+            return cls.arch_settings[name]
         if not isinstance(arch, dict):
             raise TypeError(f'arch must be a str or a dict, got {arch!r}')
         missing = {'depths', 'channels', 'kernel_sizes'} - set(arch)
@@ -395,7 +398,7 @@ class PeLK(BaseModule):
             if bad:
                 raise ValueError(f'arch {key} must be positive integers, got '
                                  f'{list(arch[key])}')
-        return arch
+        return {'center_size': 5, **arch}
 
     def _parse_out_indices(self, out_indices) -> List[int]:
         if isinstance(out_indices, int):

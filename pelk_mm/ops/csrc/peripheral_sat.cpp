@@ -12,9 +12,10 @@
 // About k'^2 + 4k' operations per pixel instead of K^2 (k' = 13 at K = 51).
 //
 // Backward: the input gradient is the same operation on the output gradient
-// with the kernel flipped (block weights reversed, grid reversed); the weight
-// gradient is dw[a][b] = sum_{v,x} B_b(v, x) * D_a(v, x), where D_a is the
-// box sum of the output gradient over the mirrored rows of cell a.
+// with the kernel flipped (block weights reversed, grid reversed), which the
+// caller runs as forward(); weight_grad() computes
+// dw[a][b] = sum_{v,x} B_b(v, x) * D_a(v, x), where D_a is the box sum of
+// the output gradient over the mirrored rows of cell a.
 //
 // The mix (step 2) and the weight gradient's k'^2 products are most of the
 // work; they keep their accumulators in vector registers (GCC/Clang vector
@@ -352,9 +353,9 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight,
               "input and weight must have the same dtype");
 }
 
-at::Tensor forward_with_starts(const at::Tensor& input,
-                               const at::Tensor& weight_in,
-                               const std::vector<int64_t>& s) {
+at::Tensor forward(const at::Tensor& input, const at::Tensor& weight_in,
+                   const at::Tensor& grid) {
+  const auto s = cell_starts(grid);
   check_inputs(input, weight_in, s);
   auto x = input.contiguous();
   auto weight = weight_in.contiguous();
@@ -378,52 +379,29 @@ at::Tensor forward_with_starts(const at::Tensor& input,
   return y;
 }
 
-at::Tensor forward(const at::Tensor& input, const at::Tensor& weight,
-                   const at::Tensor& grid) {
-  return forward_with_starts(input, weight, cell_starts(grid));
-}
-
-std::vector<at::Tensor> backward(const at::Tensor& grad_out,
-                                 const at::Tensor& input,
-                                 const at::Tensor& weight_in,
-                                 const at::Tensor& grid, bool input_grad,
-                                 bool weight_grad) {
+at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& input,
+                       const at::Tensor& weight, const at::Tensor& grid) {
   const auto s = cell_starts(grid);
-  check_inputs(input, weight_in, s);
+  check_inputs(input, weight, s);
   auto g = grad_out.contiguous();
-  at::Tensor grad_input, grad_weight;
-  if (input_grad) {
-    // Adjoint: correlation with the flipped kernel (reversed grid and block
-    // weights), same padding.
-    const int64_t kp = static_cast<int64_t>(s.size()) - 1;
-    std::vector<int64_t> flipped(kp + 1, 0);
-    for (int64_t i = 0; i < kp; ++i)
-      flipped[i + 1] = flipped[i] + (s[kp - i] - s[kp - i - 1]);
-    grad_input = forward_with_starts(g, weight_in.flip({1, 2}), flipped);
-  }
-  if (weight_grad) {
-    auto x = input.contiguous();
-    const int64_t B = x.size(0), C = x.size(1), H = x.size(2),
-                  W = x.size(3);
-    const int64_t kp = static_cast<int64_t>(s.size()) - 1, K = s[kp];
-    auto partial = at::empty({B, C, kp, kp}, x.options());
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_sat_wgrad", [&] {
-      const scalar_t* xp = x.data_ptr<scalar_t>();
-      const scalar_t* gp = g.data_ptr<scalar_t>();
-      scalar_t* dp = partial.data_ptr<scalar_t>();
-      at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
-        const int64_t Wp = padded(W);
-        std::vector<scalar_t> pre(kGradRows * (Wp + K + 1)),
-            Qg((H + 1) * Wp), D(kGradRows * kp * Wp),
-            acc(kp * kp * Vector<scalar_t>::kLanes);
-        for (int64_t p = begin; p < end; ++p)
-          plane_weight_grad<scalar_t>(xp + p * H * W, gp + p * H * W, s, H,
-                                      W, dp + p * kp * kp, pre, Qg, D, acc);
-      });
+  auto x = input.contiguous();
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t kp = static_cast<int64_t>(s.size()) - 1, K = s[kp];
+  auto partial = at::empty({B, C, kp, kp}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_sat_wgrad", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    scalar_t* dp = partial.data_ptr<scalar_t>();
+    at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
+      const int64_t Wp = padded(W);
+      std::vector<scalar_t> pre(kGradRows * (Wp + K + 1)), Qg((H + 1) * Wp),
+          D(kGradRows * kp * Wp), acc(kp * kp * Vector<scalar_t>::kLanes);
+      for (int64_t p = begin; p < end; ++p)
+        plane_weight_grad<scalar_t>(xp + p * H * W, gp + p * H * W, s, H, W,
+                                    dp + p * kp * kp, pre, Qg, D, acc);
     });
-    grad_weight = partial.sum(0);
-  }
-  return {grad_input, grad_weight};
+  });
+  return partial.sum(0);
 }
 
 }  // namespace
@@ -432,6 +410,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward,
         "Peripheral depthwise conv (summed-area tables): input (B, C, H, W), "
         "block weights (C, k', k'), grid (k',) -> (B, C, H, W)");
-  m.def("backward", &backward,
-        "Gradients w.r.t. input and block weights");
+  m.def("weight_grad", &weight_grad,
+        "Gradient w.r.t. the block weights (C, k', k'), summed over the "
+        "batch; the input gradient is forward() with the kernel flipped");
 }

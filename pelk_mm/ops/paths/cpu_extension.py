@@ -227,7 +227,7 @@ def sat_conv_weight_grad(grad_out: torch.Tensor, x: torch.Tensor,
                          grid: torch.Tensor) -> torch.Tensor:
     """The gradient of :func:`sat_conv` with respect to its block weights
     (C, k', k'), summed over the batch."""
-    return load().backward(grad_out, x, weight, grid, False, True)[1]
+    return load().weight_grad(grad_out, x, weight, grid)
 
 
 @sat_conv_weight_grad.register_fake
