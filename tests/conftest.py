@@ -92,6 +92,42 @@ def rel_err():
     return relative_error
 
 
+def _kept_by_compile_and_export(conv: nn.Module, x: torch.Tensor,
+                                op: str) -> None:
+    """Assert that ``conv`` compiles (fullgraph, AOT autograd without
+    inductor) into one graph holding the custom op ``op`` (e.g.
+    ``'pelk_mm.sat_conv.default'``), with eager's output and gradients,
+    and that ``torch.export`` keeps it too."""
+    from torch._dynamo.backends.debugging import aot_eager
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return aot_eager(graph_module, example_inputs)
+
+    eager = conv(x)
+    eager_grads = torch.autograd.grad(eager.square().sum(), (x, conv.weight))
+    torch._dynamo.reset()
+    out = torch.compile(conv, backend=backend, fullgraph=True)(x)
+    assert len(graphs) == 1
+    assert op in {str(node.target) for node in graphs[0].graph.nodes}
+    assert relative_error(out, eager) < 1e-6
+    grads = torch.autograd.grad(out.square().sum(), (x, conv.weight))
+    for got, want in zip(grads, eager_grads):
+        assert relative_error(got, want) < 1e-5
+    with torch.no_grad():
+        program = torch.export.export(conv.eval(), (x.detach(), ))
+    assert op in {str(node.target) for node in program.graph.nodes}
+    assert relative_error(program.module()(x.detach()), eager) < 1e-6
+
+
+@pytest.fixture(scope='session')
+def kept_by_compile_and_export():
+    """``kept_by_compile_and_export(conv, x, op)``:
+    :func:`_kept_by_compile_and_export`."""
+    return _kept_by_compile_and_export
+
+
 @pytest.fixture(autouse=True)
 def restore_switches():
     """Every test starts with the process's switches and leaves them so

@@ -1,20 +1,43 @@
-"""The kernels of the ``'triton'`` path (:mod:`.triton_sat`): the same
-algorithm as the fused CPU extension (``'sat'``) and its standard-op form
-(``'box_sums'``): about k'^2 + 4k' operations per pixel, however large K
-is. Four kernels per call, each over planes (one batch item, one channel)
-and column blocks, with float32 accumulation for every input dtype:
+"""The kernels of the ``'triton'`` path (:mod:`.triton_sat`): the
+summed-area-table algorithm of the fused CPU extension (``'sat'``) and its
+standard-op form (``'box_sums'``), as two single-pass Triton kernels that
+keep every intermediate on chip. Each program owns one plane (a batch item
+and a channel) and a strip of ``BLOCK_X`` output columns, and streams down
+the rows; it reads the input (and, for the weight gradient, the output
+gradient) and writes its result, nothing else.
 
-1. ``_row_prefix``: exclusive prefix sums along each row;
-2. ``_mix``: ``Z_a = sum_j mix[a, j] * pre[x + e_j]`` (the column boxes of
-   the cells, mixed by the block-weight differences);
-3. ``_column_prefix``: exclusive prefix sums of each ``Z_a`` down the
-   columns;
-4. ``_row_boxes``: ``Y = sum_a rows_a[y + e_(a+1)] - rows_a[y + e_a]``.
+Forward (``_conv_rows``; the input gradient is the same kernel on the
+output gradient with the kernel flipped). With the cell edges ``e_0 <
+... < e_k'`` (cell ``a`` covers input offsets ``[e_a, e_(a+1))``), row
+prefix sums ``P_r`` and the block weights ``w`` differenced along both
+axes into ``M`` ((k' + 1)^2, zero beyond the blocks)::
 
-Reads outside the map are clamped onto the prefix sums' ends, which is the
-zero padding. The input gradient is the same operation on the output
-gradient with the kernel flipped; the block-weight gradient contracts the
-column boxes of the input with the row boxes of the output gradient.
+    Y[y + 1] = Y[y] + sum_j D_j[y + e_j],
+    D_j[r](x) = sum_i M[j, i] P_r(x + e_i)
+
+(the difference of the summed-area form of ``Y[y + 1]`` and ``Y[y]``, a
+sum over the k' + 1 rows where the cell edges move). Each step of the
+stream reads those rows of the strip's window (``BLOCK_X + K`` columns),
+prefix-sums them along the row in registers, gathers the k' + 1 column
+edges of each (``tl.gather``) and adds their mix to the running output
+row: (k' + 1)^2 multiply-adds per pixel, however large K is. Rows outside
+the map are masked loads (the zero padding). The row sums span one window
+and the running sum is the output itself (no prefix over H grows in it):
+float32 rounding grows with the steps, not with the sums' size.
+
+Weight gradient (``_weight_grad_rows``): ``dL/dw[a, b] = sum over pixels of
+G_a * B_b``, with ``B_b`` the input's column boxes of cell ``b`` (two
+gathers of the row prefix) and ``G_a`` the output gradient's boxes over the
+rows ``(r - e_(a+1), r - e_a]``, a sliding sum (one row in, one out per
+step: bounded, no prefix over H). Each step adds ``G B^T`` (a ``tl.dot`` in
+IEEE float32) to a k' x k' accumulator per program; the programs' partial
+sums are added over the batch and strips in float32.
+
+Both kernels are registered as torch custom ops with
+``torch.library.triton_op`` (``pelk_mm::triton_sat_conv``,
+``pelk_mm::triton_sat_conv_weight_grad``), with autograd, so that
+``torch.compile`` keeps them in its graphs (inductor launches and fuses
+around them) and ``torch.export`` records them.
 
 Triton compiles the kernels at run time for the GPU (no nvcc at install).
 Under ``TRITON_INTERPRET=1`` (set before triton is imported) they run on
@@ -23,12 +46,15 @@ where no GPU is.
 """
 import contextlib
 import warnings
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import is_fake
 from torch.autograd.function import once_differentiable
+from torch.library import triton_op, wrap_triton
 
-from .triton_sat import TRITON_DEVICES, available_on
+from .triton_sat import TRITON_DEVICES, available_on, interpreted
 
 try:
     import triton
@@ -36,146 +62,184 @@ try:
 except ImportError:  # pragma: no cover - torch ships triton on Linux
     triton = None
 
-BLOCK_X = 32
-# The longest stretch the prefix-sum kernels hold at once: rows are summed
-# ROW_BLOCK columns at a time, columns COLUMN_BLOCK rows at a time, each
-# block carrying the sum of those before (bounded resources at any size).
-ROW_BLOCK = 256
-COLUMN_BLOCK = 32
+#: The widest strip of output columns a program computes.
+MAX_BLOCK_X = 128
 
 if triton is not None:
 
     @triton.jit
-    def _row_prefix(x_ptr, pre_ptr, width, BLOCK_W: tl.constexpr):
-        """pre[row, 0] = 0, pre[row, 1 + i] = sum(x[row, :i + 1]), a block
-        of ``BLOCK_W`` columns at a time with the sum carried over."""
-        row = tl.program_id(0).to(tl.int64)
-        out = pre_ptr + row * (width + 1)
-        tl.store(out, 0.)
-        carry = tl.zeros((BLOCK_W, ), dtype=tl.float32)
-        for start in range(0, width, BLOCK_W):
-            cols = start + tl.arange(0, BLOCK_W)
-            values = tl.load(
-                x_ptr + row * width + cols, mask=cols < width,
-                other=0.).to(tl.float32)
-            tl.store(
-                out + 1 + cols,
-                tl.cumsum(values, axis=0) + carry,
-                mask=cols < width)
-            carry += tl.sum(values, axis=0)
+    def _conv_rows(x_ptr, m_ptr, edges_ptr, out_ptr, channels, height, width,
+                   num_edges, half, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
+                   BLOCK_X: tl.constexpr, BLOCK_WINDOW: tl.constexpr,
+                   BLOCK_E: tl.constexpr):
+        """Y[p, :, strip] of the module docstring, streamed down the rows.
 
-    @triton.jit
-    def _mix(pre_ptr, mix_ptr, edges_ptr, z_ptr, channels, height, width,
-             num_cells, BLOCK_A: tl.constexpr, BLOCK_X: tl.constexpr):
-        """z[p, a, y, x] = sum_j mix[c, a, j] pre[p, y, clamp(x + e_j)]."""
-        row = tl.program_id(0).to(tl.int64)  # p * H + y
-        plane = row // height
-        y = row % height
-        channel = plane % channels
-        xs = tl.program_id(1) * BLOCK_X + tl.arange(0, BLOCK_X)
-        cells = tl.arange(0, BLOCK_A)
-        acc = tl.zeros((BLOCK_A, BLOCK_X), dtype=tl.float32)
-        pre_row = pre_ptr + row * (width + 1)
-        mix_c = mix_ptr + channel * num_cells * (num_cells + 1)
-        for j in range(0, num_cells + 1):
-            edge = tl.load(edges_ptr + j)
-            cols = tl.minimum(tl.maximum(xs + edge, 0), width)
-            reads = tl.load(pre_row + cols, mask=xs < width, other=0.)
-            weights = tl.load(
-                mix_c + cells * (num_cells + 1) + j,
-                mask=cells < num_cells,
-                other=0.)
-            acc += weights[:, None] * reads[None, :]
-        out = z_ptr + ((plane * num_cells + cells[:, None]) * height +
-                       y) * width + xs[None, :]
-        tl.store(
-            out,
-            acc,
-            mask=(cells[:, None] < num_cells) & (xs[None, :] < width))
-
-    @triton.jit
-    def _column_prefix(z_ptr, rows_ptr, height, width, BLOCK_R: tl.constexpr,
-                       BLOCK_X: tl.constexpr):
-        """rows[q, 0, x] = 0, rows[q, 1 + i, x] = sum(z[q, :i + 1, x]), a
-        block of ``BLOCK_R`` rows at a time with the sums carried over (so
-        that its registers and shared memory do not grow with H)."""
-        q = tl.program_id(0).to(tl.int64)  # p * k' + a
-        xs = tl.program_id(1) * BLOCK_X + tl.arange(0, BLOCK_X)
-        out = rows_ptr + q * (height + 1) * width
-        tl.store(out + xs, tl.zeros((BLOCK_X, ), tl.float32), xs < width)
-        carry = tl.zeros((BLOCK_X, ), dtype=tl.float32)
-        for start in range(0, height, BLOCK_R):
-            ys = start + tl.arange(0, BLOCK_R)
-            mask = (ys[:, None] < height) & (xs[None, :] < width)
-            values = tl.load(
-                z_ptr + (q * height + ys[:, None]) * width + xs[None, :],
-                mask=mask,
-                other=0.)
-            sums = tl.cumsum(values, axis=0) + carry[None, :]
-            tl.store(out + (1 + ys[:, None]) * width + xs[None, :], sums, mask)
-            carry += tl.sum(values, axis=0)
-
-    @triton.jit
-    def _row_boxes(rows_ptr, edges_ptr, out_ptr, height, width, num_cells,
-                   sign, shift, SUM: tl.constexpr, BLOCK_X: tl.constexpr):
-        """Row boxes of column prefix sums ``rows`` (P, k' or 1, H + 1, W).
-
-        ``sign`` 1 (the forward, SUM): ``out[p, y] = sum_a rows[p, a,
-        clamp(y + e_(a+1))] - rows[p, a, clamp(y + e_a)]``. ``sign`` -1
-        (the output gradient's boxes over mirrored rows, one per cell):
-        ``out[p, a, y] = rows[p, 0, clamp(y - e_a + shift)] - rows[p, 0,
-        clamp(y - e_(a+1) + shift)]``. Clamps are to [0, H].
+        ``m`` (C, k' + 1, k' + 1) float32, ``edges`` (k' + 1, ) int32;
+        ``half`` = K // 2. Window column ``t`` holds input column ``x0 -
+        half - 1 + t`` (column 0 is kept zero, so that ``P[t]`` is the
+        exclusive prefix sum at column ``x0 - half + t``).
         """
-        row = tl.program_id(0).to(tl.int64)  # p * H + y
-        plane = row // height
-        y = row % height
-        xs = tl.program_id(1) * BLOCK_X + tl.arange(0, BLOCK_X)
-        mask = xs < width
-        acc = tl.zeros((BLOCK_X, ), dtype=tl.float32)
-        for a in range(0, num_cells):
-            lo_edge = tl.load(edges_ptr + a)
-            hi_edge = tl.load(edges_ptr + a + 1)
-            if sign > 0:
-                hi = tl.minimum(tl.maximum(y + hi_edge, 0), height)
-                lo = tl.minimum(tl.maximum(y + lo_edge, 0), height)
-            else:
-                hi = tl.minimum(tl.maximum(y - lo_edge + shift, 0), height)
-                lo = tl.minimum(tl.maximum(y - hi_edge + shift, 0), height)
-            if SUM:
-                source = rows_ptr + (plane * num_cells + a) * (height +
-                                                               1) * width
-            else:
-                source = rows_ptr + plane * (height + 1) * width
-            box = tl.load(source + hi * width + xs, mask=mask, other=0.) - \
-                tl.load(source + lo * width + xs, mask=mask, other=0.)
-            if SUM:
-                acc += box
-            else:
-                tl.store(
-                    out_ptr + ((plane * num_cells + a) * height + y) * width +
-                    xs, box, mask)
-        if SUM:
-            tl.store(out_ptr + row * width + xs, acc, mask)
+        plane = tl.program_id(0)
+        batch = (plane // channels).to(tl.int64)
+        channel = plane % channels
+        x0 = tl.program_id(1) * BLOCK_X
+        js = tl.arange(0, BLOCK_E)
+        has_edge = js < num_edges
+        edges = tl.load(edges_ptr + js, mask=has_edge, other=0)
+        ts = tl.arange(0, BLOCK_WINDOW)
+        cols = x0 - half - 1 + ts
+        col_ok = (ts > 0) & (cols >= 0) & (cols < width)
+        lanes = tl.arange(0, BLOCK_X)
+        source = x_ptr + batch * sxb + channel.to(tl.int64) * sxc
+        weights = m_ptr + channel * num_edges * num_edges + js * num_edges
+        out = tl.zeros((BLOCK_X, ), dtype=tl.float32)
+        # After the step at t, out = Y[t + 1]; Y[-half - 1] = 0 (every row
+        # y + e_j <= 0 is above the map).
+        for t in range(-half - 1, height - 1):
+            rows = t + edges
+            ok = (has_edge & (rows >= 0) & (rows < height))[:, None] & \
+                col_ok[None, :]
+            values = tl.load(
+                source + rows[:, None].to(tl.int64) * sxh +
+                cols[None, :] * sxw,
+                mask=ok,
+                other=0.).to(tl.float32)
+            prefix = tl.cumsum(values, axis=1)
+            step = tl.zeros((BLOCK_E, BLOCK_X), dtype=tl.float32)
+            for i in range(0, num_edges):
+                at = lanes + tl.load(edges_ptr + i) + half
+                reads = tl.gather(
+                    prefix,
+                    tl.broadcast_to(at[None, :], (BLOCK_E, BLOCK_X)),
+                    axis=1)
+                mix = tl.load(weights + i, mask=has_edge, other=0.)
+                step += mix[:, None] * reads
+            out += tl.sum(step, axis=0)
+            y = t + 1
+            tl.store(
+                out_ptr + batch * sob + channel.to(tl.int64) * soc + y * soh +
+                (x0 + lanes) * sow,
+                out.to(out_ptr.dtype.element_ty),
+                mask=(x0 + lanes < width) & (y >= 0))
+
+    @triton.jit
+    def _weight_grad_rows(x_ptr, g_ptr, edges_ptr, part_ptr, channels, height,
+                          width, num_cells, half, sxb, sxc, sxh, sxw, sgb, sgc,
+                          sgh, sgw, BLOCK_X: tl.constexpr,
+                          BLOCK_WINDOW: tl.constexpr, BLOCK_A: tl.constexpr):
+        """part[p, strip] = sum over the strip's pixels of G B^T (the
+        module docstring), (BLOCK_A, BLOCK_A) float32."""
+        plane = tl.program_id(0)
+        strip = tl.program_id(1)
+        batch = (plane // channels).to(tl.int64)
+        channel = (plane % channels).to(tl.int64)
+        x0 = strip * BLOCK_X
+        cells = tl.arange(0, BLOCK_A)
+        has_cell = cells < num_cells
+        lo = tl.load(edges_ptr + cells, mask=has_cell, other=0)
+        hi = tl.load(edges_ptr + cells + 1, mask=has_cell, other=0)
+        lanes = tl.arange(0, BLOCK_X)
+        lane_ok = x0 + lanes < width
+        ts = tl.arange(0, BLOCK_WINDOW)
+        cols = x0 - half - 1 + ts
+        col_ok = (ts > 0) & (cols >= 0) & (cols < width)
+        inputs = x_ptr + batch * sxb + channel * sxc
+        grads = g_ptr + batch * sgb + channel * sgc + (x0 + lanes) * sgw
+        boxes = tl.zeros((BLOCK_A, BLOCK_X), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_A, BLOCK_A), dtype=tl.float32)
+        lo_at = tl.broadcast_to(lanes[None, :] + lo[:, None] + half,
+                                (BLOCK_A, BLOCK_X))
+        hi_at = tl.broadcast_to(lanes[None, :] + hi[:, None] + half,
+                                (BLOCK_A, BLOCK_X))
+        # boxes[a] = the output gradient summed over rows (r - e_(a+1),
+        # r - e_a]: zero for r < -half, one row in and one out per step.
+        for r in range(-half, height):
+            rows_in = r - lo
+            rows_out = r - hi
+            ok_in = (has_cell & (rows_in >= 0) & (rows_in < height))[:, None] \
+                & lane_ok[None, :]
+            ok_out = (has_cell & (rows_out >= 0) &
+                      (rows_out < height))[:, None] & lane_ok[None, :]
+            boxes += tl.load(
+                grads + rows_in[:, None].to(tl.int64) * sgh,
+                mask=ok_in,
+                other=0.).to(tl.float32) - tl.load(
+                    grads + rows_out[:, None].to(tl.int64) * sgh,
+                    mask=ok_out,
+                    other=0.).to(tl.float32)
+            if r >= 0:
+                values = tl.load(
+                    inputs + r * sxh + cols * sxw, mask=col_ok,
+                    other=0.).to(tl.float32)
+                prefix = tl.broadcast_to(
+                    tl.cumsum(values, axis=0)[None, :],
+                    (BLOCK_A, BLOCK_WINDOW))
+                columns = tl.gather(prefix, hi_at, axis=1) - \
+                    tl.gather(prefix, lo_at, axis=1)
+                acc += tl.dot(boxes, tl.trans(columns), input_precision='ieee')
+        part = part_ptr + (plane * tl.num_programs(1) + strip) * \
+            BLOCK_A * BLOCK_A
+        tl.store(part + cells[:, None] * BLOCK_A + cells[None, :], acc)
 
 
 def _next_power_of_2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
-def _row_block(width: int) -> int:
-    return min(_next_power_of_2(width), ROW_BLOCK)
+class Blocks(NamedTuple):
+    """The compile-time block sizes of a call: with the dtype and the
+    device, what selects a compiled kernel (Triton also specializes integer
+    arguments that are 1 or multiples of 16)."""
+    x: int  # output columns per program
+    window: int  # window columns read per row (>= x + K)
+    edges: int  # padded k' + 1 (forward)
+    cells: int  # padded k' (weight gradient, >= 16 for tl.dot)
+
+    @property
+    def num_warps(self) -> int:
+        return 8 if self.edges * self.window >= 4096 else 4
 
 
-def _column_block(height: int) -> int:
-    return min(_next_power_of_2(height), COLUMN_BLOCK)
+def block_sizes(width: int, kernel_size: int, num_cells: int) -> Blocks:
+    """The blocks of a call on maps ``width`` wide with a K kernel of k'
+    cells: a strip as wide as K (16 to :data:`MAX_BLOCK_X` columns, no
+    wider than the map) keeps the window's halo at most about half of it."""
+    columns = max(
+        16,
+        min(
+            _next_power_of_2(kernel_size), MAX_BLOCK_X,
+            _next_power_of_2(width)))
+    return Blocks(columns, _next_power_of_2(columns + kernel_size),
+                  _next_power_of_2(num_cells + 1),
+                  max(16, _next_power_of_2(num_cells)))
 
 
-def block_sizes(height: int, width: int, num_cells: int) -> tuple:
-    """The compile-time block sizes of a call on (H, W) maps with k' cells:
-    with the dtype and the device, what selects a compiled kernel (Triton
-    also specializes integer arguments that are 1 or multiples of 16)."""
-    return (_row_block(width), _column_block(height),
-            _next_power_of_2(num_cells))
+def _launch(kernel, launch_grid, *args, **meta) -> None:
+    """``kernel[launch_grid](*args, **meta)``, through ``wrap_triton`` so
+    that graphs record it. Triton's interpreter (the tests' CPU runs) makes
+    kernels that ``wrap_triton`` refuses: there the kernel is called
+    directly, and not at all on fake tensors (a graph's shapes-only run)."""
+    if not interpreted():
+        wrap_triton(kernel)[launch_grid](*args, **meta)
+    elif not any(is_fake(arg) for arg in args):
+        kernel[launch_grid](*args, **meta)
+
+
+def _register(name: str):
+    """Register the function as the custom op ``name``: with
+    ``torch.library.triton_op`` (inductor sees and launches the kernels,
+    CUDA graphs capture them); under Triton's interpreter, whose kernels no
+    graph can hold, as a plain custom op whose fake kernel is the function
+    itself (:func:`_launch` launches nothing on fake tensors)."""
+
+    def register(function):
+        if not interpreted():
+            return triton_op(name, mutates_args=())(function)
+        op = torch.library.custom_op(name, mutates_args=())(function)
+        op.register_fake(function)
+        return op
+
+    return register
 
 
 def _edges(grid: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -183,113 +247,131 @@ def _edges(grid: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return (F.pad(grid.cumsum(0), (1, 0)) - kernel_size // 2).to(torch.int32)
 
 
-def _row_prefix_sums(x: torch.Tensor) -> torch.Tensor:
-    planes, height, width = x.shape
-    pre = torch.empty(planes, height, width + 1, device=x.device)
-    _row_prefix[(planes * height, )](x, pre, width, BLOCK_W=_row_block(width))
-    return pre
+def _differenced(weight: torch.Tensor) -> torch.Tensor:
+    """(C, k', k') block weights -> (C, k' + 1, k' + 1), differenced along
+    both axes: the coefficients of the prefix sums at the cell edges."""
+    weight = weight.float()
+    mix = F.pad(weight, (1, 0)) - F.pad(weight, (0, 1))
+    return (F.pad(mix, (0, 0, 1, 0)) - F.pad(mix, (0, 0, 0, 1))).contiguous()
 
 
-def _mixed(pre: torch.Tensor, mix: torch.Tensor, edges: torch.Tensor,
-           channels: int) -> torch.Tensor:
-    planes, height, width = pre.shape[0], pre.shape[1], pre.shape[2] - 1
-    num_cells = mix.shape[1]
-    z = torch.empty(planes, num_cells, height, width, device=pre.device)
-    _mix[(planes * height, triton.cdiv(width, BLOCK_X))](
-        pre,
-        mix,
-        edges,
-        z,
+@_register('pelk_mm::triton_sat_conv')
+def triton_sat_conv(x: torch.Tensor, weight: torch.Tensor, grid: torch.Tensor,
+                    kernel_size: int) -> torch.Tensor:
+    """The fused forward: x (B, C, H, W) of any strides, block weights
+    (C, k', k'), grid (k', ) int64 on the device of ``x`` -> (B, C, H, W)
+    of the dtype of ``x``, accumulated in float32."""
+    batch, channels, height, width = x.shape
+    blocks = block_sizes(width, kernel_size, weight.shape[-1])
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    launch = (batch * channels, triton.cdiv(width, blocks.x))
+    _launch(
+        _conv_rows,
+        launch,
+        x,
+        _differenced(weight),
+        _edges(grid, kernel_size),
+        out,
+        channels,
+        height,
+        width,
+        weight.shape[-1] + 1,
+        kernel_size // 2,
+        *x.stride(),
+        *out.stride(),
+        BLOCK_X=blocks.x,
+        BLOCK_WINDOW=blocks.window,
+        BLOCK_E=blocks.edges,
+        num_warps=blocks.num_warps)
+    return out
+
+
+@_register('pelk_mm::triton_sat_conv_weight_grad')
+def triton_sat_conv_weight_grad(grad_out: torch.Tensor, x: torch.Tensor,
+                                grid: torch.Tensor,
+                                kernel_size: int) -> torch.Tensor:
+    """The gradient of :func:`triton_sat_conv` with respect to its block
+    weights, summed over the batch: (C, k', k') float32."""
+    batch, channels, height, width = x.shape
+    num_cells = grid.shape[0]
+    blocks = block_sizes(width, kernel_size, num_cells)
+    strips = triton.cdiv(width, blocks.x)
+    parts = torch.empty(
+        batch,
+        channels,
+        strips,
+        blocks.cells,
+        blocks.cells,
+        dtype=torch.float32,
+        device=x.device)
+    _launch(
+        _weight_grad_rows, (batch * channels, strips),
+        x,
+        grad_out,
+        _edges(grid, kernel_size),
+        parts,
         channels,
         height,
         width,
         num_cells,
-        BLOCK_A=_next_power_of_2(num_cells),
-        BLOCK_X=BLOCK_X)
-    return z
-
-
-def _column_prefix_sums(z: torch.Tensor) -> torch.Tensor:
-    planes, num_cells, height, width = z.shape
-    rows = torch.empty(planes, num_cells, height + 1, width, device=z.device)
-    _column_prefix[(planes * num_cells, triton.cdiv(width, BLOCK_X))](
-        z, rows, height, width, BLOCK_R=_column_block(height), BLOCK_X=BLOCK_X)
-    return rows
+        kernel_size // 2,
+        *x.stride(),
+        *grad_out.stride(),
+        BLOCK_X=blocks.x,
+        BLOCK_WINDOW=blocks.window,
+        BLOCK_A=blocks.cells,
+        num_warps=4)
+    return parts.sum((0, 2))[:, :num_cells, :num_cells]
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, grid: torch.Tensor,
              kernel_size: int) -> torch.Tensor:
-    """The conv of (B, C, H, W) ``x`` in float32, (B, C, H, W)."""
-    batch, channels, height, width = x.shape
-    num_cells = weight.shape[-1]
-    edges = _edges(grid, kernel_size)
-    weight = weight.float()
-    mix = (F.pad(weight, (1, 0)) - F.pad(weight, (0, 1))).contiguous()
-    pre = _row_prefix_sums(x.reshape(-1, height, width).contiguous())
-    rows = _column_prefix_sums(_mixed(pre, mix, edges, channels))
-    out = torch.empty(batch, channels, height, width, device=x.device)
-    _row_boxes[(batch * channels * height, triton.cdiv(width, BLOCK_X))](
-        rows,
-        edges,
-        out,
-        height,
-        width,
-        num_cells,
-        1,
-        0,
-        SUM=True,
-        BLOCK_X=BLOCK_X)
-    return out
+    """The conv of (B, C, H, W) ``x``, (B, C, H, W) of its dtype."""
+    return triton_sat_conv(x, weight, grid, kernel_size)
 
 
 def _weight_grad(x: torch.Tensor, grad_out: torch.Tensor, grid: torch.Tensor,
                  kernel_size: int) -> torch.Tensor:
-    """dL/dw[c, a, b] = sum over batch and pixels of the input's column
-    boxes of cell b times the output gradient's row boxes of cell a."""
-    batch, channels, height, width = x.shape
-    num_cells = grid.numel()
-    edges = _edges(grid, kernel_size)
-    # The column boxes: _mix with mix[b, j] = [j = b + 1] - [j = b].
-    eye = torch.eye(num_cells, device=x.device)
-    boxes_mix = (F.pad(eye, (1, 0)) - F.pad(eye,
-                                            (0, 1))).expand(channels, -1,
-                                                            -1).contiguous()
-    pre = _row_prefix_sums(x.reshape(-1, height, width).contiguous())
-    columns = _mixed(pre, boxes_mix, edges, channels)
-    grad_rows = _column_prefix_sums(
-        grad_out.reshape(-1, 1, height, width).float().contiguous())
-    row_boxes = torch.empty_like(columns)
-    _row_boxes[(batch * channels * height, triton.cdiv(width, BLOCK_X))](
-        grad_rows,
-        edges,
-        row_boxes,
-        height,
-        width,
-        num_cells,
-        -1,
-        1,
-        SUM=False,
-        BLOCK_X=BLOCK_X)
-    rows = row_boxes.view(batch, channels, num_cells, height * width)
-    cols = columns.view(batch, channels, num_cells, height * width)
-    with ieee_float32_matmul(x.device.type):
-        return torch.matmul(rows, cols.transpose(-1, -2)).sum(0)
+    """dL/dw (C, k', k') float32, summed over the batch."""
+    return triton_sat_conv_weight_grad(grad_out, x, grid, kernel_size)
 
 
-@contextlib.contextmanager
-def ieee_float32_matmul(device_type: str):
-    """Float32 matmuls in full float32 for the block: the weight gradient
-    sums H*W products per entry, which TF32 (``torch.backends.cuda.matmul``
-    set to ``'tf32'`` by a training script) would round to 10 bits each and
-    autocast (a backward run inside the autocast region) to 8 or 11."""
-    matmul = torch.backends.cuda.matmul
-    saved = matmul.fp32_precision
-    matmul.fp32_precision = 'ieee'
-    try:
-        with torch.autocast(device_type, enabled=False):
-            yield
-    finally:
-        matmul.fp32_precision = saved
+def _gradients(x, weight, grid, grad_out, kernel_size, needs):
+    """The input and block-weight gradients (None where not ``needs``)."""
+    grad_x = grad_w = None
+    if needs[0]:
+        # The adjoint: the same conv with the kernel flipped.
+        grad_x = _forward(grad_out, weight.flip((-2, -1)), grid.flip(0),
+                          kernel_size)
+    if needs[1]:
+        grad_w = _weight_grad(x, grad_out, grid, kernel_size).to(weight.dtype)
+    return grad_x, grad_w
+
+
+def _save_inputs(ctx, inputs, output):
+    x, weight, grid, kernel_size = inputs
+    ctx.save_for_backward(x, weight, grid)
+    ctx.kernel_size = kernel_size
+
+
+def _conv_backward(ctx, grad_out):
+    x, weight, grid = ctx.saved_tensors
+    grad_x, grad_w = _gradients(x, weight, grid, grad_out, ctx.kernel_size,
+                                ctx.needs_input_grad[:2])
+    return grad_x, grad_w, None, None
+
+
+def _no_second_derivative(ctx, grad):
+    raise RuntimeError("the 'triton' path's gradient of the block weights is "
+                       'not differentiable (a second derivative through it); '
+                       "use path='fft' or 'direct' for that")
+
+
+# For graphs (torch.compile, torch.export); eager calls go through
+# _TritonSAT, which keeps the first-use guard.
+triton_sat_conv.register_autograd(_conv_backward, setup_context=_save_inputs)
+triton_sat_conv_weight_grad.register_autograd(
+    _no_second_derivative, setup_context=lambda ctx, inputs, output: None)
 
 
 def launching_on(device: torch.device):
@@ -302,6 +384,8 @@ def launching_on(device: torch.device):
 
 
 class _TritonSAT(torch.autograd.Function):
+    """The eager form: the ops above, and a backward that hands a compile
+    or launch failure to the first-use guard."""
 
     @staticmethod
     def forward(ctx, x, weight, grid, kernel_size, guard):
@@ -309,7 +393,7 @@ class _TritonSAT(torch.autograd.Function):
         ctx.kernel_size = kernel_size
         ctx.guard = guard
         with launching_on(x.device):
-            return _forward(x, weight, grid, kernel_size).to(x.dtype)
+            return _forward(x, weight, grid, kernel_size)
 
     @staticmethod
     @once_differentiable  # the kernels build no graph of their own
@@ -317,26 +401,15 @@ class _TritonSAT(torch.autograd.Function):
         x, weight, grid = ctx.saved_tensors
         needs = ctx.needs_input_grad[:2]
         try:
-            grad_x, grad_w = _gradients(x, weight, grid, grad_out,
-                                        ctx.kernel_size, needs)
+            with launching_on(x.device):
+                grad_x, grad_w = _gradients(x, weight, grid, grad_out,
+                                            ctx.kernel_size, needs)
         except Exception as error:  # a compile or launch failure
             if ctx.guard is None:
                 raise
             grad_x, grad_w = ctx.guard.recover(error, 'backward', x, weight,
                                                grad_out, needs)
         return grad_x, grad_w, None, None, None
-
-
-def _gradients(x, weight, grid, grad_out, kernel_size, needs):
-    grad_x = grad_w = None
-    with launching_on(x.device):
-        if needs[0]:
-            grad_x = _forward(grad_out, weight.flip(-2, -1), grid.flip(0),
-                              kernel_size).to(x.dtype)
-        if needs[1]:
-            grad_w = _weight_grad(x, grad_out, grid,
-                                  kernel_size).to(weight.dtype)
-    return grad_x, grad_w
 
 
 def grid_depthwise_conv_triton(x: torch.Tensor,
@@ -348,8 +421,9 @@ def grid_depthwise_conv_triton(x: torch.Tensor,
 
     Args:
         x (Tensor): Input (B, C, H, W) on a CUDA device (or the CPU under
-            ``TRITON_INTERPRET=1``); float16, bfloat16 or float32 (float64
-            is computed in float32, with a warning).
+            ``TRITON_INTERPRET=1``), of any strides (a channel slice is
+            read in place); float16, bfloat16 or float32 (float64 is
+            computed in float32, with a warning).
         weight (Tensor): Block weights (C, k', k').
         grid (Tensor): int64 cell widths (k', ), summing to ``kernel_size``.
         kernel_size (int): K.
@@ -361,12 +435,17 @@ def grid_depthwise_conv_triton(x: torch.Tensor,
         Tensor: (B, C, H, W), dtype of ``x``, accumulated in float32.
     """
     _require(x.device)
+    grid = grid.to(x.device)
+    if torch.compiler.is_compiling():
+        # In a graph: the custom op and its registered autograd (inductor
+        # launches the kernels, on the inputs' device).
+        return triton_sat_conv(x, weight, grid, kernel_size)
     if x.dtype == torch.float64:
         warnings.warn(
             "path='triton' computes float64 inputs in float32 (error about "
             "1e-7 of the largest output); path='fft' or 'direct' keep "
             'float64')
-    return _TritonSAT.apply(x, weight, grid.to(x.device), kernel_size, guard)
+    return _TritonSAT.apply(x, weight, grid, kernel_size, guard)
 
 
 def _require(device: torch.device) -> None:

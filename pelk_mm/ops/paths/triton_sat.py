@@ -1,9 +1,9 @@
-"""``'triton'``: the summed-area tables as Triton kernels (CUDA; the CPU
-under ``TRITON_INTERPRET=1``, which is how the tests run them without a
-GPU). The kernels are :mod:`.triton_kernels`, imported on first use (so
-that importing pelk_mm imports no triton, and ``TRITON_INTERPRET`` may be
-set until then)."""
-import functools
+"""``'triton'``: the summed-area tables as two single-pass Triton kernels
+(CUDA; the CPU under ``TRITON_INTERPRET=1``, which is how the tests run
+them without a GPU), registered as torch custom ops so that
+``torch.compile`` and ``torch.export`` keep them. The kernels are
+:mod:`.triton_kernels`, imported on first use (so that importing pelk_mm
+imports no triton, and ``TRITON_INTERPRET`` may be set until then)."""
 import importlib.util
 import os
 from typing import Optional
@@ -16,10 +16,8 @@ from .base import Refusal, Request, SummedAreaPath
 TRITON_DEVICES = ('runs on CUDA devices (or on the CPU under '
                   'TRITON_INTERPRET=1 set before triton is imported)')
 
-
-@functools.lru_cache(maxsize=None)
-def _triton_installed() -> bool:
-    return importlib.util.find_spec('triton') is not None
+# Looked up once (no import): a compiled graph's trace cannot search paths.
+TRITON_INSTALLED = importlib.util.find_spec('triton') is not None
 
 
 def interpreted() -> bool:
@@ -29,7 +27,7 @@ def interpreted() -> bool:
 
 def available_on(device: torch.device) -> bool:
     """Whether the kernels can run on tensors of ``device``."""
-    if not _triton_installed():
+    if not TRITON_INSTALLED:
         return False
     return device.type == 'cuda' or (device.type == 'cpu' and interpreted())
 
@@ -38,6 +36,7 @@ class TritonPath(SummedAreaPath):
     name = 'triton'
     summary = 'summed-area tables as Triton kernels (CUDA)'
     traceable = False
+    custom_op = True
     stand_in = 'box_sums'
     stand_in_for = frozenset({'traced'})
     # Not yet met every GPU: the first use per process and variant is
@@ -51,11 +50,12 @@ class TritonPath(SummedAreaPath):
         torch.float16: 1e-2,
     }
     costs = {
-        # NOT MEASURED (reasoned): the kernels read and write about 6k'
-        # float32 values per pixel over four launches; one of their
-        # operations is priced as one direct multiply-add, so that they win
-        # on the small maps of late stages and FFT keeps the large early
-        # ones until measured.
+        # NOT MEASURED (reasoned): single-pass kernels that read the input
+        # and write the output once, (k' + 1)^2 multiply-adds and gathers
+        # per pixel on chip; one of their operations is priced as one
+        # direct multiply-add, so that they win on the small maps of late
+        # stages and FFT keeps the large early ones until measured
+        # (tools/gpu/check.py prints the measured constant).
         'cuda': 1.0,
     }
 
@@ -83,5 +83,5 @@ class TritonPath(SummedAreaPath):
         # Each block size (they follow H, W and k') is a kernel compiled
         # on first use, which the check must see before it runs.
         from .triton_kernels import block_sizes
-        return super().check_key(x, weight, kernel_size) + \
-            block_sizes(x.shape[-2], x.shape[-1], weight.shape[-1])
+        return super().check_key(x, weight, kernel_size) + tuple(
+            block_sizes(x.shape[-1], kernel_size, weight.shape[-1]))

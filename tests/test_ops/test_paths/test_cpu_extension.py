@@ -10,7 +10,6 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from torch._dynamo.backends.debugging import aot_eager
 
 from pelk_mm.ops import PeripheralConv2d, choose_path, paths, switches
 from pelk_mm.ops.grid import expand_by_grid
@@ -63,42 +62,15 @@ def test_sat_second_derivatives(rel_err):
         grad_w.sum().backward()
 
 
-def _compiled_graphs(module, *inputs):
-    """Run ``module`` under torch.compile (fullgraph, AOT autograd without
-    inductor) and return the dynamo graphs it made."""
-    graphs = []
-
-    def backend(graph_module, example_inputs):
-        graphs.append(graph_module)
-        return aot_eager(graph_module, example_inputs)
-
-    compiled = torch.compile(module, backend=backend, fullgraph=True)
-    return compiled(*inputs), graphs
-
-
-def test_sat_path_is_kept_by_torch_compile_and_export(rel_err):
+def test_sat_path_is_kept_by_torch_compile_and_export(
+        kept_by_compile_and_export):
     """torch.compile traces the fused extension as a custom op (one graph,
     forward and backward the same as eager); torch.export keeps it in the
     exported program."""
-    torch._dynamo.reset()
     torch.manual_seed(0)
     conv = PeripheralConv2d(3, 31, bias=True, path='sat')
     x = torch.randn(2, 3, 20, 24, requires_grad=True)
-    eager = conv(x)
-    eager_grads = torch.autograd.grad(eager.square().sum(), (x, conv.weight))
-    out, graphs = _compiled_graphs(conv, x)
-    assert len(graphs) == 1
-    ops = {str(node.target) for node in graphs[0].graph.nodes}
-    assert 'pelk_mm.sat_conv.default' in ops
-    assert rel_err(out, eager) < 1e-6
-    grads = torch.autograd.grad(out.square().sum(), (x, conv.weight))
-    for got, want in zip(grads, eager_grads):
-        assert rel_err(got, want) < 1e-5
-    with torch.no_grad():
-        program = torch.export.export(conv.eval(), (x.detach(), ))
-    ops = {str(node.target) for node in program.graph.nodes}
-    assert 'pelk_mm.sat_conv.default' in ops
-    assert rel_err(program.module()(x.detach()), eager) < 1e-6
+    kept_by_compile_and_export(conv, x, 'pelk_mm.sat_conv.default')
 
 
 def test_cost_model_pads_rows_as_the_extension_does():

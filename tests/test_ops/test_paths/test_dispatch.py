@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from pelk_mm.ops import (PeripheralConv2d, choose_path, depthwise_conv,
                          forced_path, paths, peripheral_conv2d, switches)
+from pelk_mm.ops.paths import triton_sat
 
 
 def test_every_path_declares_what_the_dispatcher_needs():
@@ -156,7 +157,7 @@ def test_pelk_mm_path_refusals():
         choose_path(51, 64, 64)
 
 
-def test_refusals_say_why_and_what_can_run():
+def test_refusals_say_why_and_what_can_run(monkeypatch):
     """A named path that cannot run says why, and which paths can; the
     error is a ValueError (a bad setting) and a RuntimeError (of this
     machine) alike."""
@@ -176,7 +177,10 @@ def test_refusals_say_why_and_what_can_run():
     assert 'ONNX export and the TorchScript tracer' in refusal.reason
     compiled = traced._replace(tracer='compile')
     assert paths.refusals(compiled)['sat'] is None
-    assert paths.refusals(compiled)['triton'].kind == 'traced'
+    # The Triton kernels are custom ops too (where they can run at all).
+    monkeypatch.setattr(triton_sat, 'available_on', lambda device: True)
+    assert paths.refusals(traced)['triton'].kind == 'traced'
+    assert paths.refusals(compiled)['triton'] is None
 
 
 def test_auto_logs_why_each_path_refused(caplog):

@@ -43,11 +43,12 @@ def dense_conv(x, weight, grid, kernel_size):
 
 # (batch, channels, height, width, K): batch > 1, maps smaller than the
 # kernel, rectangular maps, widths that are not a multiple of the kernels'
-# 32-column blocks and wider than one, maps taller than a column-prefix
-# block (32 rows) and wider than a row-prefix block (256 columns), so that
-# the sums carried between blocks are used.
+# strips and wider than one (40 and 300 columns in 16-column strips), maps
+# taller than K (the stream's steps past the warm-up), and the widest strip
+# (128 columns, a 256-column window, 32 padded edges) of K = 101.
 SHAPES = [(2, 3, 9, 7, 13), (1, 2, 5, 6, 31), (3, 1, 12, 40, 5),
-          (1, 2, 4, 3, 51), (1, 1, 70, 9, 13), (1, 1, 3, 300, 5)]
+          (1, 2, 4, 3, 51), (1, 1, 70, 9, 13), (1, 1, 3, 300, 5),
+          (1, 1, 5, 140, 101)]
 
 
 @pytest.mark.parametrize('shape', SHAPES)
@@ -181,18 +182,18 @@ def test_a_variant_checked_without_gradients_is_checked_with_them(
         conv(x)
 
 
-def failing_launch(monkeypatch, name, when=lambda *args: True):
+def failing_launch(monkeypatch, name, when=lambda *args, **meta: True):
     """Make the kernels' ``name`` raise as a failed launch does where
-    ``when(*args)``."""
+    ``when(*args, **meta)``."""
     kernels = triton_kernels()
     real = getattr(kernels, name)
 
-    def launch(*args):
-        if when(*args):
+    def launch(*args, **meta):
+        if when(*args, **meta):
             raise RuntimeError('OutOfResources: out of resource: shared '
                                'memory, Required: 131072, Hardware limit: '
                                '101376')
-        return real(*args)
+        return real(*args, **meta)
 
     monkeypatch.setattr(kernels, name, launch)
 
@@ -200,13 +201,13 @@ def failing_launch(monkeypatch, name, when=lambda *args: True):
 def test_each_compiled_variant_is_checked_before_it_runs(
         monkeypatch, fresh_checks, rel_err):
     """Maps of other block sizes compile other kernels: the first call of
-    each is checked (here a failure injected for maps taller than one
-    column block falls back with a warning instead of raising)."""
-    conv = PeripheralConv2d(2, 13, path='triton').to(DEVICE)
-    conv(torch.randn(1, 2, 9, 9, device=DEVICE))  # checked, passes
-    failing_launch(monkeypatch, '_column_prefix_sums',
-                   lambda z: z.shape[2] > 32)
-    x = torch.randn(1, 2, 40, 40, device=DEVICE)
+    each is checked (here a failure injected for strips wider than 16
+    columns falls back with a warning instead of raising)."""
+    conv = PeripheralConv2d(2, 31, path='triton').to(DEVICE)
+    conv(torch.randn(1, 2, 9, 9, device=DEVICE))  # 16 columns: passes
+    failing_launch(monkeypatch, '_launch',
+                   lambda *args, **meta: meta['BLOCK_X'] > 16)
+    x = torch.randn(1, 2, 20, 20, device=DEVICE)  # 32-column strips
     falls_back(conv, x, 'kernels failed .*OutOfResources', rel_err)
 
 
@@ -215,7 +216,7 @@ def test_a_later_failure_of_a_checked_variant_falls_back_once(
     conv = PeripheralConv2d(2, 13, path='triton').to(DEVICE)
     x = torch.randn(1, 2, 9, 9, device=DEVICE)
     conv(x)  # checked, passes
-    failing_launch(monkeypatch, '_row_prefix_sums')
+    failing_launch(monkeypatch, '_launch')
     falls_back(conv, x, 'later forward .*OutOfResources', rel_err)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
@@ -238,20 +239,97 @@ def test_a_backward_that_fails_to_launch_takes_the_fft_gradients(
     assert rel_err(grad_w, expected[1].double()) < TOLERANCE
 
 
-def test_prefix_sums_of_long_rows_and_columns(rel_err):
-    """The prefix-sum kernels sum in fixed blocks with a carried sum, so
-    that no size needs more registers or shared memory (a whole column
-    of a 1100-row map was one tile before)."""
+def test_long_streams_of_positive_inputs_stay_within_tolerance(rel_err):
+    """A mean far from zero over many rows (the worst case of running sums
+    down the columns) stays within the path's float32 tolerance (measured
+    5e-6 output, 2e-5 input gradient, 5e-7 weight gradient: the rounding
+    of the row prefix sums, as in 'box_sums')."""
+    torch.manual_seed(0)
+    grid = grid_tensor(sharing_grid(51))
+    x = (torch.randn(1, 2, 400, 24, device=DEVICE) + 3).requires_grad_()
+    weight = torch.randn(2, len(grid), len(grid), device=DEVICE)
+    weight.requires_grad_()
+    out = triton_kernels().grid_depthwise_conv_triton(x, weight, grid, 51)
+    grad_out = torch.randn_like(out) + 3
+    grads = torch.autograd.grad(out, (x, weight), grad_out)
+    x64 = x.detach().double().requires_grad_()
+    w64 = weight.detach().double().requires_grad_()
+    expected = dense_conv(x64, w64, grid.to(DEVICE), 51)
+    expected_grads = torch.autograd.grad(expected, (x64, w64),
+                                         grad_out.double())
+    tolerance = triton_sat.TritonPath.tolerance[torch.float32]
+    assert rel_err(out, expected) < tolerance
+    for grad, ref in zip(grads, expected_grads):
+        assert rel_err(grad, ref) < tolerance
+
+
+def test_block_sizes_follow_the_kernel_and_the_map():
+    """A strip about as wide as K (16 to 128 columns, no wider than the
+    map), a window of the next power of two that holds strip and halo."""
+    blocks = triton_kernels().block_sizes
+    assert blocks(56, 51, 13) == (64, 128, 16, 16)
+    assert blocks(700, 13, 13) == (16, 32, 16, 16)
+    assert blocks(7, 13, 13) == (16, 32, 16, 16)
+    assert blocks(128, 101, 17) == (128, 256, 32, 32)
+    assert blocks(128, 101, 17).num_warps == 8
+
+
+def test_a_channel_slice_is_read_in_place(rel_err):
+    """The kernels take strides: a slice of a mixer's channels (not
+    contiguous) is read where it lies, and gives the conv of its copy."""
+    torch.manual_seed(0)
+    grid = grid_tensor(sharing_grid(13))
+    whole = torch.randn(2, 8, 11, 10, device=DEVICE)
+    x = whole[:, 2:5]
+    assert not x.is_contiguous()
+    weight = torch.randn(3, len(grid), len(grid), device=DEVICE)
+    out = triton_kernels().triton_sat_conv(x, weight, grid.to(DEVICE), 13)
+    expected = dense_conv(x.double(), weight.double(), grid.to(DEVICE), 13)
+    assert rel_err(out, expected) < TOLERANCE
+
+
+def test_triton_ops_pass_torch_opcheck():
+    """The custom ops' schemas, fake kernels, autograd registration and
+    their use by AOT autograd, as torch checks them (here the interpreter's
+    plain custom ops; on a GPU ``triton_op``, which tools/gpu/check.py
+    compiles with inductor)."""
     kernels = triton_kernels()
-    z = torch.randn(1, 2, 1100, 5, device=DEVICE)
-    rows = kernels._column_prefix_sums(z)
-    assert rel_err(rows[:, :, 1:], z.double().cumsum(2)) < TOLERANCE
-    assert not rows[:, :, 0].any()
-    x = torch.randn(2, 3, 700, device=DEVICE)
-    pre = kernels._row_prefix_sums(x)
-    assert rel_err(pre[..., 1:], x.double().cumsum(-1)) < TOLERANCE
-    assert not pre[..., 0].any()
-    assert kernels.block_sizes(1100, 700, 13) == (256, 32, 16)
+    torch.manual_seed(0)
+    grid = grid_tensor(sharing_grid(13)).to(DEVICE)
+    x = torch.randn(2, 3, 9, 8, device=DEVICE, requires_grad=True)
+    weight = torch.randn(
+        3, len(grid), len(grid), device=DEVICE, requires_grad=True)
+    torch.library.opcheck(kernels.triton_sat_conv, (x, weight, grid, 13))
+    torch.library.opcheck(
+        kernels.triton_sat_conv_weight_grad,
+        (torch.randn_like(x.detach()), x.detach(), grid, 13),
+        test_utils=('test_schema', 'test_faketensor'))
+
+
+def test_triton_path_is_kept_by_torch_compile_and_export(
+        kept_by_compile_and_export):
+    """torch.compile traces the kernels as a custom op (one graph, forward
+    and backward the same as eager, the gradients through the registered
+    autograd); torch.export keeps it in the exported program."""
+    torch.manual_seed(0)
+    conv = PeripheralConv2d(3, 31, bias=True, path='triton').to(DEVICE)
+    x = torch.randn(2, 3, 20, 24, device=DEVICE, requires_grad=True)
+    kept_by_compile_and_export(conv, x, 'pelk_mm.triton_sat_conv.default')
+
+
+def test_the_block_weight_gradient_has_no_second_derivative():
+    """In a graph the gradients run through the registered autograd; the
+    block weights' gradient says it cannot be differentiated again."""
+    kernels = triton_kernels()
+    grid = grid_tensor(sharing_grid(13)).to(DEVICE)
+    x = torch.randn(1, 2, 9, 9, device=DEVICE)
+    weight = torch.randn(
+        2, len(grid), len(grid), device=DEVICE, requires_grad=True)
+    out = kernels.triton_sat_conv(x, weight, grid, 13)
+    grad_w, = torch.autograd.grad(
+        out.square().sum(), weight, create_graph=True)
+    with pytest.raises(RuntimeError, match='not differentiable'):
+        grad_w.sum().backward()
 
 
 def test_float64_is_computed_in_float32_with_a_warning(rel_err):
@@ -262,31 +340,6 @@ def test_float64_is_computed_in_float32_with_a_warning(rel_err):
         out = triton_kernels().grid_depthwise_conv_triton(x, weight, grid, 13)
     assert out.dtype == torch.float64
     assert rel_err(out, dense_conv(x, weight, grid.to(DEVICE), 13)) < 1e-5
-
-
-def test_the_weight_gradient_matmul_ignores_tf32_settings(monkeypatch):
-    """A training script's TF32 setting would round each of the H*W
-    products the weight gradient sums to 10 bits; its matmul runs in full
-    float32, and the setting is restored after."""
-    kernels = triton_kernels()
-    matmul = torch.backends.cuda.matmul
-    saved = matmul.fp32_precision  # a property: monkeypatch cannot undo it
-    matmul.fp32_precision = 'tf32'
-    seen = []
-    real = torch.matmul
-
-    def recording(*args):
-        seen.append(matmul.fp32_precision)
-        return real(*args)
-
-    monkeypatch.setattr(torch, 'matmul', recording)
-    grid = grid_tensor(sharing_grid(13))
-    x = torch.randn(1, 2, 9, 9, device=DEVICE)
-    try:
-        kernels._weight_grad(x, torch.randn_like(x), grid.to(DEVICE), 13)
-        assert seen == ['ieee'] and matmul.fp32_precision == 'tf32'
-    finally:
-        matmul.fp32_precision = saved
 
 
 def test_cuda_choice_offers_the_kernels_on_small_maps(monkeypatch):
@@ -340,3 +393,24 @@ def test_kernels_launch_on_the_device_of_their_tensors(monkeypatch):
     guard = real(torch.device('cuda', 1))
     assert isinstance(guard, torch.cuda.device) and guard.idx == 1
     assert not isinstance(real(torch.device('cpu')), torch.cuda.device)
+
+
+@pytest.mark.gpu
+def test_inductor_launches_the_kernels_and_cuda_graphs_capture_them(rel_err):
+    """On a GPU the ops are ``triton_op``s: inductor compiles the graph
+    around the kernels (no graph break), and ``reduce-overhead`` captures
+    them in a CUDA graph; forward and gradients equal eager's."""
+    torch.manual_seed(0)
+    conv = PeripheralConv2d(8, 51, bias=True, path='triton').cuda()
+    x = torch.randn(2, 8, 56, 56, device='cuda', requires_grad=True)
+    eager = conv(x)
+    eager_grads = torch.autograd.grad(eager.square().sum(), (x, conv.weight))
+    for mode in ('default', 'reduce-overhead'):
+        torch._dynamo.reset()
+        compiled = torch.compile(conv, mode=mode, fullgraph=True)
+        for _ in range(3):  # reduce-overhead records, then replays
+            out = compiled(x)
+            grads = torch.autograd.grad(out.square().sum(), (x, conv.weight))
+        assert rel_err(out, eager) < 1e-5
+        for got, want in zip(grads, eager_grads):
+            assert rel_err(got, want) < 1e-4
