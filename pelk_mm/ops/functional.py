@@ -71,6 +71,36 @@ def _window_bounds(length: int, size: int, device) -> tuple:
     return lo, hi
 
 
+def positional_table(pos_kernel: torch.Tensor,
+                     border: str = 'valid') -> torch.Tensor:
+    """What the positional term of any map size is read from: the
+    summed-area table of ``W * h`` (C, K + 1, K + 1) for ``'valid'``, its
+    sum (C, 1, 1) for ``'padded'``. A deployed conv keeps it, so that a
+    traced graph reads it instead of summing the kernel on every call."""
+    if border == 'padded':
+        return pos_kernel.sum(dim=(-2, -1), keepdim=True)
+    if border != 'valid':
+        raise ValueError(f'pos_border must be one of {POS_BORDERS}, '
+                         f'got {border!r}')
+    return F.pad(pos_kernel.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
+
+
+def positional_term_from_table(table: torch.Tensor,
+                               height: int,
+                               width: int,
+                               border: str = 'valid') -> torch.Tensor:
+    """:func:`positional_term` from its :func:`positional_table`."""
+    if border == 'padded':
+        return table
+    # conv(1_image, W * h): each output pixel sums the rectangle of kernel
+    # taps that fall inside the image, four reads of the table.
+    size = table.shape[-1] - 1
+    row_lo, row_hi = _window_bounds(height, size, table.device)
+    col_lo, col_hi = _window_bounds(width, size, table.device)
+    rows = table.index_select(-2, row_hi) - table.index_select(-2, row_lo)
+    return rows.index_select(-1, col_hi) - rows.index_select(-1, col_lo)
+
+
 def positional_term(pos_kernel: torch.Tensor,
                     height: int,
                     width: int,
@@ -88,19 +118,8 @@ def positional_term(pos_kernel: torch.Tensor,
         Tensor: Shape (C, H, W) for ``'valid'``; (C, 1, 1) for ``'padded'``.
         It broadcasts over the batch.
     """
-    if border == 'padded':
-        return pos_kernel.sum(dim=(-2, -1), keepdim=True)
-    if border != 'valid':
-        raise ValueError(f'pos_border must be one of {POS_BORDERS}, '
-                         f'got {border!r}')
-    # conv(1_image, W * h) with a summed-area table of W * h: each output
-    # pixel sums the rectangle of kernel taps that fall inside the image.
-    size = pos_kernel.shape[-1]
-    table = F.pad(pos_kernel.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
-    row_lo, row_hi = _window_bounds(height, size, pos_kernel.device)
-    col_lo, col_hi = _window_bounds(width, size, pos_kernel.device)
-    rows = table.index_select(-2, row_hi) - table.index_select(-2, row_lo)
-    return rows.index_select(-1, col_hi) - rows.index_select(-1, col_lo)
+    return positional_term_from_table(
+        positional_table(pos_kernel, border), height, width, border)
 
 
 def peripheral_conv2d(x: torch.Tensor,

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 
 from .functional import (POS_BORDERS, grid_depthwise_conv, peripheral_conv2d,
-                         peripheral_conv2d_reference, positional_term)
+                         peripheral_conv2d_reference, positional_table,
+                         positional_term_from_table)
 from .grid import expand_by_grid, grid_tensor, sharing_grid
 from .paths import PATHS, tracing
 
@@ -105,6 +106,10 @@ class PeripheralConv2d(nn.Module):
         # The inference form (see set_deployed): W * h frozen.
         self.deploy = False
         self.register_buffer('pos_kernel', None)
+        # positional_table(pos_kernel), kept with it (derived, not saved),
+        # and the version of pos_kernel it was derived from.
+        self.register_buffer('pos_table', None, persistent=False)
+        self._pos_table_of: Optional[int] = None
         self._constant_cache: Optional[tuple] = None
         self.reset_parameters()
 
@@ -156,6 +161,7 @@ class PeripheralConv2d(nn.Module):
         self.weight.data.copy_(weight)
         self.bias = nn.Parameter(bias)
         self.pos_kernel = pos_kernel
+        self._refresh_pos_table()
         self._pos_embed = (None, )
         self.deploy = True
 
@@ -165,6 +171,16 @@ class PeripheralConv2d(nn.Module):
         if weight is not None and weight.dim() == 4 and weight.shape[1] == 1:
             state_dict[prefix + 'weight'] = weight[:, 0]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._refresh_pos_table()
+
+    @torch.no_grad()
+    def _refresh_pos_table(self) -> None:
+        """Derive ``pos_table`` from ``pos_kernel`` (at deploy and load
+        time; eager calls also where ``pos_kernel`` changed in place)."""
+        kernel = self.pos_kernel
+        self.pos_table = None if kernel is None else \
+            positional_table(kernel, self.pos_border)
+        self._pos_table_of = None if kernel is None else kernel._version
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -185,23 +201,28 @@ class PeripheralConv2d(nn.Module):
             kernel_size=self.kernel_size)
 
     def _constant_terms(self, x: torch.Tensor) -> torch.Tensor:
-        """Positional term + bias of a deployed conv, cached per map size
-        (computed in the graph where it is traced, so that an exported
-        graph takes any map size)."""
-        pos_kernel, bias = self.pos_kernel, self.bias
+        """Positional term + bias of a deployed conv: in a traced graph
+        read from the kept ``pos_table`` (so that an exported graph takes
+        any map size, and a compiled one sums no kernel per call); in eager
+        mode cached per map size."""
+        bias = self.bias
         assert bias is not None, 'a deployed conv has a bias'
-        if pos_kernel is None:
+        if self.pos_kernel is None:
             return bias.to(x.dtype).view(-1, 1, 1)
         height, width = x.shape[-2], x.shape[-1]
         if tracing():
-            term = positional_term(pos_kernel, height, width, self.pos_border)
+            term = positional_term_from_table(self.pos_table, height, width,
+                                              self.pos_border)
             return (term + bias.view(-1, 1, 1)).to(x.dtype)
         # Tensor versions change when a state dict is loaded in place.
-        key = ((height, width), x.dtype, x.device, pos_kernel._version,
-               bias._version)
+        version = self.pos_kernel._version
+        if self._pos_table_of != version:
+            self._refresh_pos_table()
+        key = ((height, width), x.dtype, x.device, version, bias._version)
         cached = self._constant_cache
         if cached is None or cached[0] != key:
-            term = positional_term(pos_kernel, height, width, self.pos_border)
+            term = positional_term_from_table(self.pos_table, height, width,
+                                              self.pos_border)
             term = term + bias.view(-1, 1, 1)
             cached = (key, term.to(x.dtype))
             self._constant_cache = cached

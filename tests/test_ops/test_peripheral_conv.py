@@ -244,3 +244,41 @@ def test_cuda_paths_under_autocast_match_float32(cuda_path, dtype, rel_err):
     assert rel_err(out.float(), ref) < 4 * unit
     for grad, ref_grad in zip(grads, ref_grads):
         assert rel_err(grad.float(), ref_grad) < 16 * unit
+
+
+@pytest.mark.parametrize('border', ['valid', 'padded'])
+def test_a_compiled_deployed_conv_reads_its_positional_table(border, rel_err):
+    """A deployed conv keeps the summed-area table of its frozen W * h: a
+    compiled graph reads the positional term from it (no cumulative sum
+    per call) and equals eager, also after new weights are loaded."""
+    torch.manual_seed(0)
+    pos_embed = KernelPositionEmbedding(3, 13, std=0.5)
+    conv = PeripheralConv2d(3, 13, pos_embed=pos_embed, pos_border=border)
+    x = torch.randn(1, 3, 9, 10)
+    with torch.no_grad():
+        expected = conv(x)
+        conv.set_deployed(conv.weight.clone(), torch.zeros(3),
+                          conv._pos_kernel().clone())
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(conv, backend=backend, fullgraph=True)
+    with torch.no_grad():
+        assert rel_err(compiled(x), expected) < 1e-6
+        # (The grid's cell edges are a cumulative sum of k' widths.)
+        summed = [
+            node.meta['example_value'].shape for node in graphs[0].graph.nodes
+            if 'cumsum' in str(node.target)
+        ]
+        assert all(len(shape) == 1 for shape in summed), summed
+        other = copy.deepcopy(conv)
+        other.pos_kernel.mul_(2)
+        conv.load_state_dict(other.state_dict())
+        torch._dynamo.reset()
+        compiled = torch.compile(conv, backend=backend, fullgraph=True)
+        assert rel_err(compiled(x), other(x)) < 1e-6
+        assert rel_err(compiled(x), expected) > 1e-3

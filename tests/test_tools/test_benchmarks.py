@@ -38,10 +38,13 @@ def test_backbone_benchmark_with_autocast(run_tool):
     assert 'pelk-t-deploy' not in train  # inference only
 
 
-def test_backbone_benchmark_compiled_beside_eager(run_tool):
+@pytest.mark.parametrize('freezing', [[], ['--freezing']])
+def test_backbone_benchmark_compiled_beside_eager(run_tool, freezing):
+    """Compiled beside eager, with and without inductor's freezing (which
+    applies to the inference graphs; the training step compiles too)."""
     proc = run_tool('tools/benchmark/backbone.py', '--models', 'convnext-t',
                     '--sizes', '32', '--train-size', '32', '--repeat', '1',
-                    '--no-memory', '--compile')
+                    '--no-memory', '--compile', *freezing)
     log = proc.stdout + proc.stderr
     for case in ('inference', 'training step'):
         part = log[log.index(case):]

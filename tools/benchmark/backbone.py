@@ -3,7 +3,8 @@
 Usage:
     python tools/benchmark/backbone.py [--device cpu|cuda[:N]]
         [--amp none|bf16|fp16] [--sizes 224 512] [--batch 1] [--repeat 3]
-        [--train-size 512] [--no-memory] [--compile] [--json out.json]
+        [--train-size 512] [--no-memory] [--compile [--freezing]]
+        [--json out.json]
 
     # to compare with the paper's A100 throughput (docs/specification.md)
     python tools/benchmark/backbone.py --device cuda --batch 64 --sizes 224 \
@@ -22,7 +23,10 @@ Backbones (classification form, 1000-class head left out):
   depthwise CUDA kernels.
 
 ``--compile`` adds each model under ``torch.compile`` (``NAME+compiled``,
-static shapes, inductor), compiled by a call before the timed ones.
+static shapes, inductor), compiled by a call before the timed ones;
+``--freezing`` sets inductor's ``freezing`` for them (inference graphs take
+the parameters as constants: folded, and linear weights pre-packed for
+oneDNN on the CPU), the setting for deployment.
 
 It prints images/s for inference at each size (best of ``--repeat``), the
 time of one training step (forward, backward, AdamW step) at
@@ -34,6 +38,7 @@ passes under ``torch.autocast`` (fp16 training with a gradient scaler).
 """
 import argparse
 import contextlib
+import importlib
 from typing import Dict
 
 import torch
@@ -177,7 +182,17 @@ def main():
         '--compile',
         action='store_true',
         help='also time each model under torch.compile (name+compiled)')
+    parser.add_argument(
+        '--freezing',
+        action='store_true',
+        help="with --compile: inductor's freezing (inference graphs fold "
+        'the parameters in as constants and pre-pack the linear weights; '
+        'for deployment)')
     args = parse_arguments(parser)
+    if args.freezing:
+        if not args.compile:
+            parser.error('--freezing applies to --compile')
+        importlib.import_module('torch._inductor.config').freezing = True
     torch.manual_seed(0)
     models = {name: build(name).to(args.device) for name in args.models}
     if args.compile:

@@ -353,15 +353,29 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight,
               "input and weight must have the same dtype");
 }
 
+// The input as the kernels read it: planes of H x W row-major values at
+// b * stride(0) + c * stride(1). A channel slice of a larger map (a
+// mixer's convolved channels) is such a tensor and is read where it lies;
+// anything else is copied once.
+at::Tensor row_major_planes(const at::Tensor& t) {
+  if (t.stride(3) == 1 && t.stride(2) == t.size(3)) return t;
+  return t.contiguous();
+}
+
+inline int64_t plane_offset(const at::Tensor& t, int64_t p) {
+  const int64_t C = t.size(1);
+  return (p / C) * t.stride(0) + (p % C) * t.stride(1);
+}
+
 at::Tensor forward(const at::Tensor& input, const at::Tensor& weight_in,
                    const at::Tensor& grid) {
   const auto s = cell_starts(grid);
   check_inputs(input, weight_in, s);
-  auto x = input.contiguous();
+  auto x = row_major_planes(input);
   auto weight = weight_in.contiguous();
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t kp = static_cast<int64_t>(s.size()) - 1, K = s[kp];
-  auto y = at::empty_like(x);
+  auto y = at::empty(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "peripheral_sat_forward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* wp = weight.data_ptr<scalar_t>();
@@ -371,8 +385,8 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& weight_in,
       std::vector<scalar_t> pre(Wp + K + 1), Q(kp * (H + 1) * Wp);
       for (int64_t p = begin; p < end; ++p) {
         const int64_t c = p % C;
-        plane_forward<scalar_t>(xp + p * H * W, wp + c * kp * kp, s, H, W,
-                                yp + p * H * W, pre, Q);
+        plane_forward<scalar_t>(xp + plane_offset(x, p), wp + c * kp * kp, s,
+                                H, W, yp + p * H * W, pre, Q);
       }
     });
   });
@@ -383,8 +397,8 @@ at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& input,
                        const at::Tensor& weight, const at::Tensor& grid) {
   const auto s = cell_starts(grid);
   check_inputs(input, weight, s);
-  auto g = grad_out.contiguous();
-  auto x = input.contiguous();
+  auto g = row_major_planes(grad_out);
+  auto x = row_major_planes(input);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t kp = static_cast<int64_t>(s.size()) - 1, K = s[kp];
   auto partial = at::empty({B, C, kp, kp}, x.options());
@@ -397,7 +411,8 @@ at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& input,
       std::vector<scalar_t> pre(kGradRows * (Wp + K + 1)), Qg((H + 1) * Wp),
           D(kGradRows * kp * Wp), acc(kp * kp * Vector<scalar_t>::kLanes);
       for (int64_t p = begin; p < end; ++p)
-        plane_weight_grad<scalar_t>(xp + p * H * W, gp + p * H * W, s, H, W,
+        plane_weight_grad<scalar_t>(xp + plane_offset(x, p),
+                                    gp + plane_offset(g, p), s, H, W,
                                     dp + p * kp * kp, pre, Qg, D, acc);
     });
   });

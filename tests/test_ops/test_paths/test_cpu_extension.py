@@ -37,6 +37,39 @@ def test_sat_ops_pass_torch_opcheck():
         test_utils=('test_schema', 'test_faketensor'))
 
 
+def _copies(run) -> int:
+    """How many tensor copies (``aten::copy_``) ``run()`` makes."""
+    with torch.profiler.profile() as profile:
+        run()
+    return sum(event.name == 'aten::copy_' for event in profile.events())
+
+
+def test_a_channel_slice_is_read_in_place():
+    """A mixer's convolved channels (a slice: planes row-major, not the
+    whole tensor contiguous) are read where they lie, with the same result
+    as their copy, forward and weight gradient; nothing is copied."""
+    torch.manual_seed(0)
+    grid = torch.tensor([2, 1, 3, 1, 2])
+    x = torch.randn(2, 8, 9, 11)[:, 2:5]
+    grad_out = torch.randn(2, 8, 9, 11)[:, 1:4]
+    weight = torch.randn(3, 5, 5)
+    expected = (cpu_extension.sat_conv(x.contiguous(), weight, grid),
+                cpu_extension.sat_conv_weight_grad(grad_out.contiguous(),
+                                                   x.contiguous(), weight,
+                                                   grid))
+    got = (cpu_extension.sat_conv(x, weight, grid),
+           cpu_extension.sat_conv_weight_grad(grad_out, x, weight, grid))
+    for out, want in zip(got, expected):
+        assert torch.equal(out, want)
+    assert _copies(lambda: cpu_extension.sat_conv(x, weight, grid)) == 0
+    assert _copies(lambda: cpu_extension.sat_conv_weight_grad(
+        grad_out, x, weight, grid)) == 0
+    # What is not row-major per plane is copied once.
+    column_major = x.transpose(2, 3).contiguous().transpose(2, 3)
+    assert _copies(
+        lambda: cpu_extension.sat_conv(column_major, weight, grid)) == 1
+
+
 def test_sat_second_derivatives(rel_err):
     """The input gradient is the conv with the flipped kernel, so it is
     differentiable again (checked against the dense conv's second
