@@ -11,7 +11,8 @@ Usage:
 
 On one input (default: batch 2, 46 channels = 3/8 of PeLK-T's 124, 128x128:
 PeLK-T's first stage at 512x512), for each kernel size K, forward and
-forward+backward (gradients of the input and the weights), it runs:
+forward+backward (gradients of the input and the weights for one dense
+random output gradient), it runs:
 
 * ``dense``: the naive depthwise ``F.conv2d`` of the expanded KxK kernel;
 * ``slak``: SLaK's stripe form (Kx5 + 5xK + 5x5 depthwise convs; another
@@ -287,11 +288,14 @@ def costs_report(device_type: str, fits: Dict[str, Dict]) -> str:
     return '\n'.join(rows)
 
 
-def run_once(fn: Callable, x, params, backward: bool):
-    if backward:
+def run_once(fn: Callable, x, params, grad_out=None):
+    """``fn(x, *params)``; with ``grad_out`` (a dense output gradient, as
+    a network's next layer hands back: not the stride-0 ones of a
+    ``sum()``), its backward too."""
+    if grad_out is not None:
         leaves = [x] + params
         out = fn(*leaves)
-        torch.autograd.grad(out.float().sum(), leaves)
+        torch.autograd.grad(out, leaves, grad_out.to(out.dtype))
         return out.detach()
     with torch.no_grad():
         return fn(x, *params)
@@ -307,6 +311,7 @@ def measure(args, backward: bool, memory: bool) -> Dict:
         methods = make_methods(c, k, dtype, args.device)
         x = torch.randn(b, c, h, w, dtype=dtype).to(args.device)
         x.requires_grad_(backward)
+        grad_out = torch.randn_like(x.detach()) if backward else None
         skip_dense = k > args.max_dense_kernel
         reference = None  # the dense conv in float64, same parameters
         if not skip_dense and not memory:
@@ -320,7 +325,7 @@ def measure(args, backward: bool, memory: bool) -> Dict:
             params = [p.clone().requires_grad_(backward) for p in params]
 
             def call(fn=fn, params=params):
-                return run_once(fn, x, params, backward)
+                return run_once(fn, x, params, grad_out)
 
             if memory:
                 call()  # warm-up: FFT plans, thread pools
