@@ -106,10 +106,8 @@ class PeripheralConv2d(nn.Module):
         # The inference form (see set_deployed): W * h frozen.
         self.deploy = False
         self.register_buffer('pos_kernel', None)
-        # positional_table(pos_kernel), kept with it (derived, not saved),
-        # and the version of pos_kernel it was derived from.
+        # positional_table(pos_kernel), kept with it (derived, not saved).
         self.register_buffer('pos_table', None, persistent=False)
-        self._pos_table_of: Optional[int] = None
         self._constant_cache: Optional[tuple] = None
         self.reset_parameters()
 
@@ -176,11 +174,11 @@ class PeripheralConv2d(nn.Module):
     @torch.no_grad()
     def _refresh_pos_table(self) -> None:
         """Derive ``pos_table`` from ``pos_kernel`` (at deploy and load
-        time; eager calls also where ``pos_kernel`` changed in place)."""
+        time, and on each eager cache miss, which an in-place change of
+        ``pos_kernel`` is)."""
         kernel = self.pos_kernel
         self.pos_table = None if kernel is None else \
             positional_table(kernel, self.pos_border)
-        self._pos_table_of = None if kernel is None else kernel._version
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -215,12 +213,11 @@ class PeripheralConv2d(nn.Module):
                                               self.pos_border)
             return (term + bias.view(-1, 1, 1)).to(x.dtype)
         # Tensor versions change when a state dict is loaded in place.
-        version = self.pos_kernel._version
-        if self._pos_table_of != version:
-            self._refresh_pos_table()
-        key = ((height, width), x.dtype, x.device, version, bias._version)
+        key = ((height, width), x.dtype, x.device, self.pos_kernel._version,
+               bias._version)
         cached = self._constant_cache
         if cached is None or cached[0] != key:
+            self._refresh_pos_table()
             term = positional_term_from_table(self.pos_table, height, width,
                                               self.pos_border)
             term = term + bias.view(-1, 1, 1)

@@ -38,7 +38,6 @@ passes under ``torch.autocast`` (fp16 training with a gradient scaler).
 """
 import argparse
 import contextlib
-import importlib
 from typing import Dict
 
 import torch
@@ -192,7 +191,8 @@ def main():
     if args.freezing:
         if not args.compile:
             parser.error('--freezing applies to --compile')
-        importlib.import_module('torch._inductor.config').freezing = True
+        from torch._inductor import config as inductor_config
+        inductor_config.freezing = True
     torch.manual_seed(0)
     models = {name: build(name).to(args.device) for name in args.models}
     if args.compile:

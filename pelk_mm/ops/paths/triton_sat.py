@@ -80,8 +80,8 @@ class TritonPath(SummedAreaPath):
         return grid_depthwise_conv_triton(x, weight, grid, kernel_size, guard)
 
     def check_key(self, x, weight, kernel_size):
-        # Each block size (they follow H, W and k') is a kernel compiled
+        # Each block size (they follow W, K and k') is a kernel compiled
         # on first use, which the check must see before it runs.
         from .triton_kernels import block_sizes
-        return super().check_key(x, weight, kernel_size) + tuple(
-            block_sizes(x.shape[-1], kernel_size, weight.shape[-1]))
+        return super().check_key(x, weight, kernel_size) + \
+            block_sizes(x.shape[-1], kernel_size, weight.shape[-1])
