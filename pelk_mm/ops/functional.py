@@ -32,17 +32,21 @@ POS_BORDERS = ('valid', 'padded')
 
 def depthwise_conv(x: torch.Tensor,
                    kernel: torch.Tensor,
-                   path: str = 'auto') -> torch.Tensor:
+                   path: str = 'auto',
+                   addend: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Depthwise "same" conv of a dense kernel (C, K, K) through the path
-    named (or chosen) by ``path``."""
-    return paths.run(path, x, kernel, None, kernel.shape[-1])
+    named (or chosen) by ``path``, plus ``addend`` (broadcast to
+    (C, H, W))."""
+    return paths.run(path, x, kernel, None, kernel.shape[-1], addend=addend)
 
 
 def grid_depthwise_conv(x: torch.Tensor,
                         weight: torch.Tensor,
                         grid: torch.Tensor,
                         path: str = 'auto',
-                        kernel_size: Optional[int] = None) -> torch.Tensor:
+                        kernel_size: Optional[int] = None,
+                        addend: Optional[torch.Tensor] = None,
+                        out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Depthwise "same" conv of a kernel given by block weights on a grid.
 
     Args:
@@ -53,13 +57,20 @@ def grid_depthwise_conv(x: torch.Tensor,
         kernel_size (int, optional): K, if known (see
             :func:`~pelk_mm.ops.grid.expand_by_grid`). Defaults to the sum
             of ``grid``.
+        addend (Tensor, optional): Added to the output, broadcast to
+            (C, H, W) (positional term, bias); ``'triton'`` adds it in its
+            kernel. Defaults to None.
+        out (Tensor, optional): Where to write the output, (B, C, H, W) of
+            any strides (e.g. a channel slice of a larger map).
+            Defaults to None (a new tensor).
 
     Returns:
-        Tensor: (B, C, H, W).
+        Tensor: (B, C, H, W) (``out`` where given).
     """
     if kernel_size is None:
         kernel_size = int(grid.sum())
-    return paths.run(path, x, weight, grid, kernel_size)
+    return paths.run(
+        path, x, weight, grid, kernel_size, addend=addend, out=out)
 
 
 def _window_bounds(length: int, size: int, device) -> tuple:
@@ -149,15 +160,18 @@ def peripheral_conv2d(x: torch.Tensor,
     Returns:
         Tensor: Output of shape (B, C, H, W).
     """
-    out = depthwise_conv(x, kernel, path) if grid is None else \
-        grid_depthwise_conv(x, kernel, grid, path, kernel_size)
+    # The positional term and the bias, added to the conv in one step
+    # (fused into the kernels of the paths that can).
+    addend = None
     if pos_kernel is not None:
-        term = positional_term(pos_kernel, x.shape[-2], x.shape[-1],
-                               pos_border)
-        out = out + term.to(out.dtype)
+        addend = positional_term(pos_kernel, x.shape[-2], x.shape[-1],
+                                 pos_border)
     if bias is not None:
-        out = out + bias.to(out.dtype).view(-1, 1, 1)
-    return out
+        bias = bias.view(-1, 1, 1)
+        addend = bias if addend is None else addend + bias
+    if grid is None:
+        return depthwise_conv(x, kernel, path, addend)
+    return grid_depthwise_conv(x, kernel, grid, path, kernel_size, addend)
 
 
 def peripheral_conv2d_reference(

@@ -180,15 +180,20 @@ class PeripheralConv2d(nn.Module):
         self.pos_table = None if kernel is None else \
             positional_table(kernel, self.pos_border)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The conv of ``x`` (B, C, H, W), written into ``out`` where given
+        ((B, C, H, W) of any strides, e.g. a channel slice of a larger
+        map)."""
         self._check_input(x)
         if self.deploy and not torch.is_grad_enabled():
             # Deployed: the positional term and the bias depend only on the
-            # map size; compute them once per size.
-            out = grid_depthwise_conv(x, self.weight, self.grid_widths,
-                                      self.path, self.kernel_size)
-            return out + self._constant_terms(x)
-        return peripheral_conv2d(
+            # map size; computed once per size, added by the conv's path.
+            return grid_depthwise_conv(x, self.weight, self.grid_widths,
+                                       self.path, self.kernel_size,
+                                       self._constant_terms(x), out)
+        result = peripheral_conv2d(
             x,
             self.weight,
             self._pos_kernel(),
@@ -197,6 +202,7 @@ class PeripheralConv2d(nn.Module):
             self.path,
             grid=self.grid_widths,
             kernel_size=self.kernel_size)
+        return result if out is None else out.copy_(result)
 
     def _constant_terms(self, x: torch.Tensor) -> torch.Tensor:
         """Positional term + bias of a deployed conv: in a traced graph

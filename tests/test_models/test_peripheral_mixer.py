@@ -2,6 +2,7 @@
 kernel, and its deployed form."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pelk_mm.models import PeripheralMixer
 from pelk_mm.ops import KernelPositionEmbedding
@@ -64,3 +65,45 @@ def test_switch_to_deploy_keeps_outputs(kernel_size, center_size, small_kernel,
     assert rel_err(mixer(x), expected) < 1e-5
     assert rel_err(mixer.large.forward_reference(x[:, :6]),
                    mixer(x)[:, :6]) < 1e-5
+
+
+class OutputShapes(TorchDispatchMode):
+    """The (op name, output shape) of every aten op run under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor):
+            self.seen.append((func.overloadpacket.__name__, out.shape))
+        return out
+
+    @classmethod
+    def of(cls, module, *inputs):
+        with cls() as ops:
+            module(*inputs)
+        return ops.seen
+
+
+def test_deployed_mixer_writes_the_conv_into_its_output(grid_path):
+    """Without gradients the deployed mixer's conv writes into its channels
+    of the output (no concatenation copies them), with the same result as
+    the concatenation form (with gradients, and in traced graphs)."""
+    torch.manual_seed(0)
+    mixer = PeripheralMixer(
+        16,
+        13,
+        pos_embed=KernelPositionEmbedding(6, 13, std=0.5),
+        path=grid_path)
+    mixer.eval()
+    mixer.switch_to_deploy()
+    x = torch.randn(2, 16, 12, 14)
+    expected = mixer(x)  # gradients enabled: the concatenation
+    with torch.no_grad(), OutputShapes() as ops:
+        out = mixer(x)
+    assert ('cat', x.shape) not in ops.seen
+    assert ('cat', x.shape) in OutputShapes.of(mixer, x)  # (it can fail)
+    assert rel_err(out, expected) < 1e-6
+    assert torch.equal(out[:, 6:], x[:, 6:])

@@ -282,3 +282,31 @@ def test_a_compiled_deployed_conv_reads_its_positional_table(border, rel_err):
         compiled = torch.compile(conv, backend=backend, fullgraph=True)
         assert rel_err(compiled(x), other(x)) < 1e-6
         assert rel_err(compiled(x), expected) > 1e-3
+
+
+def test_every_path_writes_into_out_at_a_channel_offset(grid_path, rel_err):
+    """``out=`` (what a deployed mixer passes: its output's channels of the
+    conv) is written where it lies, addend included, by every path; the
+    other channels are left as they were; with gradients the write is a
+    differentiable copy."""
+    torch.manual_seed(0)
+    conv, _ = make_conv(3, 13, path=grid_path)
+    x = torch.randn(2, 3, 11, 10)
+    expected = conv.forward_reference(x).detach()
+    whole = torch.full((2, 7, 11, 10), 5.)
+    with torch.no_grad():
+        conv.set_deployed(conv.weight.clone(), conv.bias.clone(),
+                          conv._pos_kernel().clone())
+        written = conv(x, out=whole[:, 2:5])
+    assert written.data_ptr() == whole[:, 2:5].data_ptr()
+    assert rel_err(whole[:, 2:5], expected) < FLOAT32_TOLERANCE
+    assert (whole[:, :2] == 5).all() and (whole[:, 5:] == 5).all()
+
+    trained, pos_embed = make_conv(3, 13, path=grid_path)
+    whole = torch.zeros(2, 7, 11, 10)
+    out = trained(x, out=whole[:, 2:5])
+    weight_grad, = torch.autograd.grad(whole.sum(), trained.weight)
+    ref_grad, = torch.autograd.grad(
+        trained.forward_reference(x).sum(), trained.weight)
+    assert rel_err(out, trained.forward_reference(x)) < FLOAT32_TOLERANCE
+    assert rel_err(weight_grad, ref_grad) < FLOAT32_TOLERANCE

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 
-from ...ops import KernelPositionEmbedding, PeripheralConv2d, expand_by_grid
+from ...ops import (KernelPositionEmbedding, PeripheralConv2d, expand_by_grid,
+                    tracing)
 
 
 def _fold_bn(weight: torch.Tensor, norm: nn.Module):
@@ -94,6 +95,14 @@ class PeripheralMixer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv_part, identity = x.split(
             [self.conv_channels, self.channels - self.conv_channels], dim=1)
+        if self.deploy and not (tracing() or torch.is_grad_enabled()):
+            # The conv writes its output (with bias and positional term)
+            # into its channels of the mixer's, instead of a concatenation
+            # copying it there.
+            mixed = torch.empty_like(x)
+            self.large(conv_part, out=mixed[:, :self.conv_channels])
+            mixed[:, self.conv_channels:] = identity
+            return mixed
         if self.deploy:
             out = self.large(conv_part)
         else:

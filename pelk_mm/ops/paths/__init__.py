@@ -201,7 +201,9 @@ def run(name: str,
         weight: torch.Tensor,
         grid: Optional[torch.Tensor],
         kernel_size: int,
-        traced=None) -> torch.Tensor:
+        traced=None,
+        addend: Optional[torch.Tensor] = None,
+        out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The conv of ``x`` through the path ``name`` (or ``'auto'``).
 
     Args:
@@ -212,9 +214,14 @@ def run(name: str,
         grid (Tensor, optional): int64 cell widths (k', ).
         kernel_size (int): K.
         traced (bool | str, optional): As in :func:`choose_path`.
+        addend (Tensor, optional): Added to the output, broadcast to
+            (C, H, W) (a positional term, a bias); a path may fuse it into
+            its kernels (:meth:`ConvPath.run_fused`).
+        out (Tensor, optional): Where to write the output, (B, C, H, W) of
+            any strides (a channel slice of a larger map).
 
     Returns:
-        Tensor: (B, C, H, W), dtype of ``x``.
+        Tensor: (B, C, H, W), dtype of ``x`` (``out`` where given).
     """
     request = make_request(x, weight, grid, kernel_size, traced)
     chosen = choose(request) if name == 'auto' else resolve(name, request)
@@ -225,8 +232,9 @@ def run(name: str,
         def fallback(x, weight):
             return trusted.run(x, weight, grid, kernel_size)
 
-        return run_checked(path, x, weight, grid, kernel_size, fallback)
-    return path.run(x, weight, grid, kernel_size)
+        return run_checked(path, x, weight, grid, kernel_size, fallback,
+                           addend, out)
+    return path.run_fused(x, weight, grid, kernel_size, addend, out)
 
 
 def cost_constants(device_type: str) -> Dict[str, object]:

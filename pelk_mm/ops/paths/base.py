@@ -103,6 +103,21 @@ class Refusal(NamedTuple):
     reason: str
 
 
+def add_and_write(result: torch.Tensor, addend: Optional[torch.Tensor],
+                  out: Optional[torch.Tensor]) -> torch.Tensor:
+    """``result + addend`` (in the dtype of ``result``; no addend: the
+    result), written into ``out`` where given."""
+    if addend is not None:
+        addend = addend.to(result.dtype)
+        if out is None:
+            return result + addend
+        if not (torch.is_grad_enabled() and
+                (result.requires_grad or addend.requires_grad)):
+            return torch.add(result, addend, out=out)  # one pass
+        result = result + addend  # (out= takes no autograd)
+    return result if out is None else out.copy_(result)
+
+
 class ConvPath:
     """One implementation of the (grid) depthwise conv.
 
@@ -209,22 +224,37 @@ class ConvPath:
         Returns (B, C, H, W) in the dtype of ``x``."""
         raise NotImplementedError
 
-    def run_guarded(self, x: torch.Tensor, weight: torch.Tensor,
-                    grid: Optional[torch.Tensor], kernel_size: int,
-                    guard) -> torch.Tensor:
-        """:meth:`run`, for a path under a first-use check: where its
-        backward can fail to compile or launch, it hands the failure to
-        ``guard.recover`` (``first_use.Guard``) instead of raising. The
-        forward's failures the caller catches."""
-        return self.run(x, weight, grid, kernel_size)
+    def run_fused(self,
+                  x: torch.Tensor,
+                  weight: torch.Tensor,
+                  grid: Optional[torch.Tensor],
+                  kernel_size: int,
+                  addend: Optional[torch.Tensor] = None,
+                  out: Optional[torch.Tensor] = None,
+                  guard=None) -> torch.Tensor:
+        """:meth:`run`, plus ``addend`` (broadcast to (C, H, W): a
+        positional term, a bias), written into ``out`` where given (a
+        channel slice of a larger map). By default the addition and the
+        write follow the conv (:func:`add_and_write`); a path may fuse
+        them into its kernels. For a path under a first-use check,
+        ``guard`` (``first_use.Guard``) takes over where its backward
+        fails to compile or launch (the forward's failures the caller
+        catches)."""
+        return add_and_write(
+            self.run(x, weight, grid, kernel_size), addend, out)
 
-    def check_key(self, x: torch.Tensor, weight: torch.Tensor,
-                  kernel_size: int) -> tuple:
+    def check_key(self,
+                  x: torch.Tensor,
+                  weight: torch.Tensor,
+                  kernel_size: int,
+                  addend: Optional[torch.Tensor] = None) -> tuple:
         """What a first-use check is valid for (see ``checked_against``):
         the compiled variant that will run. By default the device, dtype,
-        K, and whether the map is smaller than K."""
+        K, whether the map is smaller than K, and the addend's shape (none,
+        a bias, a term per pixel)."""
         return (str(x.device), x.dtype, kernel_size, x.shape[-2]
-                < kernel_size, x.shape[-1] < kernel_size)
+                < kernel_size, x.shape[-1] < kernel_size,
+                None if addend is None else tuple(addend.shape[-2:]) == (1, 1))
 
     def __repr__(self) -> str:
         return f'<conv path {self.name!r}: {self.summary}>'

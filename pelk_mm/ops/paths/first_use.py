@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .base import ConvPath
+from .base import ConvPath, add_and_write
 
 # (path name, check key) -> what the path passed there: 'output' (checked
 # without gradients), 'gradients' (the output and both gradients), or False
@@ -52,17 +52,20 @@ def _outputs(run: Callable, x: torch.Tensor, weight: torch.Tensor,
 
 def _passes(path: ConvPath, key: tuple, x: torch.Tensor, weight: torch.Tensor,
             grid: torch.Tensor, kernel_size: int, trusted: Callable,
-            with_grad: bool) -> bool:
+            addend: Optional[torch.Tensor], with_grad: bool) -> bool:
     try:
-        got = _outputs(lambda x, w: path.run(x, w, grid, kernel_size), x,
-                       weight, with_grad)
+        got = _outputs(
+            lambda x, w: path.run_fused(x, w, grid, kernel_size, addend), x,
+            weight, with_grad)
     except Exception as error:  # compile errors of a kernel build
         warnings.warn(
             f"path='{path.name}': the kernels failed "
             f"({type(error).__name__}: {str(error)[:300]}); using the "
             f"'{path.checked_against}' path for {key} in this process")
         return False
-    expected = _outputs(trusted, x, weight, with_grad)
+    expected = _outputs(
+        lambda x, w: add_and_write(trusted(x, w), addend, None), x, weight,
+        with_grad)
     tolerance = path.tolerance.get(x.dtype, path.tolerance[torch.float32])
     for part, out, reference in zip(_PARTS, got, expected):
         difference = _relative(out, reference)
@@ -117,27 +120,35 @@ class Guard:
         return tuple(next(grads) if need else None for need in needs)
 
 
-def run_checked(path: ConvPath, x: torch.Tensor, weight: torch.Tensor,
-                grid: torch.Tensor, kernel_size: int,
-                trusted: Callable) -> torch.Tensor:
-    """``path.run(...)``, checked once per process and variant against
-    ``trusted(x, weight)``, which serves where the check failed or a later
-    call fails to run. A variant checked without gradients is checked
-    again, gradients included, the first time a backward will follow."""
+def run_checked(path: ConvPath,
+                x: torch.Tensor,
+                weight: torch.Tensor,
+                grid: torch.Tensor,
+                kernel_size: int,
+                trusted: Callable,
+                addend: Optional[torch.Tensor] = None,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``path.run_fused(...)``, checked once per process and variant
+    against ``trusted(x, weight)`` (plus ``addend``), which serves where the
+    check failed or a later call fails to run. A variant checked without
+    gradients is checked again, gradients included, the first time a
+    backward will follow."""
     with_grad = torch.is_grad_enabled() and (x.requires_grad
                                              or weight.requires_grad)
-    key = path.check_key(x, weight, kernel_size)
+    key = path.check_key(x, weight, kernel_size, addend)
     verdict = _verdicts.get((path.name, key))
     if verdict is None or (with_grad and verdict == 'output'):
         passed = _passes(path, key, x.detach(), weight.detach(), grid,
-                         kernel_size, trusted, with_grad)
+                         kernel_size, trusted,
+                         None if addend is None else addend.detach(),
+                         with_grad)
         verdict = passed and ('gradients' if with_grad else 'output')
         _verdicts[(path.name, key)] = verdict
     if not verdict:
-        return trusted(x, weight)
+        return add_and_write(trusted(x, weight), addend, out)
     guard = Guard(path, key, trusted)
     try:
-        return path.run_guarded(x, weight, grid, kernel_size, guard)
+        return path.run_fused(x, weight, grid, kernel_size, addend, out, guard)
     except Exception as error:  # a later compile or launch failure
         guard.failed(error, 'forward')
-        return trusted(x, weight)
+        return add_and_write(trusted(x, weight), addend, out)

@@ -21,9 +21,15 @@ stream reads those rows of the strip's window (``BLOCK_X + K`` columns),
 prefix-sums them along the row in registers, gathers the k' + 1 column
 edges of each (``tl.gather``) and adds their mix to the running output
 row: (k' + 1)^2 multiply-adds per pixel, however large K is. Rows outside
-the map are masked loads (the zero padding). The row sums span one window
-and the running sum is the output itself (no prefix over H grows in it):
-float32 rounding grows with the steps, not with the sums' size.
+the map are masked loads (the zero padding). The stream starts at
+``Y[0]``, the same mix of the column sums of the rows ``[0, e_j)`` (the
+summed-area table at those rows), which reads each of the first K - K // 2
+input rows once: H - 1 steps per map, not H + K // 2. The row sums span
+one window and the running sum is the output itself (no prefix over H
+grows in it): float32 rounding grows with the steps, not with the sums'
+size. The last step of each row adds an optional addend (a positional
+term, a bias) before the one rounding to the output's dtype, and the
+output may be a channel slice of a larger map (strides).
 
 Weight gradient (``_weight_grad_rows``): ``dL/dw[a, b] = sum over pixels of
 G_a * B_b``, with ``B_b`` the input's column boxes of cell ``b`` (two
@@ -46,7 +52,7 @@ where no GPU is.
 """
 import contextlib
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -68,14 +74,48 @@ MAX_BLOCK_X = 128
 if triton is not None:
 
     @triton.jit
-    def _conv_rows(x_ptr, m_ptr, edges_ptr, out_ptr, channels, height, width,
-                   num_edges, half, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
+    def _mixed_edges(rows, weights, edges_ptr, num_edges, half, has_edge,
+                     lanes, BLOCK_E: tl.constexpr, BLOCK_X: tl.constexpr):
+        """``sum_j D_j`` of the module docstring for the k' + 1 window rows
+        ``rows`` (BLOCK_E, BLOCK_WINDOW): each prefix-summed along the row,
+        read at the k' + 1 column edges and mixed by ``M``
+        -> (BLOCK_X, )."""
+        prefix = tl.cumsum(rows, axis=1)
+        step = tl.zeros((BLOCK_E, BLOCK_X), dtype=tl.float32)
+        for i in range(0, num_edges):
+            at = lanes + tl.load(edges_ptr + i) + half
+            reads = tl.gather(
+                prefix,
+                tl.broadcast_to(at[None, :], (BLOCK_E, BLOCK_X)),
+                axis=1)
+            mix = tl.load(weights + i, mask=has_edge, other=0.)
+            step += mix[:, None] * reads
+        return tl.sum(step, axis=0)
+
+    @triton.jit
+    def _store_row(out, y, target, soh, addend, sah, lane_ok,
+                   HAS_ADDEND: tl.constexpr):
+        """Row ``y`` of the output: ``out`` (+ the addend's row), rounded
+        once to the output's dtype."""
+        if HAS_ADDEND:
+            out = out + tl.load(
+                addend + y * sah, mask=lane_ok, other=0.).to(tl.float32)
+        tl.store(
+            target + y * soh, out.to(target.dtype.element_ty), mask=lane_ok)
+
+    @triton.jit
+    def _conv_rows(x_ptr, m_ptr, edges_ptr, add_ptr, out_ptr, channels, height,
+                   width, num_edges, half, warm_rows, sxb, sxc, sxh, sxw, sac,
+                   sah, saw, sob, soc, soh, sow, HAS_ADDEND: tl.constexpr,
                    BLOCK_X: tl.constexpr, BLOCK_WINDOW: tl.constexpr,
                    BLOCK_E: tl.constexpr):
-        """Y[p, :, strip] of the module docstring, streamed down the rows.
+        """Y[p, :, strip] of the module docstring, streamed down the rows,
+        plus ``add`` (C, H, W) of any strides (0 where it broadcasts)
+        where ``HAS_ADDEND``, written into ``out`` of any strides.
 
         ``m`` (C, k' + 1, k' + 1) float32, ``edges`` (k' + 1, ) int32;
-        ``half`` = K // 2. Window column ``t`` holds input column ``x0 -
+        ``half`` = K // 2; ``warm_rows`` = min(K - K // 2, H), the input
+        rows that reach Y[0]. Window column ``t`` holds input column ``x0 -
         half - 1 + t`` (column 0 is kept zero, so that ``P[t]`` is the
         exclusive prefix sum at column ``x0 - half + t``).
         """
@@ -90,13 +130,27 @@ if triton is not None:
         cols = x0 - half - 1 + ts
         col_ok = (ts > 0) & (cols >= 0) & (cols < width)
         lanes = tl.arange(0, BLOCK_X)
+        lane_ok = x0 + lanes < width
         source = x_ptr + batch * sxb + channel.to(tl.int64) * sxc
+        target = out_ptr + batch * sob + channel.to(tl.int64) * soc + \
+            (x0 + lanes) * sow
+        addend = add_ptr + channel.to(tl.int64) * sac + (x0 + lanes) * saw
         weights = m_ptr + channel * num_edges * num_edges + js * num_edges
-        out = tl.zeros((BLOCK_X, ), dtype=tl.float32)
-        # After the step at t, out = Y[t + 1]; Y[-half - 1] = 0 (every row
-        # y + e_j <= 0 is above the map).
-        for t in range(-half - 1, height - 1):
-            rows = t + edges
+        # Y[0] at once: the same mix, of the input's column sums over the
+        # rows [0, e_j) (the summed-area table at row e_j) instead of the
+        # rows e_j, one load per input row instead of K // 2 + 1 steps.
+        sums = tl.zeros((BLOCK_E, BLOCK_WINDOW), dtype=tl.float32)
+        for r in range(0, warm_rows):
+            values = tl.load(
+                source + r * sxh + cols * sxw, mask=col_ok,
+                other=0.).to(tl.float32)
+            sums += tl.where((r < edges)[:, None], values[None, :], 0.)
+        out = _mixed_edges(sums, weights, edges_ptr, num_edges, half, has_edge,
+                           lanes, BLOCK_E, BLOCK_X)
+        _store_row(out, 0, target, soh, addend, sah, lane_ok, HAS_ADDEND)
+        for y in range(1, height):
+            # Y[y] = Y[y - 1] + sum_j D_j[y - 1 + e_j].
+            rows = y - 1 + edges
             ok = (has_edge & (rows >= 0) & (rows < height))[:, None] & \
                 col_ok[None, :]
             values = tl.load(
@@ -104,23 +158,9 @@ if triton is not None:
                 cols[None, :] * sxw,
                 mask=ok,
                 other=0.).to(tl.float32)
-            prefix = tl.cumsum(values, axis=1)
-            step = tl.zeros((BLOCK_E, BLOCK_X), dtype=tl.float32)
-            for i in range(0, num_edges):
-                at = lanes + tl.load(edges_ptr + i) + half
-                reads = tl.gather(
-                    prefix,
-                    tl.broadcast_to(at[None, :], (BLOCK_E, BLOCK_X)),
-                    axis=1)
-                mix = tl.load(weights + i, mask=has_edge, other=0.)
-                step += mix[:, None] * reads
-            out += tl.sum(step, axis=0)
-            y = t + 1
-            tl.store(
-                out_ptr + batch * sob + channel.to(tl.int64) * soc + y * soh +
-                (x0 + lanes) * sow,
-                out.to(out_ptr.dtype.element_ty),
-                mask=(x0 + lanes < width) & (y >= 0))
+            out += _mixed_edges(values, weights, edges_ptr, num_edges, half,
+                                has_edge, lanes, BLOCK_E, BLOCK_X)
+            _store_row(out, y, target, soh, addend, sah, lane_ok, HAS_ADDEND)
 
     @triton.jit
     def _weight_grad_rows(x_ptr, g_ptr, edges_ptr, part_ptr, channels, height,
@@ -255,34 +295,60 @@ def _differenced(weight: torch.Tensor) -> torch.Tensor:
     return (F.pad(mix, (0, 0, 1, 0)) - F.pad(mix, (0, 0, 0, 1))).contiguous()
 
 
-@_register('pelk_mm::triton_sat_conv')
-def triton_sat_conv(x: torch.Tensor, weight: torch.Tensor, grid: torch.Tensor,
-                    kernel_size: int) -> torch.Tensor:
-    """The fused forward: x (B, C, H, W) of any strides, block weights
-    (C, k', k'), grid (k', ) int64 on the device of ``x`` -> (B, C, H, W)
-    of the dtype of ``x``, accumulated in float32."""
+def _addend_strides(addend: Optional[torch.Tensor],
+                    x: torch.Tensor) -> Tuple[int, int, int]:
+    """The (C, H, W) strides the kernel reads ``addend`` through: 0 along
+    the axes it broadcasts over, (0, 0, 0) without one."""
+    if addend is None:
+        return (0, 0, 0)
+    return addend.expand(x.shape[1:]).stride()
+
+
+def launch_conv(x: torch.Tensor, weight: torch.Tensor, grid: torch.Tensor,
+                kernel_size: int, addend: Optional[torch.Tensor],
+                out: torch.Tensor) -> None:
+    """Write the conv of ``x`` (+ ``addend``) into ``out``, both of any
+    strides (a channel slice of a larger map is read and written where it
+    lies)."""
     batch, channels, height, width = x.shape
     blocks = block_sizes(width, kernel_size, weight.shape[-1])
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    launch = (batch * channels, triton.cdiv(width, blocks.x))
+    half = kernel_size // 2
     _launch(
-        _conv_rows,
-        launch,
+        _conv_rows, (batch * channels, triton.cdiv(width, blocks.x)),
         x,
         _differenced(weight),
         _edges(grid, kernel_size),
+        x if addend is None else addend,
         out,
         channels,
         height,
         width,
         weight.shape[-1] + 1,
-        kernel_size // 2,
+        half,
+        min(kernel_size - half, height),
         *x.stride(),
+        *_addend_strides(addend, x),
         *out.stride(),
+        HAS_ADDEND=addend is not None,
         BLOCK_X=blocks.x,
         BLOCK_WINDOW=blocks.window,
         BLOCK_E=blocks.edges,
         num_warps=blocks.num_warps)
+
+
+@_register('pelk_mm::triton_sat_conv')
+def triton_sat_conv(x: torch.Tensor,
+                    weight: torch.Tensor,
+                    grid: torch.Tensor,
+                    kernel_size: int,
+                    addend: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The fused forward: x (B, C, H, W) of any strides, block weights
+    (C, k', k'), grid (k', ) int64 on the device of ``x``, and an optional
+    ``addend`` that broadcasts to (C, H, W) (a positional term, a bias)
+    added in the kernel -> (B, C, H, W) of the dtype of ``x``, accumulated
+    in float32."""
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    launch_conv(x, weight, grid, kernel_size, addend, out)
     return out
 
 
@@ -324,10 +390,18 @@ def triton_sat_conv_weight_grad(grad_out: torch.Tensor, x: torch.Tensor,
     return parts.sum((0, 2))[:, :num_cells, :num_cells]
 
 
-def _forward(x: torch.Tensor, weight: torch.Tensor, grid: torch.Tensor,
-             kernel_size: int) -> torch.Tensor:
-    """The conv of (B, C, H, W) ``x``, (B, C, H, W) of its dtype."""
-    return triton_sat_conv(x, weight, grid, kernel_size)
+def _forward(x: torch.Tensor,
+             weight: torch.Tensor,
+             grid: torch.Tensor,
+             kernel_size: int,
+             addend: Optional[torch.Tensor] = None,
+             out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The conv of (B, C, H, W) ``x`` (+ ``addend``), (B, C, H, W) of its
+    dtype: a new tensor, or ``out``, written in place."""
+    if out is None:
+        return triton_sat_conv(x, weight, grid, kernel_size, addend)
+    launch_conv(x, weight, grid, kernel_size, addend, out)
+    return out
 
 
 def _weight_grad(x: torch.Tensor, grad_out: torch.Tensor, grid: torch.Tensor,
@@ -348,17 +422,30 @@ def _gradients(x, weight, grid, grad_out, kernel_size, needs):
     return grad_x, grad_w
 
 
+def _addend_grad(grad_out: torch.Tensor, shape: Optional[torch.Size],
+                 dtype: Optional[torch.dtype]) -> Optional[torch.Tensor]:
+    """The addend's gradient: the output gradient summed over the axes the
+    addend broadcasts over (None without one)."""
+    if shape is None:
+        return None
+    return grad_out.sum_to_size(shape).to(dtype)
+
+
 def _save_inputs(ctx, inputs, output):
-    x, weight, grid, kernel_size = inputs
+    x, weight, grid, kernel_size, addend = inputs
     ctx.save_for_backward(x, weight, grid)
     ctx.kernel_size = kernel_size
+    ctx.addend = None if addend is None else (addend.shape, addend.dtype)
 
 
 def _conv_backward(ctx, grad_out):
     x, weight, grid = ctx.saved_tensors
     grad_x, grad_w = _gradients(x, weight, grid, grad_out, ctx.kernel_size,
                                 ctx.needs_input_grad[:2])
-    return grad_x, grad_w, None, None
+    grad_addend = None
+    if ctx.addend is not None and ctx.needs_input_grad[4]:
+        grad_addend = _addend_grad(grad_out, *ctx.addend)
+    return grad_x, grad_w, None, None, grad_addend
 
 
 def _no_second_derivative(ctx, grad):
@@ -388,12 +475,13 @@ class _TritonSAT(torch.autograd.Function):
     or launch failure to the first-use guard."""
 
     @staticmethod
-    def forward(ctx, x, weight, grid, kernel_size, guard):
+    def forward(ctx, x, weight, grid, kernel_size, addend, guard):
         ctx.save_for_backward(x, weight, grid)
         ctx.kernel_size = kernel_size
+        ctx.addend = None if addend is None else (addend.shape, addend.dtype)
         ctx.guard = guard
         with launching_on(x.device):
-            return _forward(x, weight, grid, kernel_size)
+            return _forward(x, weight, grid, kernel_size, addend)
 
     @staticmethod
     @once_differentiable  # the kernels build no graph of their own
@@ -409,15 +497,22 @@ class _TritonSAT(torch.autograd.Function):
                 raise
             grad_x, grad_w = ctx.guard.recover(error, 'backward', x, weight,
                                                grad_out, needs)
-        return grad_x, grad_w, None, None, None
+        grad_addend = None
+        if ctx.addend is not None and ctx.needs_input_grad[4]:
+            grad_addend = _addend_grad(grad_out, *ctx.addend)
+        return grad_x, grad_w, None, None, grad_addend, None
 
 
-def grid_depthwise_conv_triton(x: torch.Tensor,
-                               weight: torch.Tensor,
-                               grid: torch.Tensor,
-                               kernel_size: int,
-                               guard=None) -> torch.Tensor:
-    """Depthwise "same" conv of a block-constant kernel (Triton).
+def grid_depthwise_conv_triton(
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        grid: torch.Tensor,
+        kernel_size: int,
+        guard=None,
+        addend: Optional[torch.Tensor] = None,
+        out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Depthwise "same" conv of a block-constant kernel (Triton), with the
+    addition of a constant term fused into its last step.
 
     Args:
         x (Tensor): Input (B, C, H, W) on a CUDA device (or the CPU under
@@ -430,22 +525,41 @@ def grid_depthwise_conv_triton(x: torch.Tensor,
         guard (optional): What takes over where the backward's kernels
             fail to compile or launch (``first_use.Guard``); None: the
             failure is raised.
+        addend (Tensor, optional): Added to every output of the batch
+            before its one rounding to the output's dtype: (C, H, W) or
+            anything that broadcasts to it ((C, 1, 1): a bias).
+        out (Tensor, optional): (B, C, H, W) of any strides (a channel
+            slice of a larger map) to write the result into, where no
+            gradient is asked for.
 
     Returns:
-        Tensor: (B, C, H, W), dtype of ``x``, accumulated in float32.
+        Tensor: (B, C, H, W), dtype of ``x`` (or ``out``), accumulated in
+        float32.
     """
     _require(x.device)
     grid = grid.to(x.device)
     if torch.compiler.is_compiling():
         # In a graph: the custom op and its registered autograd (inductor
-        # launches the kernels, on the inputs' device).
-        return triton_sat_conv(x, weight, grid, kernel_size)
+        # launches the kernels, on the inputs' device, and writes a result
+        # into ``out`` as it sees fit).
+        result = triton_sat_conv(x, weight, grid, kernel_size, addend)
+        return result if out is None else out.copy_(result)
     if x.dtype == torch.float64:
         warnings.warn(
             "path='triton' computes float64 inputs in float32 (error about "
             "1e-7 of the largest output); path='fft' or 'direct' keep "
             'float64')
-    return _TritonSAT.apply(x, weight, grid, kernel_size, guard)
+    if out is not None:
+        if torch.is_grad_enabled() and any(
+                t is not None and t.requires_grad
+                for t in (x, weight, addend)):
+            raise RuntimeError(
+                "path='triton' writes into out= only where no gradient is "
+                'asked for (under torch.no_grad(), or of tensors that do '
+                'not require one)')
+        with launching_on(x.device):
+            return _forward(x, weight, grid, kernel_size, addend, out)
+    return _TritonSAT.apply(x, weight, grid, kernel_size, addend, guard)
 
 
 def _require(device: torch.device) -> None:

@@ -73,15 +73,25 @@ class TritonPath(SummedAreaPath):
         return switches.triton_allowed()
 
     def run(self, x, weight, grid, kernel_size):
-        return self.run_guarded(x, weight, grid, kernel_size, None)
+        return self.run_fused(x, weight, grid, kernel_size)
 
-    def run_guarded(self, x, weight, grid, kernel_size, guard):
+    def run_fused(self,
+                  x,
+                  weight,
+                  grid,
+                  kernel_size,
+                  addend=None,
+                  out=None,
+                  guard=None):
+        # The addend is added and the output written by the kernel's last
+        # step (one rounding, no second pass over the map).
         from .triton_kernels import grid_depthwise_conv_triton
-        return grid_depthwise_conv_triton(x, weight, grid, kernel_size, guard)
+        return grid_depthwise_conv_triton(x, weight, grid, kernel_size, guard,
+                                          addend, out)
 
-    def check_key(self, x, weight, kernel_size):
+    def check_key(self, x, weight, kernel_size, addend=None):
         # Each block size (they follow W, K and k') is a kernel compiled
         # on first use, which the check must see before it runs.
         from .triton_kernels import block_sizes
-        return super().check_key(x, weight, kernel_size) + \
+        return super().check_key(x, weight, kernel_size, addend) + \
             block_sizes(x.shape[-1], kernel_size, weight.shape[-1])

@@ -182,6 +182,28 @@ def test_a_variant_checked_without_gradients_is_checked_with_them(
         conv(x)
 
 
+def test_the_variant_with_an_addend_is_checked_on_its_own(
+        monkeypatch, fresh_checks, rel_err):
+    """Adding a term in the kernel is a variant of its own: a kernel right
+    without one and wrong with one passes its plain check and falls back
+    where a bias is added."""
+    kernels = triton_kernels()
+    launch = kernels.launch_conv
+
+    def wrong_addend(x, weight, grid, kernel_size, addend, out):
+        addend = None if addend is None else addend * 2
+        launch(x, weight, grid, kernel_size, addend, out)
+
+    monkeypatch.setattr(kernels, 'launch_conv', wrong_addend)
+    x = torch.randn(1, 3, 9, 9, device=DEVICE)
+    plain = PeripheralConv2d(3, 13, path='triton').to(DEVICE)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('error')
+        plain(x)
+    biased = PeripheralConv2d(3, 13, bias=True, path='triton').to(DEVICE)
+    falls_back(biased, x, 'disagree with the .fft. path', rel_err)
+
+
 def failing_launch(monkeypatch, name, when=lambda *args, **meta: True):
     """Make the kernels' ``name`` raise as a failed launch does where
     ``when(*args, **meta)``."""
@@ -288,6 +310,74 @@ def test_a_channel_slice_is_read_in_place(rel_err):
     assert rel_err(out, expected) < TOLERANCE
 
 
+@pytest.mark.parametrize('per_pixel', [True, False])
+def test_the_addend_is_added_in_the_kernel_with_its_gradient(
+        per_pixel, rel_err):
+    """A positional term (C, H, W) or a bias (C, 1, 1) is added by the
+    forward's last step (one rounding), and its gradient is the output
+    gradient summed over the axes it broadcasts over."""
+    torch.manual_seed(0)
+    b, c, h, w, k = 2, 3, 30, 11, 13  # taller than K: every step adds it
+    grid = grid_tensor(sharing_grid(k))
+    x = torch.randn(b, c, h, w, device=DEVICE, requires_grad=True)
+    weight = torch.randn(
+        c, len(grid), len(grid), device=DEVICE, requires_grad=True)
+    shape = (c, h, w) if per_pixel else (c, 1, 1)
+    addend = torch.randn(shape, device=DEVICE, requires_grad=True)
+    out = triton_kernels().grid_depthwise_conv_triton(
+        x, weight, grid, k, addend=addend)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, weight, addend), grad_out)
+
+    inputs64 = [
+        t.detach().double().requires_grad_() for t in (x, weight, addend)
+    ]
+    expected = dense_conv(inputs64[0], inputs64[1], grid.to(DEVICE), k) + \
+        inputs64[2]
+    expected_grads = torch.autograd.grad(expected, inputs64, grad_out.double())
+    assert rel_err(out, expected) < TOLERANCE
+    assert grads[2].shape == shape
+    for grad, ref in zip(grads, expected_grads):
+        assert rel_err(grad, ref) < TOLERANCE
+
+
+def test_out_is_written_in_place_at_a_channel_offset(rel_err):
+    """``out=`` (a channel slice of a larger map, as the deployed mixer
+    passes) is written where it lies; the other channels stay as they
+    were, and a gradient through it is refused."""
+    torch.manual_seed(0)
+    grid = grid_tensor(sharing_grid(13))
+    x = torch.randn(2, 3, 10, 9, device=DEVICE)
+    weight = torch.randn(3, len(grid), len(grid), device=DEVICE)
+    addend = torch.randn(3, 1, 1, device=DEVICE)
+    whole = torch.full((2, 8, 10, 9), 7., device=DEVICE)
+    out = whole[:, 1:4]
+    result = triton_kernels().grid_depthwise_conv_triton(
+        x, weight, grid, 13, addend=addend, out=out)
+    assert result.data_ptr() == out.data_ptr()
+    expected = dense_conv(x.double(), weight.double(), grid.to(DEVICE),
+                          13) + addend.double()
+    assert rel_err(whole[:, 1:4], expected) < TOLERANCE
+    assert (whole[:, :1] == 7).all() and (whole[:, 4:] == 7).all()
+    with pytest.raises(RuntimeError, match='only where no gradient'):
+        triton_kernels().grid_depthwise_conv_triton(
+            x, weight.requires_grad_(), grid, 13, out=out)
+
+
+def test_maps_shorter_than_the_warm_up_rows(rel_err):
+    """Y[0] is mixed from the column sums of the first min(K - K // 2, H)
+    rows: maps of 1 and 2 rows (fewer than that), a map of exactly that
+    many, one more."""
+    torch.manual_seed(0)
+    grid = grid_tensor(sharing_grid(13))
+    weight = torch.randn(2, len(grid), len(grid), device=DEVICE)
+    for height in (1, 2, 7, 8):
+        x = torch.randn(1, 2, height, 5, device=DEVICE)
+        out = triton_kernels().grid_depthwise_conv_triton(x, weight, grid, 13)
+        expected = dense_conv(x.double(), weight.double(), grid.to(DEVICE), 13)
+        assert rel_err(out, expected) < TOLERANCE
+
+
 def test_triton_ops_pass_torch_opcheck():
     """The custom ops' schemas, fake kernels, autograd registration and
     their use by AOT autograd, as torch checks them (here the interpreter's
@@ -300,6 +390,9 @@ def test_triton_ops_pass_torch_opcheck():
     weight = torch.randn(
         3, len(grid), len(grid), device=DEVICE, requires_grad=True)
     torch.library.opcheck(kernels.triton_sat_conv, (x, weight, grid, 13))
+    addend = torch.randn(3, 9, 8, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(kernels.triton_sat_conv,
+                          (x, weight, grid, 13, addend))
     torch.library.opcheck(
         kernels.triton_sat_conv_weight_grad,
         (torch.randn_like(x.detach()), x.detach(), grid, 13),
