@@ -112,11 +112,29 @@ def positional_term_from_table(table: torch.Tensor,
     return rows.index_select(-1, col_hi) - rows.index_select(-1, col_lo)
 
 
+def _image_taps(length: int, size: int, device,
+                dtype: torch.dtype) -> torch.Tensor:
+    """(length, size): 1 where kernel tap ``i`` of output position ``p``
+    lands in the image (``0 <= p + i - size // 2 < length``), else 0."""
+    taps = torch.arange(length, device=device)[:, None] + \
+        torch.arange(size, device=device) - size // 2
+    return ((taps >= 0) & (taps < length)).to(dtype)
+
+
 def positional_term(pos_kernel: torch.Tensor,
                     height: int,
                     width: int,
                     border: str = 'valid') -> torch.Tensor:
     """The positional-embedding term of Eq. 3 for an ``H x W`` map.
+
+    For ``'valid'``, ``conv(1_image, W * h)`` as two products with the
+    0/1 matrices of the taps that land in the image, ``A_H (W * h)
+    A_W^T``: each output sums its in-image taps directly (no differences of
+    cumulative sums), and the backward is two more products (the gradient
+    of gathers from a summed-area table would be an index_add, which
+    inductor's CPU code generation of torch 2.12 writes out of bounds when
+    the gradient arrives channels-last). A deployed conv, which has no
+    backward, reads the term from its :func:`positional_table` instead.
 
     Args:
         pos_kernel (Tensor): ``W * h``, the large kernel times the positional
@@ -129,8 +147,18 @@ def positional_term(pos_kernel: torch.Tensor,
         Tensor: Shape (C, H, W) for ``'valid'``; (C, 1, 1) for ``'padded'``.
         It broadcasts over the batch.
     """
-    return positional_term_from_table(
-        positional_table(pos_kernel, border), height, width, border)
+    if border == 'padded':
+        return pos_kernel.sum(dim=(-2, -1), keepdim=True)
+    if border != 'valid':
+        raise ValueError(f'pos_border must be one of {POS_BORDERS}, '
+                         f'got {border!r}')
+    size = pos_kernel.shape[-1]
+    dtype = torch.promote_types(pos_kernel.dtype, torch.float32)
+    # Sums of up to K^2 products: float32 or better, also under autocast.
+    with torch.autocast(pos_kernel.device.type, enabled=False):
+        rows = _image_taps(height, size, pos_kernel.device, dtype)
+        cols = _image_taps(width, size, pos_kernel.device, dtype)
+        return rows @ pos_kernel.to(dtype) @ cols.T
 
 
 def peripheral_conv2d(x: torch.Tensor,

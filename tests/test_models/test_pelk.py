@@ -372,6 +372,37 @@ def test_torch_compile_traces_pelk_t_without_graph_breaks(deployed):
     assert explained.graph_count == 1
 
 
+# A compiled training step of a PeLK-T stage-4 block (998 channels, K = 13,
+# 7x7 map) against eager, in its own process: there inductor's CPU code for
+# the backward of gathers from a summed-area table wrote out of bounds (heap
+# corruption, an abort) when the positional term was read from one.
+COMPILED_BLOCK_STEP = """
+import torch
+from pelk_mm.models.backbones.pelk import PeLKBlock
+from pelk_mm.ops import KernelPositionEmbedding
+torch.manual_seed(0)
+pos_embed = KernelPositionEmbedding(374, 13, std=0.5)
+block = PeLKBlock(998, 13, pos_embed=pos_embed, layer_scale_init_value=1.)
+x = torch.randn(1, 998, 7, 7)
+weights = [pos_embed.weight, block.mixer.large.weight, block.norm.weight]
+grads = []
+for model in (block, torch.compile(block)):
+    for _ in range(2):  # the second call runs the compiled code again
+        out = model(x)
+        grad = torch.autograd.grad(out.square().sum(), weights)
+    grads.append(grad)
+for eager, compiled in zip(*grads):
+    print((compiled - eager).abs().max().item() / eager.abs().max().item())
+"""
+
+
+@pytest.mark.slow
+def test_a_compiled_training_step_matches_eager(run_tool):
+    proc = run_tool('-c', COMPILED_BLOCK_STEP, timeout=600)
+    errors = [float(line) for line in proc.stdout.split()]
+    assert len(errors) == 3 and max(errors) < 1e-4, errors
+
+
 @pytest.mark.parametrize('arch', ['tiny', 'base-101'])
 def test_peripheral_conv_shapes_are_those_of_the_built_model(arch):
     """What the benchmarks time per stage is what the backbone runs: the
