@@ -10,9 +10,10 @@ after every part, so a run stopped from outside keeps what it measured:
 
 1. ``environment``: torch, CUDA, the GPU, triton, the OpenMMLab packages;
 2. ``accuracy``: every path that can run on the device against the float64
-   dense conv at the stage shapes of PeLK-T/S, B and B-101 at 224 (the
-   peripheral conv's channels, batch 2), in fp32, bf16 and fp16: the
-   output and both gradients, each against the path's own tolerance;
+   dense conv (plus a positional term and a bias) at the stage shapes of
+   PeLK-T/S, B and B-101 at 224 (the peripheral conv's channels, batch 2),
+   in fp32, bf16 and fp16: the output and both gradients, each against the
+   path's own tolerance;
 3. ``op-fp32``, ``op-bf16``: ``tools/benchmark/peripheral_conv.py``
    (K 13/31/51/101/151), with the cost constants its times imply;
 4. ``backbone-fp32``, ``backbone-bf16``: ``tools/benchmark/backbone.py``
@@ -241,10 +242,9 @@ def _stage(arch: str, stage: int, batch: int, channels: int, size: int,
 
 def accuracy(check: Check, share: float) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from pelk_mm.ops import (expand_by_grid, paths, peripheral_conv2d,
-                             sharing_grid)
+                             peripheral_conv2d_reference, sharing_grid)
     from pelk_mm.ops.grid import grid_tensor
     device = torch.device(check.device)
     stop = time.monotonic() + share - 2
@@ -261,16 +261,19 @@ def accuracy(check: Check, share: float) -> dict:
         x0 = torch.randn(shape['batch'], shape['channels'], shape['size'],
                          shape['size'])
         w0 = torch.randn(shape['channels'], len(grid), len(grid)) / k
+        # A positional term and a bias: the addend the paths add (the
+        # Triton kernels in their last step).
+        pos0 = torch.randn(shape['channels'], k, k) / k**2
+        bias = torch.randn(shape['channels'], device=device)
         for dtype_name, dtype in dtypes.items():
             # The reference convolves the inputs as rounded to the dtype.
             x = x0.to(dtype).to(device)
             w = w0.to(dtype).to(device)
+            pos = pos0.to(device)
             x64, w64 = (t.double().requires_grad_() for t in (x, w))
-            expected = F.conv2d(
-                x64,
-                expand_by_grid(w64, grid, k)[:, None],
-                padding=k // 2,
-                groups=shape['channels'])
+            expected = peripheral_conv2d_reference(
+                x64, expand_by_grid(w64, grid, k), pos.double(), 'valid',
+                bias.double())
             grad_out = torch.randn_like(expected)
             expected_grads = torch.autograd.grad(expected, (x64, w64),
                                                  grad_out)
@@ -288,7 +291,13 @@ def accuracy(check: Check, share: float) -> dict:
                     continue
                 xs, ws = (t.clone().requires_grad_() for t in (x, w))
                 out = peripheral_conv2d(
-                    xs, ws, path=name, grid=grid, kernel_size=k)
+                    xs,
+                    ws,
+                    pos,
+                    bias=bias,
+                    path=name,
+                    grid=grid,
+                    kernel_size=k)
                 grads = torch.autograd.grad(out, (xs, ws), grad_out.to(dtype))
                 tolerance = path.tolerance.get(dtype,
                                                path.tolerance[torch.float32])
