@@ -28,9 +28,11 @@ static shapes, inductor), compiled by a call before the timed ones;
 the parameters as constants: folded, and linear weights pre-packed for
 oneDNN on the CPU), the setting for deployment.
 
-It prints images/s for inference at each size (best of ``--repeat``), the
-time of one training step (forward, backward, AdamW step) at
-``--train-size`` (0: none), each with its ratio to ConvNeXt-T, and the
+It prints images/s for inference at each size (best of ``--repeat``, the
+models timed in turn, one call each per repeat, so that a shared machine's
+drift moves them alike), the time of one training step (forward, backward,
+AdamW step) at ``--train-size`` (0: none), each with its ratio to
+ConvNeXt-T (and a compiled model's to its eager self), and the
 peak extra memory of one call (on the CPU: growth of the resident set,
 sampled in a separate process; on CUDA: torch's peak allocation). On CUDA
 every call is timed to the end of its kernels. ``--amp`` runs the forward
@@ -38,7 +40,8 @@ passes under ``torch.autocast`` (fp16 training with a gradient scaler).
 """
 import argparse
 import contextlib
-from typing import Dict
+import functools
+from typing import Callable, Dict
 
 import torch
 import torch.nn as nn
@@ -46,7 +49,7 @@ from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import ConvNeXt
 
 from pelk_mm.models import PeLK
-from probes import (add_common_arguments, best_time, describe,
+from probes import (add_common_arguments, best_times, describe,
                     memory_for_tables, parse_arguments, peak_memory_mb,
                     report_memory, write_json)
 
@@ -110,42 +113,48 @@ def autocast(args):
 
 
 def measure(args, models: Dict[str, nn.Module], memory: bool) -> Dict:
-    """{case: {model: seconds or MB}}; cases 'infer@SIZE', 'train@SIZE'."""
+    """{case: {model: seconds or MB}}; cases 'infer@SIZE', 'train@SIZE'.
+    The models of a case are timed in turn, one call each per repeat."""
     results = {}
     device = args.device
 
-    def probe(call):
+    def probe(calls: Dict[str, Callable]) -> Dict[str, float]:
         if args.compile:
-            call()  # compiles a compiled model: not a warm-up to time
+            for call in calls.values():
+                call()  # compiles a compiled model: not a warm-up to time
         if memory:
-            call()  # warm-up
-            return peak_memory_mb(call, device=device)
-        return best_time(call, args.repeat, device)
+            peaks = {}
+            for name, call in calls.items():
+                call()  # warm-up
+                peaks[name] = peak_memory_mb(call, device=device)
+            return peaks
+        return best_times(calls, args.repeat, device)
 
     for size in args.sizes:
         x = torch.randn(args.batch, 3, size, size, device=device)
-        case = results.setdefault(f'infer@{size}', {})
-        for name, model in models.items():
+
+        def infer(model, x=x):
             model.eval()
+            with torch.no_grad(), autocast(args):
+                return model(x)
 
-            def infer(model=model):
-                with torch.no_grad(), autocast(args):
-                    return model(x)
-
-            case[name] = probe(infer)
+        results[f'infer@{size}'] = probe({
+            name: functools.partial(infer, model)
+            for name, model in models.items()
+        })
     if args.train_size:
         size = args.train_size
         x = torch.randn(args.batch, 3, size, size, device=device)
-        case = results.setdefault(f'train@{size}', {})
+        steps = {}
         for name, model in models.items():
             if '-deploy' in name:
                 continue  # deploy mode is for inference
-            model.train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
             scaler = torch.amp.GradScaler(
                 device.type, enabled=args.amp == 'fp16')
 
             def step(model=model, optimizer=optimizer, scaler=scaler):
+                model.train()
                 optimizer.zero_grad()
                 with autocast(args):
                     loss = model(x)[-1].float().mean()
@@ -153,7 +162,8 @@ def measure(args, models: Dict[str, nn.Module], memory: bool) -> Dict:
                 scaler.step(optimizer)
                 scaler.update()
 
-            case[name] = probe(step)
+            steps[name] = step
+        results[f'train@{size}'] = probe(steps)
     return results
 
 
@@ -226,9 +236,12 @@ def main():
             peak = memory.get(case, {}).get(name, float('nan'))
             rate = (f'{args.batch / seconds:>8.2f} images/s'
                     if kind == 'infer' else ' ' * 17)
+            eager = name[:-len('+compiled')]
+            compiled = (f'  {seconds / by_model[eager]:>5.2f}x eager'
+                        if name.endswith('+compiled') else '')
             rows.append(f'  {name:>22} {rate} {seconds * 1e3:>9.1f} ms '
                         f'{seconds / by_model[base]:>5.2f}x {base}  '
-                        f'peak {peak:>6.0f} MB')
+                        f'peak {peak:>6.0f} MB{compiled}')
     MMLogger.get_instance('pelk_mm', log_level='INFO').info('\n'.join(rows))
     rates = {
         case: {

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, Dict
 
 import torch
 
@@ -65,23 +65,33 @@ def best_time(call: Callable,
     """Best wall time of ``repeat`` calls after a warm-up call (one call
     when the warm-up takes over 2 s: the slow baselines); on CUDA each call
     is timed to the end of its kernels."""
+    return best_times({'call': call}, repeat, device)['call']
+
+
+def best_times(calls: Dict[str, Callable],
+               repeat: int,
+               device: torch.device = CPU) -> Dict[str, float]:
+    """:func:`best_time` of each call, their repeats interleaved (one call
+    of each in turn), so that a machine that slows down or speeds up during
+    the run (a shared host) moves them all alike and their ratios hold."""
     if device.type == 'cuda':
-        inner = call
-
-        def call():
-            inner()
-            synchronize(device)
-
+        calls = {
+            name: (lambda call=call: (call(), synchronize(device)))
+            for name, call in calls.items()
+        }
         synchronize(device)
-    start = time.perf_counter()
-    call()  # warm-up: allocations, FFT plans, loading the extension
-    if time.perf_counter() - start > 2.0:
-        repeat = 1
-    best = float('inf')
-    for _ in range(repeat):
+    repeats = {}
+    for name, call in calls.items():
         start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
+        call()  # warm-up: allocations, FFT plans, loading the extension
+        repeats[name] = 1 if time.perf_counter() - start > 2.0 else repeat
+    best = {name: float('inf') for name in calls}
+    for turn in range(repeat):
+        for name, call in calls.items():
+            if turn < repeats[name]:
+                start = time.perf_counter()
+                call()
+                best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
