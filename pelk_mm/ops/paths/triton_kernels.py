@@ -422,12 +422,18 @@ def _gradients(x, weight, grid, grad_out, kernel_size, needs):
     return grad_x, grad_w
 
 
-def _addend_grad(grad_out: torch.Tensor, shape: Optional[torch.Size],
-                 dtype: Optional[torch.dtype]) -> Optional[torch.Tensor]:
-    """The addend's gradient: the output gradient summed over the axes the
-    addend broadcasts over (None without one)."""
-    if shape is None:
+def _save_addend(ctx, addend: Optional[torch.Tensor]) -> None:
+    """Keep what the addend's gradient needs: its shape and dtype."""
+    ctx.addend = None if addend is None else (addend.shape, addend.dtype)
+
+
+def _addend_grad(ctx, grad_out: torch.Tensor) -> Optional[torch.Tensor]:
+    """The gradient of the addend (the fifth input): the output gradient
+    summed over the axes it broadcasts over; None without one, or where
+    it is not asked for."""
+    if ctx.addend is None or not ctx.needs_input_grad[4]:
         return None
+    shape, dtype = ctx.addend
     return grad_out.sum_to_size(shape).to(dtype)
 
 
@@ -435,17 +441,14 @@ def _save_inputs(ctx, inputs, output):
     x, weight, grid, kernel_size, addend = inputs
     ctx.save_for_backward(x, weight, grid)
     ctx.kernel_size = kernel_size
-    ctx.addend = None if addend is None else (addend.shape, addend.dtype)
+    _save_addend(ctx, addend)
 
 
 def _conv_backward(ctx, grad_out):
     x, weight, grid = ctx.saved_tensors
     grad_x, grad_w = _gradients(x, weight, grid, grad_out, ctx.kernel_size,
                                 ctx.needs_input_grad[:2])
-    grad_addend = None
-    if ctx.addend is not None and ctx.needs_input_grad[4]:
-        grad_addend = _addend_grad(grad_out, *ctx.addend)
-    return grad_x, grad_w, None, None, grad_addend
+    return grad_x, grad_w, None, None, _addend_grad(ctx, grad_out)
 
 
 def _no_second_derivative(ctx, grad):
@@ -478,7 +481,7 @@ class _TritonSAT(torch.autograd.Function):
     def forward(ctx, x, weight, grid, kernel_size, addend, guard):
         ctx.save_for_backward(x, weight, grid)
         ctx.kernel_size = kernel_size
-        ctx.addend = None if addend is None else (addend.shape, addend.dtype)
+        _save_addend(ctx, addend)
         ctx.guard = guard
         with launching_on(x.device):
             return _forward(x, weight, grid, kernel_size, addend)
@@ -497,10 +500,7 @@ class _TritonSAT(torch.autograd.Function):
                 raise
             grad_x, grad_w = ctx.guard.recover(error, 'backward', x, weight,
                                                grad_out, needs)
-        grad_addend = None
-        if ctx.addend is not None and ctx.needs_input_grad[4]:
-            grad_addend = _addend_grad(grad_out, *ctx.addend)
-        return grad_x, grad_w, None, None, grad_addend, None
+        return grad_x, grad_w, None, None, _addend_grad(ctx, grad_out), None
 
 
 def grid_depthwise_conv_triton(
