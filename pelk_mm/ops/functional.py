@@ -115,10 +115,11 @@ def positional_term_from_table(table: torch.Tensor,
 def _image_taps(length: int, size: int, device,
                 dtype: torch.dtype) -> torch.Tensor:
     """(length, size): 1 where kernel tap ``i`` of output position ``p``
-    lands in the image (``0 <= p + i - size // 2 < length``), else 0."""
-    taps = torch.arange(length, device=device)[:, None] + \
-        torch.arange(size, device=device) - size // 2
-    return ((taps >= 0) & (taps < length)).to(dtype)
+    lands in the image (``i`` in the :func:`_window_bounds` of ``p``),
+    else 0."""
+    lo, hi = _window_bounds(length, size, device)
+    taps = torch.arange(size, device=device)
+    return ((taps >= lo[:, None]) & (taps < hi[:, None])).to(dtype)
 
 
 def positional_term(pos_kernel: torch.Tensor,
