@@ -28,13 +28,14 @@ format: lint-tools
 	$(PY) -m yapf --recursive --in-place $(CODE)
 
 # The quick part first (minutes on 2 cores), then the end-to-end one
-# (marked slow): a broken basic fails early. `make test-quick` is the first
-# part alone. (pytest's exit code 5: PYTEST_ARGS selected nothing there.)
+# (marked slow): a broken basic fails early. Each part ends with its 15
+# slowest tests. `make test-quick` is the first part alone. (pytest's exit
+# code 5: PYTEST_ARGS selected nothing there.)
 test: test-quick
-	$(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -m slow --durations=15 $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-quick: install
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -m "not slow" --durations=15 $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 DEMO_CONFIG := configs/demo/upernet_pelk_t_ade20k_demo.py
 DEMO_DIR := work_dirs/demo

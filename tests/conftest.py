@@ -1,21 +1,29 @@
 """Fixtures shared by the test modules (none imports another)."""
+import io
 import logging
 import os
 import os.path as osp
+import runpy
 import socket
 import subprocess
 import sys
+import time
+import traceback
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from typing import NamedTuple, Optional
 
 import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 from pelk_mm.models import PeLK
 from pelk_mm.ops import paths
+from pelk_mm.synthetic import generate_ade20k, generate_coco, generate_imagenet
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -281,3 +289,344 @@ def make_runner():
             **kwargs)
 
     return make
+
+
+# ------------------------------------ the real configs, reduced, run here
+
+# PeLK reduced for in-process runs of the real configs: one block per stage
+# and narrow stages, with PeLK-T's kernels, grids, peripheral convs, small
+# kernels and positional embeddings (they are what the code paths differ by).
+MINI_ARCH = dict(
+    depths=[1, 1, 1, 1],
+    channels=[16, 32, 48, 64],
+    kernel_sizes=[51, 49, 47, 13])
+
+
+def mini_overrides(cfg: Config, arch: dict = MINI_ARCH) -> dict:
+    """What reduces the model of ``cfg`` (a task config of ``configs/``) to
+    a PeLK of ``arch`` from scratch: the backbone, and the ``in_channels`` of
+    the layers that take its outputs (mmseg's heads, mmdet's neck,
+    mmpretrain's head); a dict for ``Config.merge_from_dict``."""
+    channels = list(arch['channels'])
+    model = dict(backbone=dict(arch=dict(arch, _delete_=True), init_cfg=None))
+    if cfg.model.get('decode_head'):
+        model['decode_head'] = dict(in_channels=channels)
+    if cfg.model.get('auxiliary_head'):
+        index = cfg.model.auxiliary_head.in_index
+        model['auxiliary_head'] = dict(in_channels=channels[index])
+    if cfg.model.get('neck', {}).get('in_channels'):
+        model['neck'] = dict(in_channels=channels)
+    if cfg.model.get('head', {}).get('in_channels'):
+        model['head'] = dict(in_channels=channels[-1])
+    return dict(model=model)
+
+
+def write_mini_config(path,
+                      name: str,
+                      arch: dict = MINI_ARCH,
+                      options: Optional[dict] = None,
+                      **settings) -> str:
+    """Write to ``path`` the config ``configs/<name>`` (or a full path)
+    with :func:`mini_overrides`, then ``settings`` (top-level keys, merged
+    as a config file's are), then ``options`` (as ``--cfg-options``);
+    return its path as a str."""
+    cfg = Config.fromfile(
+        name if osp.isabs(name) else osp.join(REPO, 'configs', name))
+    cfg.merge_from_dict(mini_overrides(cfg, arch))
+    cfg.merge_from_dict(settings)
+    cfg.merge_from_dict(options or {})
+    cfg.dump(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope='session')
+def mini_config():
+    """``mini_config(path, name, arch=MINI_ARCH, options=None, **settings)``:
+    :func:`write_mini_config`."""
+    return write_mini_config
+
+
+_last_runner_second = [0]
+
+
+def _one_runner_per_second() -> None:
+    """mmengine names a run (its logger, its visualizer and their files)
+    after the config file and the second it starts; a second run of the
+    same file in the same second would write into the first one's."""
+    now = time.time()
+    if int(now) == _last_runner_second[0]:
+        time.sleep(1.01 - now % 1)
+    _last_runner_second[0] = int(time.time())
+
+
+@contextmanager
+def _output_to(out: io.StringIO, err: io.StringIO):
+    """stdout and stderr into ``out`` and ``err``, with the stream handlers
+    of the loggers made before (mmengine's, kept by name) writing there
+    too, as they would in a new process."""
+    loggers = [*logging.Logger.manager.loggerDict.values(),
+               *MMLogger._instance_dict.values()]
+    handlers = [
+        handler for logger in loggers
+        for handler in getattr(logger, 'handlers', [])
+        if type(handler) is logging.StreamHandler
+    ]
+    saved = [handler.stream for handler in handlers]
+    for handler in handlers:
+        handler.setStream(
+            err if handler.stream in (sys.stderr, sys.__stderr__) else out)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            yield
+    finally:
+        for handler, stream in zip(handlers, saved):
+            handler.setStream(stream)
+
+
+class ToolRun(NamedTuple):
+    """What a run of a tool gave: its exit code and output."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope='session')
+def run_tool_here():
+    """``run_tool_here(script, *args, check=True)``: run ``script`` (a path
+    under the repository) in this process as ``python script *args`` from
+    the repository root would, its folder first on sys.path; returns a
+    :class:`ToolRun` (a ``SystemExit`` message is its stderr, exit code
+    1; an exception's traceback, 1). Seconds cheaper than :func:`run_tool`, which starts a process:
+    tests use that where the process itself is what they check."""
+
+    def run(script, *args, check=True):
+        path = osp.join(REPO, script)
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        _one_runner_per_second()
+        with pytest.MonkeyPatch.context() as patch, _output_to(out, err):
+            patch.setattr(sys, 'argv', [path, *map(str, args)])
+            patch.syspath_prepend(osp.dirname(path))
+            patch.chdir(REPO)
+            try:
+                runpy.run_path(path, run_name='__main__')
+            except SystemExit as exit:
+                if isinstance(exit.code, str):
+                    print(exit.code, file=sys.stderr)
+                    code = 1
+                else:
+                    code = exit.code or 0
+            except Exception:  # as Python ends a script: the traceback
+                traceback.print_exc()
+                code = 1
+        result = ToolRun(code, out.getvalue(), err.getvalue())
+        if check and code != 0:
+            raise AssertionError(f'{script} {args} failed:\n'
+                                 f'{result.stdout[-3000:]}\n'
+                                 f'{result.stderr[-3000:]}')
+        return result
+
+    return run
+
+
+class _KeepMetrics(Hook):
+    """Keeps the metrics of every validation of a run."""
+
+    def __init__(self):
+        self.metrics = []
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.metrics.append(dict(metrics or {}))
+
+
+class Trained(NamedTuple):
+    """A run of :func:`train_here`: its config file and work dir, the
+    losses of every iteration, the metrics of every validation, its last
+    checkpoint and its log."""
+    config: str
+    work_dir: str
+    losses: list
+    metrics: list
+    checkpoint: str
+    log: str
+
+
+def train_here(config: str, work_dir, **options) -> Trained:
+    """Train the config file ``config`` with mmengine's Runner in this
+    process (``options``: as ``--cfg-options``) into ``work_dir``."""
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(options)
+    cfg.work_dir = str(work_dir)
+    _one_runner_per_second()
+    runner = Runner.from_cfg(cfg)
+    kept = _KeepMetrics()
+    runner.register_hook(kept)
+    runner.train()
+    losses = runner.message_hub.get_scalar('train/loss').data[0].tolist()
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
+        log = f.read()
+    return Trained(config, str(work_dir), losses, kept.metrics, checkpoint,
+                   log)
+
+
+# ------------------------------- the generated datasets, one model per task
+# Made once per test run and shared: each model is its task's demo config
+# with the PeLK reduced (MINI_ARCH), trained in this process.
+
+SEG_DEMO = osp.join(REPO, 'configs', 'demo', 'upernet_pelk_t_ade20k_demo.py')
+DET_DEMO = osp.join(REPO, 'configs', 'demo',
+                    'cascade_mask_rcnn_pelk_t_coco_demo.py')
+CLS_DEMO = osp.join(REPO, 'configs', 'demo', 'pelk_mini_in1k_demo.py')
+
+
+def ade20k_data(root: str) -> dict:
+    """The data settings of the segmentation demo for the dataset at
+    ``root`` (its ``ADEChallengeData2016``), for a config file."""
+    root = str(root)
+    return dict(
+        train_dataloader=dict(dataset=dict(data_root=root)),
+        val_dataloader=dict(dataset=dict(data_root=root)),
+        test_dataloader=dict(dataset=dict(data_root=root)))
+
+
+def coco_data(root: str) -> dict:
+    """As :func:`ade20k_data`, for the detection demo (and its
+    evaluators' annotation file)."""
+    root = str(root)
+    ann = osp.join(root, 'annotations', 'instances_val2017.json')
+    root = root.rstrip('/') + '/'
+    return dict(
+        train_dataloader=dict(dataset=dict(data_root=root)),
+        val_dataloader=dict(dataset=dict(data_root=root)),
+        test_dataloader=dict(dataset=dict(data_root=root)),
+        val_evaluator=dict(ann_file=ann),
+        test_evaluator=dict(ann_file=ann))
+
+
+def imagenet_data(root: str) -> dict:
+    """As :func:`ade20k_data`, for the classification demo."""
+    root = str(root)
+    return dict(
+        train_dataloader=dict(dataset=dict(data_root=root)),
+        val_dataloader=dict(dataset=dict(data_root=root)),
+        test_dataloader=dict(dataset=dict(data_root=root)))
+
+
+@pytest.fixture(scope='session')
+def ade(tmp_path_factory):
+    """A generated ADE20K: 64 training and 16 validation scenes."""
+    return generate_ade20k(str(tmp_path_factory.mktemp('ade')), 64, 16)
+
+
+@pytest.fixture(scope='session')
+def coco(tmp_path_factory):
+    """A generated COCO: 120 training and 30 validation images."""
+    return generate_coco(str(tmp_path_factory.mktemp('coco')), 120, 30)
+
+
+@pytest.fixture(scope='session')
+def imagenet(tmp_path_factory):
+    """A generated ImageNet: 6 classes, 100 + 20 images each."""
+    return generate_imagenet(str(tmp_path_factory.mktemp('imagenet')))
+
+
+@pytest.fixture(scope='session')
+def seg_config(ade, tmp_path_factory):
+    """The segmentation demo reduced, on :func:`ade`: a config file."""
+    return write_mini_config(
+        tmp_path_factory.mktemp('seg_config') / 'seg_demo.py', SEG_DEMO,
+        **ade20k_data(ade))
+
+
+# The detector's FPN and RoI heads at this width (the demo's: 256): RoIAlign
+# on the CPU, forward and backward, takes most of a training step, in
+# proportion to the width.
+DET_WIDTH = 64
+
+
+def narrow_detector(width: int = DET_WIDTH) -> dict:
+    """``--cfg-options`` that build the demo detector's FPN, RPN and RoI
+    heads ``width`` channels wide."""
+    options = {
+        'model.neck.out_channels': width,
+        'model.rpn_head.in_channels': width,
+        'model.rpn_head.feat_channels': width,
+        'model.roi_head.bbox_roi_extractor.out_channels': width,
+        'model.roi_head.mask_roi_extractor.out_channels': width,
+        'model.roi_head.mask_head.in_channels': width,
+    }
+    for stage in range(3):
+        options[f'model.roi_head.bbox_head.{stage}.in_channels'] = width
+    return options
+
+
+@pytest.fixture(scope='session')
+def det_config(coco, tmp_path_factory):
+    """The detection demo reduced (and :func:`narrow_detector`), on
+    :func:`coco`: a config file."""
+    return write_mini_config(
+        tmp_path_factory.mktemp('det_config') / 'det_demo.py',
+        DET_DEMO,
+        options=narrow_detector(),
+        **coco_data(coco))
+
+
+@pytest.fixture(scope='session')
+def cls_config(imagenet, tmp_path_factory):
+    """The classification demo reduced, on :func:`imagenet`."""
+    return write_mini_config(
+        tmp_path_factory.mktemp('cls_config') / 'cls_demo.py', CLS_DEMO,
+        **imagenet_data(imagenet))
+
+
+# How long each shared model trains: long enough that a model that does not
+# learn fails the bounds of the tests that read it (test_demo_learns...),
+# no longer. The numbers measured with them are beside those bounds.
+SEG_ITERS = 60
+DET_EPOCHS = 8
+CLS_EPOCHS = 10
+
+
+@pytest.fixture(scope='session')
+def trained_segmentor(seg_config, tmp_path_factory):
+    """The reduced segmentation demo trained for :data:`SEG_ITERS`
+    iterations and validated at the end: a :class:`conftest.Trained`."""
+    return train_here(
+        seg_config, tmp_path_factory.mktemp('seg_run'), **{
+            'train_cfg.max_iters': SEG_ITERS,
+            'train_cfg.val_interval': SEG_ITERS,
+            'default_hooks.checkpoint.interval': SEG_ITERS,
+            'default_hooks.logger.interval': 10,
+            'param_scheduler.0.end': 10,
+            'param_scheduler.1.begin': 10,
+            'param_scheduler.1.end': SEG_ITERS,
+        })
+
+
+@pytest.fixture(scope='session')
+def trained_detector(det_config, tmp_path_factory):
+    """The reduced detection demo trained for :data:`DET_EPOCHS` epochs
+    and validated at the end."""
+    return train_here(
+        det_config, tmp_path_factory.mktemp('det_run'), **{
+            'train_cfg.max_epochs': DET_EPOCHS,
+            'train_cfg.val_interval': DET_EPOCHS,
+            'default_hooks.checkpoint.interval': DET_EPOCHS,
+            'param_scheduler.1.end': DET_EPOCHS,
+            'param_scheduler.1.milestones': [DET_EPOCHS - 1],
+        })
+
+
+@pytest.fixture(scope='session')
+def trained_classifier(cls_config, tmp_path_factory):
+    """The reduced classification demo (dynamic sparsity, EMA) trained for
+    :data:`CLS_EPOCHS` epochs and validated at the end."""
+    return train_here(
+        cls_config, tmp_path_factory.mktemp('cls_run'), **{
+            'train_cfg.max_epochs': CLS_EPOCHS,
+            'train_cfg.val_interval': CLS_EPOCHS,
+            'default_hooks.checkpoint.interval': CLS_EPOCHS,
+            'param_scheduler.1.end': CLS_EPOCHS,
+        })

@@ -81,10 +81,14 @@ def test_every_path_and_the_training_form_export(tmp_path, traceable_path,
         assert_matches(file, model, (1, 3, 32, 160))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('arch', ['tiny', 'small', 'base', 'base-101'])
+@pytest.mark.parametrize('arch', ['tiny', 'base-101'])
 def test_every_arch_exports_with_dynamic_axes(tmp_path, arch):
-    model, file = export_dynamic(arch, tmp_path)
+    """Each arch's kernels and grids (PeLK-T/S/B share theirs; B-101 has
+    its own), at one block per stage and reduced widths: what the export
+    differs by between the archs."""
+    setting = dict(PeLK.arch_settings[arch])
+    setting.update(depths=[1, 1, 1, 1], channels=[16, 24, 32, 40])
+    model, file = export_dynamic(setting, tmp_path)
     assert_matches(file, model, (1, 3, 64, 64), (2, 3, 96, 128))
 
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 import torch
-from mmengine.config import Config
+from conftest import CLS_EPOCHS, mini_overrides
 from mmengine.registry import init_default_scope
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -116,49 +116,28 @@ SMALL_ARCHS = {
         kernel_sizes=[51, 49, 47, 13]),
 }
 
-CLS_DEMO = osp.join(REPO, 'configs', 'demo', 'pelk_mini_in1k_demo.py')
-
-
-@pytest.fixture(scope='module')
-def imagenet(tmp_path_factory):
-    from pelk_mm.synthetic import generate_imagenet
-    return generate_imagenet(str(tmp_path_factory.mktemp('imagenet')))
-
-
-@pytest.fixture(scope='module')
-def classifier(imagenet, tmp_path_factory, run_tool):
-    """The demo classifier trained with sparsity and EMA: (dir, log)."""
-    work_dir = tmp_path_factory.mktemp('cls_demo')
-    proc = run_tool('tools/train.py', CLS_DEMO, '--work-dir', str(work_dir),
-                    '--cfg-options',
-                    f'train_dataloader.dataset.data_root={imagenet}',
-                    f'val_dataloader.dataset.data_root={imagenet}')
-    return work_dir, proc.stdout + proc.stderr
-
 
 @pytest.mark.slow
-def test_demo_classifier_learns(classifier):
-    """tools/train.py on the synthetic ImageNet: mmpretrain's Accuracy on
-    the validation split, well above chance (1/6), with the EMA weights."""
-    work_dir, log = classifier
-    top1 = [float(v) for v in re.findall(r'accuracy/top1: ([\d.]+)', log)]
-    assert top1, log[-3000:]
-    # Measured on a 2-core x86 machine, the recipe as it is now,
-    # randomness.seed 0 and 1: 80.8, 80.8; an earlier recipe (cosine per
-    # epoch), seeds 1-4: 82.5, 82.5, 81.7, 71.7. The bound is 2/3 of the
-    # worst, 3x chance.
-    assert top1[-1] > 50.0, f'top-1 {top1[-1]:.1f}% (chance 16.7%)'
-    assert 'dynamic sparsity: ' in log  # trained sparse, as the recipe
-    assert (work_dir / 'epoch_20.pth').is_file()
+def test_demo_classifier_learns(trained_classifier):
+    """The demo on the synthetic ImageNet: mmpretrain's Accuracy on the
+    validation split, well above chance (1/6), with the EMA weights."""
+    top1 = trained_classifier.metrics[-1]['accuracy/top1']
+    # Measured after these 10 epochs (the PeLK reduced) on a 2-core x86
+    # machine, randomness.seed 0-2: 55.0, 55.8, 55.0 (20 epochs: 58.3); the
+    # demo's own PeLK after its 20 epochs: 80.8. The bound is 2/3 of the
+    # worst and more, 2.4x chance; untrained, it stays at chance.
+    assert top1 > 40.0, f'top-1 {top1:.1f}% (chance 16.7%)'
+    assert 'dynamic sparsity: ' in trained_classifier.log  # as the recipe
+    assert trained_classifier.checkpoint.endswith(f'epoch_{CLS_EPOCHS}.pth')
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('raw', [False, True])
-def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw,
-                                                 run_tool, load_config):
+def test_converted_weights_load_into_seg_and_det(trained_classifier, tmp_path,
+                                                 raw, run_tool_here,
+                                                 load_config):
     from mmengine.registry import MODELS
-    work_dir, _ = classifier
-    checkpoint = torch.load(work_dir / 'epoch_20.pth', weights_only=False)
+    checkpoint = torch.load(trained_classifier.checkpoint, weights_only=False)
     masks = checkpoint['sparsity']['masks']
     # EMAHook leaves the EMA weights in state_dict, the raw ones beside.
     if raw:
@@ -175,9 +154,9 @@ def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw,
         }
     source = {k: v * masks[k] if k in masks else v for k, v in source.items()}
     out = tmp_path / 'backbone.pth'
-    run_tool('tools/model_converters/cls_to_backbone.py',
-             str(work_dir / 'epoch_20.pth'), str(out),
-             *(['--raw'] if raw else []))
+    run_tool_here('tools/model_converters/cls_to_backbone.py',
+                  trained_classifier.checkpoint, out,
+                  *(['--raw'] if raw else []))
     masked = 'backbone.stages.0.blocks.0.pointwise_conv1.weight'
     converted = torch.load(out, weights_only=False)['state_dict'][masked]
     # Exactly as sparse as the trained model (SNIP's density of this layer,
@@ -190,9 +169,10 @@ def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw,
     for scope, name in (('mmseg', 'upernet_pelk_t_ade20k.py'),
                         ('mmdet', 'cascade_mask_rcnn_pelk_t_coco.py')):
         cfg = load_config(name)
-        cfg.model.backbone.init_cfg.checkpoint = str(out)
+        init_cfg = cfg.model.backbone.init_cfg
         # The demo classifier is a reduced PeLK; the configs take its arch.
-        cfg.model.backbone.arch = Config.fromfile(CLS_DEMO).demo_arch
+        cfg.merge_from_dict(mini_overrides(cfg))
+        cfg.model.backbone.init_cfg = dict(init_cfg, checkpoint=str(out))
         init_default_scope(scope)
         model = MODELS.build(cfg.model)
         model.init_weights()
@@ -213,7 +193,7 @@ def test_converted_weights_load_into_seg_and_det(classifier, tmp_path, raw,
 
 
 @pytest.fixture(scope='module')
-def recipe_run(imagenet, tmp_path_factory, run_tool, load_config):
+def recipe_run(imagenet, tmp_path_factory, run_tool_here, load_config):
     """Train a real ImageNet config for 2 iterations (one epoch of 4
     images, batch 2) with a reduced arch: (work dir, log)."""
     runs = {}
@@ -236,8 +216,8 @@ def recipe_run(imagenet, tmp_path_factory, run_tool, load_config):
             f"val_dataloader = dict(dataset=dict(data_root={imagenet!r}))\n"
             f"train_cfg = dict(max_epochs=1, val_interval=100)\n"
             f"load_from = {load_from!r}\n")
-        proc = run_tool('tools/train.py', str(override), '--work-dir',
-                        str(work_dir))
+        proc = run_tool_here('tools/train.py', override, '--work-dir',
+                             work_dir)
         runs[name] = work_dir, proc.stdout + proc.stderr
         return runs[name]
 
@@ -285,7 +265,8 @@ def test_384_recipes_fine_tune_their_224_checkpoint(recipe_run, name, start,
 
 
 @pytest.mark.slow
-def test_inferencer_runs_the_demo_classifier(classifier, imagenet, photo):
+def test_inferencer_runs_the_demo_classifier(trained_classifier, imagenet,
+                                             photo):
     """ImageClassificationInferencer takes the demo config and checkpoint
     as they are: it classifies held-out synthetic images as the evaluator
     does (the demo learns > 50% top-1), and a real photo into one of the
@@ -298,9 +279,10 @@ def test_inferencer_runs_the_demo_classifier(classifier, imagenet, photo):
     # scope, which an mmseg or mmdet model built earlier in the process
     # (another test) leaves behind.
     init_default_scope('mmpretrain')
-    checkpoint = str(classifier[0] / 'epoch_20.pth')
     inferencer = ImageClassificationInferencer(
-        model=CLS_DEMO, pretrained=checkpoint, device='cpu')
+        model=trained_classifier.config,
+        pretrained=trained_classifier.checkpoint,
+        device='cpu')
     with open(osp.join(imagenet, 'meta', 'val.txt')) as f:
         labelled = [line.split() for line in f][::5]
     results = inferencer(
@@ -338,14 +320,13 @@ def test_hub_names_work_with_inference_model(photo, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.slow
-def test_demo_trains_with_amp_on_the_gpu(imagenet, tmp_path, run_tool):
+def test_demo_trains_with_amp_on_the_gpu(cls_config, tmp_path, run_tool):
     """One training epoch of the demo classifier in mixed precision on CUDA
     (tools/train.py --amp), with its sparsity and EMA hooks."""
-    proc = run_tool('tools/train.py', CLS_DEMO, '--amp', '--work-dir',
+    proc = run_tool('tools/train.py', cls_config, '--amp', '--work-dir',
                     str(tmp_path / 'work'), '--cfg-options',
                     'train_cfg.max_epochs=1', 'train_cfg.val_interval=1000',
-                    'default_hooks.checkpoint.interval=1',
-                    f'train_dataloader.dataset.data_root={imagenet}')
+                    'default_hooks.checkpoint.interval=1')
     log = proc.stdout + proc.stderr
     losses = [float(v) for v in re.findall(r' loss: ([\d.e+-]+|nan)', log)]
     assert losses and all(torch.isfinite(torch.tensor(losses))), log[-2000:]
