@@ -364,23 +364,25 @@ def _output_to(out: io.StringIO, err: io.StringIO):
     """stdout and stderr into ``out`` and ``err``, with the stream handlers
     of the loggers made before (mmengine's, kept by name) writing there
     too, as they would in a new process."""
-    loggers = [*logging.Logger.manager.loggerDict.values(),
-               *MMLogger._instance_dict.values()]
+    loggers = [
+        *logging.Logger.manager.loggerDict.values(),
+        *MMLogger._instance_dict.values()
+    ]
     handlers = [
         handler for logger in loggers
         for handler in getattr(logger, 'handlers', [])
         if type(handler) is logging.StreamHandler
     ]
     saved = [handler.stream for handler in handlers]
-    for handler in handlers:
-        handler.setStream(
-            err if handler.stream in (sys.stderr, sys.__stderr__) else out)
+    for handler in handlers:  # not setStream: it flushes, maybe a closed one
+        handler.stream = err if handler.stream in (sys.stderr,
+                                                   sys.__stderr__) else out
     try:
         with redirect_stdout(out), redirect_stderr(err):
             yield
     finally:
         for handler, stream in zip(handlers, saved):
-            handler.setStream(stream)
+            handler.stream = stream
 
 
 class ToolRun(NamedTuple):
