@@ -398,8 +398,9 @@ def run_tool_here():
     under the repository) in this process as ``python script *args`` from
     the repository root would, its folder first on sys.path; returns a
     :class:`ToolRun` (a ``SystemExit`` message is its stderr, exit code
-    1; an exception's traceback, 1). Seconds cheaper than :func:`run_tool`, which starts a process:
-    tests use that where the process itself is what they check."""
+    1; an exception's traceback, 1). Seconds cheaper than :func:`run_tool`,
+    which starts a process: tests use that where the process itself is
+    what they check."""
 
     def run(script, *args, check=True):
         path = osp.join(REPO, script)

@@ -555,13 +555,12 @@ def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path,
         model=dict(
             backbone=dict(
                 init_cfg=dict(
+                    _delete_=True,
                     type='Pretrained',
                     checkpoint=str(backbone_file),
                     prefix='backbone.'))),
         # No validation (mmengine's iteration loop validates at the end).
-        val_dataloader=None,
-        val_cfg=None,
-        val_evaluator=None,
+        options=dict(val_dataloader=None, val_cfg=None, val_evaluator=None),
         **ade20k_data(ade))
     run_tool_here('tools/train.py', config, '--work-dir', tmp_path / 'work',
                   '--cfg-options', 'train_cfg.max_iters=3',
