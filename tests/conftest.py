@@ -544,9 +544,9 @@ def seg_config(ade, tmp_path_factory):
 
 
 # The detector's FPN and RoI heads at this width (the demo's: 256): RoIAlign
-# on the CPU, forward and backward, takes most of a training step, in
-# proportion to the width.
-DET_WIDTH = 64
+# on the CPU, forward and backward, takes most of a training step at 256,
+# in proportion to the width.
+DET_WIDTH = 32
 
 
 def narrow_detector(width: int = DET_WIDTH) -> dict:

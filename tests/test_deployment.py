@@ -81,6 +81,7 @@ def test_every_path_and_the_training_form_export(tmp_path, traceable_path,
         assert_matches(file, model, (1, 3, 32, 160))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arch', ['tiny', 'base-101'])
 def test_every_arch_exports_with_dynamic_axes(tmp_path, arch):
     """Each arch's kernels and grids (PeLK-T/S/B share theirs; B-101 has

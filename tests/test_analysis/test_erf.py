@@ -77,8 +77,8 @@ def test_erf_tool_writes_heatmap_and_ratios(tmp_path, run_tool):
     assert all(0 < r <= 1 for r in ratios) and ratios == sorted(ratios)
 
 
-def test_erf_tool_names_a_missing_image_folder(tmp_path, run_tool):
-    proc = run_tool(
+def test_erf_tool_names_a_missing_image_folder(tmp_path, run_tool_here):
+    proc = run_tool_here(
         'tools/analysis/erf.py',
         'configs/demo/pelk_mini_in1k_demo.py',
         '--img-dir',

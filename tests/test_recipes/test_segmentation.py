@@ -330,6 +330,7 @@ def test_test_tool_refuses_a_checkpoint_that_does_not_fit(
     assert 'Iter(train)' not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_labels_outside_the_classes_are_refused_naming_the_file(
         ade, tmp_path, run_tool_here, mini_config):
     """The first row of one validation annotation and every other row of each

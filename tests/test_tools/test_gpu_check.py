@@ -65,6 +65,7 @@ def test_cost_fit_recovers_the_constants_times_were_made_with(op_benchmark):
     assert 'DirectCosts(13, 4)' in report
 
 
+@pytest.mark.slow  # the whole check, at tiny sizes (half a minute)
 def test_dry_run_measures_every_part_on_the_cpu(tmp_path):
     """The command a GPU run will use, on CPU tensors: every part runs (the
     bf16 benchmarks are the fp32 ones' plumbing), the accuracy of every CPU

@@ -49,7 +49,7 @@ def test_resumed_iteration_run_continues_its_curve(tmp_path, run_tool):
 
 
 def test_epoch_based_validation_sits_at_the_end_of_its_epoch(
-        tmp_path, run_tool):
+        tmp_path, run_tool_here):
     work = tmp_path / 'work'
     write_run(work, '20260101_000000', [
         train_record(10, 4.0, epoch=1),
@@ -67,21 +67,21 @@ def test_epoch_based_validation_sits_at_the_end_of_its_epoch(
             'step': 2
         },
     ])
-    proc = run_tool('tools/analysis/plot_curves.py', str(work), '--out',
-                    str(tmp_path / 'c.png'), '--metrics', 'coco/segm_mAP')
+    proc = run_tool_here('tools/analysis/plot_curves.py', str(work), '--out',
+                         str(tmp_path / 'c.png'), '--metrics', 'coco/segm_mAP')
     log = proc.stdout + proc.stderr
     assert 'coco/segm_mAP 0.2 at iteration 40' in log, log
     assert 'bbox' not in log.split('written to')[1]
     assert (tmp_path / 'c.png').stat().st_size > 10000
 
 
-def test_plot_curves_refusals(tmp_path, run_tool):
-    proc = run_tool(
+def test_plot_curves_refusals(tmp_path, run_tool_here):
+    proc = run_tool_here(
         'tools/analysis/plot_curves.py', str(tmp_path), check=False)
     assert proc.returncode != 0
     assert f'error: no scalar logs in {tmp_path}' in proc.stderr
     write_run(tmp_path, '20260101_000000', [train_record(10, 4.0)])
-    proc = run_tool(
+    proc = run_tool_here(
         'tools/analysis/plot_curves.py',
         str(tmp_path),
         '--metrics',

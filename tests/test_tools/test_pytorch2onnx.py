@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import MINI_ARCH
 
+pytestmark = pytest.mark.slow
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = 'tools/deployment/pytorch2onnx.py'
 DEMOS = {
