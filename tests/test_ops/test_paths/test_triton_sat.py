@@ -261,6 +261,7 @@ def test_a_backward_that_fails_to_launch_takes_the_fft_gradients(
     assert rel_err(grad_w, expected[1].double()) < TOLERANCE
 
 
+@pytest.mark.slow  # in Triton's interpreter, on the CPU
 def test_long_streams_of_positive_inputs_stay_within_tolerance(rel_err):
     """A mean far from zero over many rows (the worst case of running sums
     down the columns) stays within the path's float32 tolerance (measured
@@ -378,6 +379,7 @@ def test_maps_shorter_than_the_warm_up_rows(rel_err):
         assert rel_err(out, expected) < TOLERANCE
 
 
+@pytest.mark.slow  # in Triton's interpreter, on the CPU
 def test_triton_ops_pass_torch_opcheck():
     """The custom ops' schemas, fake kernels, autograd registration and
     their use by AOT autograd, as torch checks them (here the interpreter's
@@ -399,6 +401,7 @@ def test_triton_ops_pass_torch_opcheck():
         test_utils=('test_schema', 'test_faketensor'))
 
 
+@pytest.mark.slow  # in Triton's interpreter, on the CPU
 def test_triton_path_is_kept_by_torch_compile_and_export(
         kept_by_compile_and_export):
     """torch.compile traces the kernels as a custom op (one graph, forward
