@@ -349,14 +349,24 @@ def mini_config():
 _last_runner_second = [0]
 
 
-def _one_runner_per_second() -> None:
-    """mmengine names a run (its logger, its visualizer and their files)
-    after the config file and the second it starts; a second run of the
-    same file in the same second would write into the first one's."""
+def _as_in_a_new_process() -> None:
+    """What a run in this process needs to write where one in a new process
+    would. mmengine names a run (its logger and their files) after the
+    config file and the second it starts: a second run of the same file in
+    the same second would write into the first one's; so one run a second.
+    And it keeps visualizers by name, the codebases' configs name theirs
+    'visualizer': a run would write its scalars with the visualizer (and
+    into the work dir) of the first run in the process; so none are kept."""
+    from mmengine.visualization import Visualizer
     now = time.time()
     if int(now) == _last_runner_second[0]:
         time.sleep(1.01 - now % 1)
     _last_runner_second[0] = int(time.time())
+    classes = [Visualizer]
+    while classes:
+        cls = classes.pop()
+        cls._instance_dict.clear()
+        classes += cls.__subclasses__()
 
 
 @contextmanager
@@ -406,7 +416,7 @@ def run_tool_here():
         path = osp.join(REPO, script)
         out, err = io.StringIO(), io.StringIO()
         code = 0
-        _one_runner_per_second()
+        _as_in_a_new_process()
         with pytest.MonkeyPatch.context() as patch, _output_to(out, err):
             patch.setattr(sys, 'argv', [path, *map(str, args)])
             patch.syspath_prepend(osp.dirname(path))
@@ -460,7 +470,7 @@ def train_here(config: str, work_dir, **options) -> Trained:
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(options)
     cfg.work_dir = str(work_dir)
-    _one_runner_per_second()
+    _as_in_a_new_process()
     runner = Runner.from_cfg(cfg)
     kept = _KeepMetrics()
     runner.register_hook(kept)
