@@ -304,11 +304,16 @@ MINI_ARCH = dict(
 
 def mini_overrides(cfg: Config, arch: dict = MINI_ARCH) -> dict:
     """What reduces the model of ``cfg`` (a task config of ``configs/``) to
-    a PeLK of ``arch`` from scratch: the backbone, and the ``in_channels`` of
-    the layers that take its outputs (mmseg's heads, mmdet's neck,
-    mmpretrain's head); a dict for ``Config.merge_from_dict``."""
+    a PeLK of ``arch`` from scratch (without the ImageNet file it names):
+    the backbone, and the ``in_channels`` of the layers that take its
+    outputs (mmseg's heads, mmdet's neck, mmpretrain's head); a dict for
+    ``Config.merge_from_dict``."""
     channels = list(arch['channels'])
-    model = dict(backbone=dict(arch=dict(arch, _delete_=True), init_cfg=None))
+    model = dict(backbone=dict(arch=dict(arch, _delete_=True)))
+    if cfg.model.backbone.get('init_cfg') is not None:
+        # An ImageNet file of the full arch; a backbone without one keeps
+        # its own initialisation.
+        model['backbone']['init_cfg'] = None
     if cfg.model.get('decode_head'):
         model['decode_head'] = dict(in_channels=channels)
     if cfg.model.get('auxiliary_head'):
@@ -494,37 +499,25 @@ DET_DEMO = osp.join(REPO, 'configs', 'demo',
 CLS_DEMO = osp.join(REPO, 'configs', 'demo', 'pelk_mini_in1k_demo.py')
 
 
-def ade20k_data(root: str) -> dict:
-    """The data settings of the segmentation demo for the dataset at
-    ``root`` (its ``ADEChallengeData2016``), for a config file."""
+def data_roots(root) -> dict:
+    """The data settings of a demo config for the dataset at ``root`` (for
+    ADE20K its ``ADEChallengeData2016``), for a config file."""
     root = str(root)
-    return dict(
-        train_dataloader=dict(dataset=dict(data_root=root)),
-        val_dataloader=dict(dataset=dict(data_root=root)),
-        test_dataloader=dict(dataset=dict(data_root=root)))
+    return {
+        loader: dict(dataset=dict(data_root=root))
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    }
 
 
-def coco_data(root: str) -> dict:
-    """As :func:`ade20k_data`, for the detection demo (and its
-    evaluators' annotation file)."""
+def coco_data(root) -> dict:
+    """:func:`data_roots` for the detection demo, with its evaluators'
+    annotation file."""
     root = str(root)
     ann = osp.join(root, 'annotations', 'instances_val2017.json')
-    root = root.rstrip('/') + '/'
     return dict(
-        train_dataloader=dict(dataset=dict(data_root=root)),
-        val_dataloader=dict(dataset=dict(data_root=root)),
-        test_dataloader=dict(dataset=dict(data_root=root)),
+        data_roots(root.rstrip('/') + '/'),
         val_evaluator=dict(ann_file=ann),
         test_evaluator=dict(ann_file=ann))
-
-
-def imagenet_data(root: str) -> dict:
-    """As :func:`ade20k_data`, for the classification demo."""
-    root = str(root)
-    return dict(
-        train_dataloader=dict(dataset=dict(data_root=root)),
-        val_dataloader=dict(dataset=dict(data_root=root)),
-        test_dataloader=dict(dataset=dict(data_root=root)))
 
 
 @pytest.fixture(scope='session')
@@ -550,7 +543,7 @@ def seg_config(ade, tmp_path_factory):
     """The segmentation demo reduced, on :func:`ade`: a config file."""
     return write_mini_config(
         tmp_path_factory.mktemp('seg_config') / 'seg_demo.py', SEG_DEMO,
-        **ade20k_data(ade))
+        **data_roots(ade))
 
 
 # The detector's FPN and RoI heads at this width (the demo's: 256): RoIAlign
@@ -591,7 +584,7 @@ def cls_config(imagenet, tmp_path_factory):
     """The classification demo reduced, on :func:`imagenet`."""
     return write_mini_config(
         tmp_path_factory.mktemp('cls_config') / 'cls_demo.py', CLS_DEMO,
-        **imagenet_data(imagenet))
+        **data_roots(imagenet))
 
 
 # How long each shared model trains: long enough that a model that does not
@@ -602,19 +595,33 @@ DET_EPOCHS = 8
 CLS_EPOCHS = 10
 
 
+def train_to_the_end(config, work_dir, length: int, by_epoch: bool,
+                     **options) -> Trained:
+    """:func:`train_here` for ``length`` epochs or iterations (and the
+    demo's main lr schedule with them), validated and saved at the end."""
+    return train_here(
+        config, work_dir, **{
+            f'train_cfg.max_{"epochs" if by_epoch else "iters"}': length,
+            'train_cfg.val_interval': length,
+            'default_hooks.checkpoint.interval': length,
+            'param_scheduler.1.end': length,
+            **options
+        })
+
+
 @pytest.fixture(scope='session')
 def trained_segmentor(seg_config, tmp_path_factory):
     """The reduced segmentation demo trained for :data:`SEG_ITERS`
     iterations and validated at the end: a :class:`conftest.Trained`."""
-    return train_here(
-        seg_config, tmp_path_factory.mktemp('seg_run'), **{
-            'train_cfg.max_iters': SEG_ITERS,
-            'train_cfg.val_interval': SEG_ITERS,
-            'default_hooks.checkpoint.interval': SEG_ITERS,
+    return train_to_the_end(
+        seg_config,
+        tmp_path_factory.mktemp('seg_run'),
+        SEG_ITERS,
+        by_epoch=False,
+        **{
             'default_hooks.logger.interval': 10,
             'param_scheduler.0.end': 10,
             'param_scheduler.1.begin': 10,
-            'param_scheduler.1.end': SEG_ITERS,
         })
 
 
@@ -622,24 +629,20 @@ def trained_segmentor(seg_config, tmp_path_factory):
 def trained_detector(det_config, tmp_path_factory):
     """The reduced detection demo trained for :data:`DET_EPOCHS` epochs
     and validated at the end."""
-    return train_here(
-        det_config, tmp_path_factory.mktemp('det_run'), **{
-            'train_cfg.max_epochs': DET_EPOCHS,
-            'train_cfg.val_interval': DET_EPOCHS,
-            'default_hooks.checkpoint.interval': DET_EPOCHS,
-            'param_scheduler.1.end': DET_EPOCHS,
-            'param_scheduler.1.milestones': [DET_EPOCHS - 1],
-        })
+    return train_to_the_end(
+        det_config,
+        tmp_path_factory.mktemp('det_run'),
+        DET_EPOCHS,
+        by_epoch=True,
+        **{'param_scheduler.1.milestones': [DET_EPOCHS - 1]})
 
 
 @pytest.fixture(scope='session')
 def trained_classifier(cls_config, tmp_path_factory):
     """The reduced classification demo (dynamic sparsity, EMA) trained for
     :data:`CLS_EPOCHS` epochs and validated at the end."""
-    return train_here(
-        cls_config, tmp_path_factory.mktemp('cls_run'), **{
-            'train_cfg.max_epochs': CLS_EPOCHS,
-            'train_cfg.val_interval': CLS_EPOCHS,
-            'default_hooks.checkpoint.interval': CLS_EPOCHS,
-            'param_scheduler.1.end': CLS_EPOCHS,
-        })
+    return train_to_the_end(
+        cls_config,
+        tmp_path_factory.mktemp('cls_run'),
+        CLS_EPOCHS,
+        by_epoch=True)

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MINI_ARCH, SEG_ITERS, ade20k_data, mini_overrides
+from conftest import MINI_ARCH, SEG_ITERS, data_roots, mini_overrides
 from PIL import Image
 
 from pelk_mm.synthetic import SCENE_CLASSES, generate_ade20k
@@ -353,7 +353,7 @@ def test_labels_outside_the_classes_are_refused_naming_the_file(
         labels = np.array(Image.open(path))
         labels[rows] = 200
         Image.fromarray(labels).save(path)
-    config = mini_config(tmp_path / 'config.py', DEMO, **ade20k_data(data))
+    config = mini_config(tmp_path / 'config.py', DEMO, **data_roots(data))
 
     register_all_modules()
     checkpoint = tmp_path / 'model.pth'
@@ -564,7 +564,7 @@ def test_recipe_keeps_the_zeros_of_a_sparse_backbone(ade, tmp_path,
                     prefix='backbone.'))),
         # No validation (mmengine's iteration loop validates at the end).
         options=dict(val_dataloader=None, val_cfg=None, val_evaluator=None),
-        **ade20k_data(ade))
+        **data_roots(ade))
     run_tool_here('tools/train.py', config, '--work-dir', tmp_path / 'work',
                   '--cfg-options', 'train_cfg.max_iters=3',
                   'default_hooks.checkpoint.interval=3',
