@@ -19,7 +19,8 @@ while exporting), one of those that traced graphs may hold
 and 512 (``tools/benchmark/onnxruntime_latency.py``); the others are
 options. Graphs are made by torch's dynamo-based exporter
 (``torch.onnx.export(..., dynamo=True)``, opset 18), which every path
-passes; the TorchScript-based one has no FFT.
+passes; the TorchScript-based one has no FFT, and is what torch < 2.5 gets
+(opset 17; ``'box_sums'`` and ``'direct'`` export through it).
 """
 import copy
 import os
@@ -35,6 +36,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
 from .ops import forced_path, paths
+from .ops.torch_features import has
 from .runtime import (load_fitting, load_from_local, state_dict_of,
                       without_wrapper_prefix)
 
@@ -46,7 +48,10 @@ DEFAULT_EXPORT_PATH = 'box_sums'
 #: Earlier names of export paths, still taken (with a warning): 'sat' is
 #: what a traced graph of the summed-area tables holds.
 PATH_ALIASES = {'sat': 'box_sums'}
+#: The opset of the dynamo exporter's graphs, and the newest the TorchScript
+#: exporter (torch < 2.5) writes.
 OPSET = 18
+TORCHSCRIPT_OPSET = 17
 
 _ONNX_HINT = ('ONNX export needs onnx, onnxscript and onnxruntime; make '
               'install installs them, or pip install onnx==1.23.2 '
@@ -214,7 +219,9 @@ def export_onnx(model: nn.Module,
         ImportError: If onnx is not installed.
     """
     onnx = require('onnx')
-    require('onnxscript')
+    dynamo = has('dynamo_onnx')
+    if dynamo:
+        require('onnxscript')
     path = export_path(path)
     if dynamic and path == 'fft':
         raise ValueError(
@@ -223,19 +230,36 @@ def export_onnx(model: nn.Module,
             "export it without dynamic axes, or choose 'direct' or "
             "'box_sums'")
     model.eval()
-    dynamic_shapes = None
+    options = dict(
+        input_names=['inputs'],
+        output_names=list(output_names) if output_names else None,
+        verbose=False)
     if dynamic:
         model = with_exportable_pooling(model)
+    if dynamic and dynamo:
         # DYNAMIC, not AUTO: where the traced Python code fixes one of
         # these sizes, torch.export raises instead of exporting for the
         # example's size. Constants that an op's decomposition computes
         # from the size (adaptive pooling's bins) it does not see: hence
         # with_exportable_pooling.
         dim = torch.export.Dim.DYNAMIC
-        dynamic_shapes = ({0: dim, 2: dim, 3: dim}, )
+        options['dynamic_shapes'] = ({0: dim, 2: dim, 3: dim}, )
         if inputs.shape[0] == 1:
             # torch.export treats a size-1 example axis as the constant 1.
             inputs = inputs.expand(2, -1, -1, -1).contiguous()
+    elif dynamic:
+        options['dynamic_axes'] = {
+            'inputs': {
+                0: 'batch',
+                2: 'height',
+                3: 'width'
+            }
+        }
+    if dynamo:
+        options.update(
+            dynamo=True, opset_version=OPSET, external_data=False)
+    else:  # torch < 2.5: the TorchScript exporter, whose newest opset is 17
+        options.update(opset_version=min(OPSET, TORCHSCRIPT_OPSET))
     folder = osp.dirname(osp.abspath(file))
     os.makedirs(folder, exist_ok=True)
     handle, partial = tempfile.mkstemp(
@@ -243,16 +267,7 @@ def export_onnx(model: nn.Module,
     os.close(handle)
     try:
         with torch.no_grad(), forced_path(path):
-            torch.onnx.export(
-                model, (inputs, ),
-                partial,
-                dynamo=True,
-                opset_version=OPSET,
-                input_names=['inputs'],
-                output_names=list(output_names) if output_names else None,
-                dynamic_shapes=dynamic_shapes,
-                external_data=False,
-                verbose=False)
+            torch.onnx.export(model, (inputs, ), partial, **options)
         onnx.checker.check_model(partial)
         os.replace(partial, file)
     finally:

@@ -1,4 +1,4 @@
-"""Local checkpoint loading that cannot run code (torch >= 2.6).
+"""Local checkpoint loading that cannot run code.
 
 mmengine 0.10.7 loads local files with ``torch.load(filename)``, which since
 torch 2.6 means ``weights_only=True``: it refuses what mmengine itself writes
@@ -17,24 +17,31 @@ extension point (:meth:`CheckpointLoader.register_scheme`) and keeps
 Everything else is refused with an error that names the file and the global,
 so a crafted checkpoint cannot run code. The allow-list is applied only
 inside this loader (``torch.serialization.safe_globals``), so ``torch.load``
-called anywhere else behaves as it does without pelk_mm.
+called anywhere else behaves as it does without pelk_mm. On a torch older
+than 2.6, whose weights-only loader takes no such allow-list, the same globals
+(torch's weights-only ones and these) are all that pelk_mm's restricted
+unpickler (:class:`RestrictedUnpickler`) lets a file name.
 
 For a trusted file that needs more (a legacy checkpoint pickling other
 objects), set ``PELK_MM_TRUST_CHECKPOINTS=1``: files are then loaded with
 ``weights_only=False``, which runs whatever code they contain, with a
 warning each time.
 """
+import _compat_pickle
+import functools
 import os
 import pickle
 import re
+import types
 import warnings
-from typing import Any, List
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
+from ..ops.torch_features import has
 from .checkpoint_fit import require_file
 
 TRUST_VARIABLE = 'PELK_MM_TRUST_CHECKPOINTS'
@@ -68,6 +75,55 @@ def allowed_globals() -> List[Any]:
     return allowed
 
 
+#: What the refusal of a global says, whichever unpickler refused it.
+_REFUSED = 'Weights only load failed'
+
+
+@functools.lru_cache(maxsize=None)
+def _allowed_by_name() -> Dict[str, Any]:
+    """Every global a checkpoint may name, by the name it is pickled under:
+    torch's weights-only ones and :func:`allowed_globals` (numpy's
+    reconstructors under both of numpy's module names)."""
+    from torch import _weights_only_unpickler
+    allowed = dict(_weights_only_unpickler._get_allowed_globals())
+    for entry in allowed_globals():
+        obj, name = entry if isinstance(entry, tuple) else (
+            entry, f'{entry.__module__}.{entry.__qualname__}')
+        allowed[name] = obj
+        for old, new in (('numpy.core.', 'numpy._core.'),
+                         ('numpy._core.', 'numpy.core.')):
+            if name.startswith(old):
+                allowed[new + name[len(old):]] = obj
+    return allowed
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that finds only the globals of :func:`_allowed_by_name`
+    (for torch < 2.6; torch's loader wraps it and adds its storages)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        # Python 2's names (pickle protocol 2), mapped as pickle maps them.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name),
+                                                       (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        found = _allowed_by_name().get(f'{module}.{name}')
+        if found is None:
+            raise pickle.UnpicklingError(
+                f'{_REFUSED}: GLOBAL {module}.{name} is not allowed')
+        return found
+
+
+def _restricted_load(file, **kwargs) -> Any:
+    return RestrictedUnpickler(file, **kwargs).load()
+
+
+#: ``torch.load``'s ``pickle_module`` of the restricted unpickler.
+restricted_pickle = types.SimpleNamespace(
+    __name__='pelk_mm_restricted_pickle',
+    Unpickler=RestrictedUnpickler,
+    load=_restricted_load)
+
+
 def load_from_local(filename: str, map_location=None) -> dict:
     """Load a local checkpoint with ``weights_only=True`` and the allow-list.
 
@@ -92,17 +148,23 @@ def load_from_local(filename: str, map_location=None) -> dict:
             f'which runs any code the file contains; unset it for files you '
             f'did not write yourself')
         return _read(path, map_location, weights_only=False)
-    with torch.serialization.safe_globals(allowed_globals()):
-        try:
-            return _read(path, map_location, weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise RuntimeError(
-                f'refused to load checkpoint {path!r}: it holds objects that '
-                f'a checkpoint of weights does not need and that could run '
-                f'code ({_reason(err)}). If you trust the file '
-                f'(you wrote it, or it comes from a source you trust), load '
-                f'it with the environment variable {TRUST_VARIABLE}=1, or '
-                f're-save its tensors with plain torch.save.') from None
+    try:
+        if has('safe_globals'):
+            with torch.serialization.safe_globals(allowed_globals()):
+                return _read(path, map_location, weights_only=True)
+        return _read(
+            path,
+            map_location,
+            weights_only=False,
+            pickle_module=restricted_pickle)
+    except pickle.UnpicklingError as err:
+        raise RuntimeError(
+            f'refused to load checkpoint {path!r}: it holds objects that '
+            f'a checkpoint of weights does not need and that could run '
+            f'code ({_reason(err)}). If you trust the file '
+            f'(you wrote it, or it comes from a source you trust), load '
+            f'it with the environment variable {TRUST_VARIABLE}=1, or '
+            f're-save its tensors with plain torch.save.') from None
 
 
 def _reason(err: Exception) -> str:
@@ -115,12 +177,11 @@ def _reason(err: Exception) -> str:
     return found.group(1).strip() if found else type(err).__name__
 
 
-def _read(path: str, map_location, weights_only: bool) -> dict:
+def _read(path: str, map_location, **load_options) -> dict:
     try:
-        return torch.load(
-            path, map_location=map_location, weights_only=weights_only)
+        return torch.load(path, map_location=map_location, **load_options)
     except pickle.UnpicklingError as err:
-        if weights_only and 'Weights only load failed' in str(err):
+        if _REFUSED in str(err):
             raise  # an object outside the allow-list: the caller explains
         raise _unreadable(path, err) from err
     except Exception as err:  # torch raises many types for a bad file

@@ -1,5 +1,7 @@
-"""Loading checkpoints safely (weights_only with an allow-list), ImageNet
-weights through init_cfg, and resuming, on torch >= 2.6."""
+"""Loading checkpoints safely (weights_only with an allow-list, or on a
+torch older than 2.6 pelk_mm's restricted unpickler), ImageNet weights
+through init_cfg, and resuming. Every test runs through both routes where
+torch has both."""
 import os
 import pickle
 
@@ -10,12 +12,28 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import load_checkpoint
 
 from pelk_mm.models import PeLK
+from pelk_mm.ops.torch_features import TORCH_VERSION
+from pelk_mm.runtime import safe_loading
 from pelk_mm.runtime.safe_loading import TRUST_VARIABLE, load_from_local
 
 ARCH = dict(
     depths=[1, 1, 1, 1],
     channels=[16, 24, 32, 40],
     kernel_sizes=[13, 11, 9, 7])
+
+
+@pytest.fixture(
+    autouse=True, params=['torch allow-list', 'restricted unpickler'])
+def loading_route(request, monkeypatch):
+    """Which of the two routes :func:`load_from_local` takes: torch's
+    allow-list (torch >= 2.6) or pelk_mm's restricted unpickler (what older
+    torch gets)."""
+    if request.param == 'torch allow-list':
+        if not safe_loading.has('safe_globals'):
+            pytest.skip('torch < 2.6 has no allow-list of this form')
+    else:
+        monkeypatch.setattr(safe_loading, 'has', lambda feature: False)
+    return request.param
 
 
 def save_classifier_checkpoint(path, backbone):
@@ -35,6 +53,8 @@ def save_classifier_checkpoint(path, backbone):
         }, path)
 
 
+@pytest.mark.skipif(
+    TORCH_VERSION < (2, 6), reason='torch < 2.6 loads with weights_only=False')
 def test_plain_torch_load_refuses_numpy_meta(tmp_path):
     """Guards the premise of the tests below (torch >= 2.6 defaults)."""
     path = tmp_path / 'cls.pth'
@@ -211,6 +231,8 @@ def test_trusted_legacy_file_needs_the_opt_in(tmp_path, monkeypatch):
             assert isinstance(load_from_local(str(path))['meta'], LegacyMeta)
 
 
+@pytest.mark.skipif(
+    TORCH_VERSION < (2, 6), reason='torch < 2.6 loads with weights_only=False')
 def test_allow_list_does_not_leak_into_plain_torch_load(tmp_path):
     path = tmp_path / 'hub.pth'
     buffer = HistoryBuffer()

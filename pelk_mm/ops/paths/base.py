@@ -11,6 +11,7 @@ from typing import Any, Dict, FrozenSet, NamedTuple, Optional, Tuple
 import torch
 
 from ..grid import expand_by_grid
+from ..torch_features import is_compiling
 
 #: Every floating dtype a path may be handed.
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -31,7 +32,7 @@ def tracer() -> Optional[str]:
     (eager)."""
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
         return STANDARD_OPS_TRACER
-    if torch.compiler.is_compiling():
+    if is_compiling():
         return CUSTOM_OPS_TRACER
     return None
 

@@ -39,6 +39,7 @@ from typing import Iterator, NamedTuple, Optional
 import torch
 
 from .. import switches
+from ..torch_features import has, is_compiling
 from .base import Request, SummedAreaPath
 
 _SOURCE = osp.join(
@@ -177,7 +178,7 @@ def is_built() -> bool:
         return True
     if _error is not None:
         return False
-    if torch.compiler.is_compiling():
+    if is_compiling():
         return _built_answer
     _built_answer = _built_in(build_directory())
     return _built_answer
@@ -202,37 +203,27 @@ def available() -> bool:
         return False
 
 
-# The extension's kernels as torch custom ops: a fake kernel (shapes only)
-# lets dynamo trace them, so torch.compile and torch.export keep them in
-# their graphs; autograd is registered for the conv.
+# The extension's kernels. From torch 2.4 they are torch custom ops: a fake
+# kernel (shapes only) lets dynamo trace them, so torch.compile and
+# torch.export keep them in their graphs; autograd is registered for the
+# conv. On an older torch the same functions and backward run eagerly
+# through autograd.Functions, and graphs take 'box_sums' (custom_op below).
 
 
-@torch.library.custom_op('pelk_mm::sat_conv', mutates_args=())
-def sat_conv(x: torch.Tensor, weight: torch.Tensor,
-             grid: torch.Tensor) -> torch.Tensor:
+def _sat_conv(x: torch.Tensor, weight: torch.Tensor,
+              grid: torch.Tensor) -> torch.Tensor:
     """The fused forward: x (B, C, H, W), block weights (C, k', k') of its
     dtype (float32 or float64), grid (k', ) int64 on the CPU ->
     (B, C, H, W), contiguous."""
     return load().forward(x, weight, grid)
 
 
-@sat_conv.register_fake
-def _(x, weight, grid):
-    return x.new_empty(x.shape)
-
-
-@torch.library.custom_op('pelk_mm::sat_conv_weight_grad', mutates_args=())
-def sat_conv_weight_grad(grad_out: torch.Tensor, x: torch.Tensor,
-                         weight: torch.Tensor,
-                         grid: torch.Tensor) -> torch.Tensor:
+def _sat_conv_weight_grad(grad_out: torch.Tensor, x: torch.Tensor,
+                          weight: torch.Tensor,
+                          grid: torch.Tensor) -> torch.Tensor:
     """The gradient of :func:`sat_conv` with respect to its block weights
     (C, k', k'), summed over the batch."""
     return load().weight_grad(grad_out, x, weight, grid)
-
-
-@sat_conv_weight_grad.register_fake
-def _(grad_out, x, weight, grid):
-    return weight.new_empty(weight.shape)
 
 
 def _save_inputs(ctx, inputs, output):
@@ -257,12 +248,44 @@ def _no_second_derivative(ctx, grad):
                        "path='fft' or 'direct' for that")
 
 
-torch.library.register_autograd(
-    'pelk_mm::sat_conv', _sat_conv_backward, setup_context=_save_inputs)
-torch.library.register_autograd(
-    'pelk_mm::sat_conv_weight_grad',
-    _no_second_derivative,
-    setup_context=lambda ctx, inputs, output: None)
+CUSTOM_OPS = has('custom_ops')
+if CUSTOM_OPS:
+    sat_conv = torch.library.custom_op(
+        'pelk_mm::sat_conv', mutates_args=())(_sat_conv)
+    sat_conv.register_fake(lambda x, weight, grid: x.new_empty(x.shape))
+    sat_conv_weight_grad = torch.library.custom_op(
+        'pelk_mm::sat_conv_weight_grad',
+        mutates_args=())(_sat_conv_weight_grad)
+    sat_conv_weight_grad.register_fake(
+        lambda grad_out, x, weight, grid: weight.new_empty(weight.shape))
+    torch.library.register_autograd(
+        'pelk_mm::sat_conv', _sat_conv_backward, setup_context=_save_inputs)
+    torch.library.register_autograd(
+        'pelk_mm::sat_conv_weight_grad',
+        _no_second_derivative,
+        setup_context=lambda ctx, inputs, output: None)
+else:
+
+    class _SATConv(torch.autograd.Function):
+
+        @staticmethod
+        def forward(ctx, x, weight, grid):
+            out = _sat_conv(x, weight, grid)
+            _save_inputs(ctx, (x, weight, grid), out)
+            return out
+
+        backward = staticmethod(_sat_conv_backward)
+
+    class _SATConvWeightGrad(torch.autograd.Function):
+
+        @staticmethod
+        def forward(ctx, grad_out, x, weight, grid):
+            return _sat_conv_weight_grad(grad_out, x, weight, grid)
+
+        backward = staticmethod(_no_second_derivative)
+
+    sat_conv = _SATConv.apply
+    sat_conv_weight_grad = _SATConvWeightGrad.apply
 
 #: The extension's rows are padded to a multiple of this many columns
 #: (``kTile`` of ``csrc/peripheral_sat.cpp``): the work of a map of width
@@ -301,7 +324,7 @@ class FusedCPUPath(SummedAreaPath):
                "in ONNX exports the same algorithm in standard ops")
     devices = ('cpu', )
     traceable = False
-    custom_op = True
+    custom_op = CUSTOM_OPS
     stand_in = 'box_sums'
     stand_in_for = frozenset({'device', 'traced'})
     costs = {

@@ -60,6 +60,7 @@ from torch._subclasses.fake_tensor import is_fake
 from torch.autograd.function import once_differentiable
 from torch.library import triton_op, wrap_triton
 
+from ..torch_features import is_compiling
 from .triton_sat import TRITON_DEVICES, available_on, interpreted
 
 try:
@@ -538,7 +539,7 @@ def grid_depthwise_conv_triton(
     """
     _require(x.device)
     grid = grid.to(x.device)
-    if torch.compiler.is_compiling():
+    if is_compiling():
         # In a graph: the custom op and its registered autograd (inductor
         # launches the kernels, on the inputs' device, and writes a result
         # into ``out`` as it sees fit).

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 
 from .. import switches
+from ..torch_features import FEATURES, has
 from .base import Refusal, Request, SummedAreaPath
 
 TRITON_DEVICES = ('runs on CUDA devices (or on the CPU under '
@@ -18,6 +19,8 @@ TRITON_DEVICES = ('runs on CUDA devices (or on the CPU under '
 
 # Looked up once (no import): a compiled graph's trace cannot search paths.
 TRITON_INSTALLED = importlib.util.find_spec('triton') is not None
+#: The kernels are registered with ``torch.library.triton_op`` (torch 2.6).
+TRITON_OPS = TRITON_INSTALLED and has('triton_ops')
 
 
 def interpreted() -> bool:
@@ -27,7 +30,7 @@ def interpreted() -> bool:
 
 def available_on(device: torch.device) -> bool:
     """Whether the kernels can run on tensors of ``device``."""
-    if not TRITON_INSTALLED:
+    if not TRITON_OPS:
         return False
     return device.type == 'cuda' or (device.type == 'cpu' and interpreted())
 
@@ -60,6 +63,11 @@ class TritonPath(SummedAreaPath):
     }
 
     def unavailable(self, request: Request) -> Optional[Refusal]:
+        if TRITON_INSTALLED and not TRITON_OPS:
+            return Refusal(
+                'unavailable', "the 'triton' path needs torch >= "
+                '%d.%d, this is torch %s' %
+                (*FEATURES['triton_ops'].since, torch.__version__))
         if not available_on(torch.device(request.device_type)):
             return Refusal(
                 'device', f"the 'triton' path {TRITON_DEVICES}, this map "
