@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from typing import NamedTuple, Optional
 
@@ -22,10 +23,44 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 from pelk_mm.models import PeLK
-from pelk_mm.ops import paths
+from pelk_mm.ops import paths, torch_features
 from pelk_mm.synthetic import generate_ade20k, generate_coco, generate_imagenet
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+#: Graphs (torch.compile, torch.export) that hold pelk_mm's custom ops and
+#: trace its dispatcher: torch >= 2.4 (pelk_mm.ops.torch_features).
+needs_custom_ops = pytest.mark.skipif(
+    not torch_features.has('custom_ops'),
+    reason='torch < 2.4: no custom ops in graphs, and its dynamo does not '
+    "trace pelk_mm's dispatcher")
+
+
+def _cpu_supports(call) -> bool:
+    """Whether this torch's CPU kernels take ``call`` without an error or
+    a warning (float16 convs and autocast came to the CPU after 2.1)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        try:
+            call()
+        except (RuntimeError, UserWarning):
+            return False
+    return True
+
+
+def _half_conv():
+    x = torch.ones(1, 1, 3, 3, dtype=torch.float16)
+    torch.nn.functional.conv2d(x, x, padding=1)
+
+
+def _half_autocast():
+    with torch.autocast('cpu', dtype=torch.float16):
+        pass
+
+
+#: float16 on the CPU: convs, and autocast to it.
+CPU_HALF_CONV = _cpu_supports(_half_conv)
+CPU_HALF_AUTOCAST = _cpu_supports(_half_autocast)
 
 # Where no GPU is, the Triton kernels (path='triton') run through Triton's
 # interpreter on CPU tensors; it is chosen when triton is first imported,

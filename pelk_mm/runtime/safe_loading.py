@@ -27,8 +27,9 @@ objects), set ``PELK_MM_TRUST_CHECKPOINTS=1``: files are then loaded with
 ``weights_only=False``, which runs whatever code they contain, with a
 warning each time.
 """
-import _compat_pickle
+import codecs
 import functools
+import importlib
 import os
 import pickle
 import re
@@ -36,6 +37,7 @@ import types
 import warnings
 from typing import Any, Dict, List
 
+import _compat_pickle
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
@@ -61,7 +63,10 @@ def _history_buffer_method(owner: Any, name: str) -> Any:
 
 def allowed_globals() -> List[Any]:
     """The globals :func:`load_from_local` allows beside torch's own."""
-    multiarray = getattr(np, '_core', getattr(np, 'core', None)).multiarray
+    # numpy 2 moved numpy.core to numpy._core (1.26 has a bare _core).
+    numpy2 = np.lib.NumpyVersion(np.__version__) >= '2.0.0'
+    multiarray = importlib.import_module(
+        'numpy._core.multiarray' if numpy2 else 'numpy.core.multiarray')
     allowed = [
         np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
         HistoryBuffer, (_history_buffer_method, 'builtins.getattr')
@@ -86,12 +91,16 @@ def _allowed_by_name() -> Dict[str, Any]:
     reconstructors under both of numpy's module names)."""
     from torch import _weights_only_unpickler
     allowed = dict(_weights_only_unpickler._get_allowed_globals())
+    # Bytes under pickle protocol 2 (numpy arrays' data), as torch >= 2.4
+    # allows them: encoding a string returns a string or bytes, no more.
+    allowed['_codecs.encode'] = codecs.encode
     for entry in allowed_globals():
-        obj, name = entry if isinstance(entry, tuple) else (
-            entry, f'{entry.__module__}.{entry.__qualname__}')
+        obj, name = entry if isinstance(
+            entry, tuple) else (entry,
+                                f'{entry.__module__}.{entry.__qualname__}')
         allowed[name] = obj
-        for old, new in (('numpy.core.', 'numpy._core.'),
-                         ('numpy._core.', 'numpy.core.')):
+        for old, new in (('numpy.core.', 'numpy._core.'), ('numpy._core.',
+                                                           'numpy.core.')):
             if name.startswith(old):
                 allowed[new + name[len(old):]] = obj
     return allowed

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from conftest import paper_models
+from conftest import needs_custom_ops, paper_models
 
 from pelk_mm.analysis import count_flops, count_params
 from pelk_mm.models import SPARSE_DENSITY, PeLK, PeripheralMixer
@@ -355,6 +355,7 @@ def test_deployed_constant_terms_follow_loaded_weights():
         assert torch.allclose(model(x)[0], other(x)[0], atol=1e-6)
 
 
+@needs_custom_ops
 @pytest.mark.parametrize('deployed', [False, True])
 def test_torch_compile_traces_pelk_t_without_graph_breaks(deployed):
     """K and k' are Python ints fixed at construction and the fused CPU

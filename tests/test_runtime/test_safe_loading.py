@@ -142,12 +142,13 @@ def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path):
         model.init_weights()
 
 
-def test_runner_resumes_on_torch_2_6_and_later(tmp_path, make_runner):
+def test_runner_resumes(tmp_path, make_runner):
     runner = make_runner(tmp_path, max_iters=2)
     runner.train()
     assert (tmp_path / 'iter_2.pth').is_file()
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(tmp_path / 'iter_2.pth')  # message hub, numpy state
+    if TORCH_VERSION >= (2, 6):  # what pelk_mm's loader is for
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(tmp_path / 'iter_2.pth')  # message hub, numpy state
 
     resumed = make_runner(tmp_path, max_iters=4, resume=True)
     resumed.train()

@@ -251,11 +251,12 @@ def _no_second_derivative(ctx, grad):
 CUSTOM_OPS = has('custom_ops')
 if CUSTOM_OPS:
     sat_conv = torch.library.custom_op(
-        'pelk_mm::sat_conv', mutates_args=())(_sat_conv)
+        'pelk_mm::sat_conv', mutates_args=())(
+            _sat_conv)
     sat_conv.register_fake(lambda x, weight, grid: x.new_empty(x.shape))
     sat_conv_weight_grad = torch.library.custom_op(
-        'pelk_mm::sat_conv_weight_grad',
-        mutates_args=())(_sat_conv_weight_grad)
+        'pelk_mm::sat_conv_weight_grad', mutates_args=())(
+            _sat_conv_weight_grad)
     sat_conv_weight_grad.register_fake(
         lambda grad_out, x, weight, grid: weight.new_empty(weight.shape))
     torch.library.register_autograd(

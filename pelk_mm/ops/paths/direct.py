@@ -22,7 +22,9 @@ def depthwise_conv_direct(x: torch.Tensor,
     return F.conv2d(
         x,
         kernel.unsqueeze(1).to(x.dtype),
-        padding=kernel.shape[-1] // 2,
+        # int(): the TorchScript tracer of torch < 2.2 hands sizes as
+        # tensors, which conv2d's padding does not take.
+        padding=int(kernel.shape[-1]) // 2,
         groups=x.shape[1])
 
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_custom_ops
 
 from pelk_mm.ops import PeripheralConv2d, choose_path, paths, switches
 from pelk_mm.ops.grid import expand_by_grid
@@ -25,6 +26,7 @@ def _small_case(requires_grad=True):
         weight.requires_grad_(requires_grad), grid
 
 
+@needs_custom_ops
 def test_sat_ops_pass_torch_opcheck():
     """The custom ops' schemas, fake kernels (shapes and strides), autograd
     registration and their use by AOT autograd, as torch checks them."""
@@ -95,6 +97,7 @@ def test_sat_second_derivatives(rel_err):
         grad_w.sum().backward()
 
 
+@needs_custom_ops
 def test_sat_path_is_kept_by_torch_compile_and_export(
         kept_by_compile_and_export):
     """torch.compile traces the fused extension as a custom op (one graph,

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_custom_ops
 
 from pelk_mm.ops import (PeripheralConv2d, choose_path, depthwise_conv,
                          forced_path, paths, peripheral_conv2d, switches)
@@ -87,6 +88,7 @@ def test_cuda_choice_uses_its_own_constants():
     assert choose_path(7, 32, 32, True, device='cuda') == 'direct'
 
 
+@needs_custom_ops
 def test_auto_prices_only_traceable_paths_in_traced_graphs():
     """In an ONNX export or a TorchScript trace (``traced=True``) the fused
     extension cannot run: ``auto`` prices the standard-op paths, at their
@@ -129,6 +131,7 @@ def test_pelk_mm_path_overrides_the_choice(grid_path):
     assert switches.get_forced_path() == 'auto'  # restored on leaving
 
 
+@needs_custom_ops
 def test_a_forced_path_stands_in_where_it_covers_the_reason():
     """'sat' is the fused extension on the CPU; where it cannot run (a
     traced graph, another device) its standard-op form computes the same.
@@ -157,6 +160,7 @@ def test_pelk_mm_path_refusals():
         choose_path(51, 64, 64)
 
 
+@needs_custom_ops
 def test_refusals_say_why_and_what_can_run(monkeypatch):
     """A named path that cannot run says why, and which paths can; the
     error is a ValueError (a bad setting) and a RuntimeError (of this
