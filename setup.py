@@ -1,9 +1,10 @@
 """pelk_mm's setup (metadata in setup.cfg).
 
-Like OpenMMLab's packages, it ships its configs and model index inside the
-package, under ``pelk_mm/.mim/`` (links into the source tree for an editable
+Like OpenMMLab's packages, it ships its configs, tools and model index
+inside the package, under ``pelk_mm/.mim/`` (links into the source tree for an editable
 install, copies in a wheel), so that ``import pelk_mm`` can register its
-ImageNet models with mmpretrain's ModelHub wherever it is installed.
+ImageNet models with mmpretrain's ModelHub wherever it is installed, and
+``mim train/test/run pelk_mm ...`` find the tools.
 """
 import os
 import os.path as osp
@@ -12,7 +13,7 @@ import shutil
 from setuptools import setup
 
 ROOT = osp.dirname(osp.abspath(__file__))
-MIM_FILES = ('configs', 'model-index.yml')
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
 
 
 def add_mim_extension() -> None:
