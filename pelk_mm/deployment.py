@@ -180,6 +180,11 @@ def export_path(name: str) -> str:
     if name not in EXPORT_PATHS:
         raise ValueError(f'export path must be one of {EXPORT_PATHS}, got '
                          f'{name!r}')
+    if name == 'fft' and not has('dynamo_onnx'):
+        raise ValueError(
+            "the 'fft' path exports ONNX's DFT through torch's dynamo "
+            f'exporter, which torch {torch.__version__} lacks (torch >= '
+            "2.5); choose 'box_sums' or 'direct'")
     return name
 
 
@@ -222,13 +227,13 @@ def export_onnx(model: nn.Module,
     dynamo = has('dynamo_onnx')
     if dynamo:
         require('onnxscript')
-    path = export_path(path)
     if dynamic and path == 'fft':
         raise ValueError(
             "the 'fft' path pads every map to FFT lengths chosen from its "
             "size at export, so its graph takes that input size only; "
             "export it without dynamic axes, or choose 'direct' or "
             "'box_sums'")
+    path = export_path(path)
     model.eval()
     options = dict(
         input_names=['inputs'],

@@ -59,9 +59,8 @@ def config_path(name: str) -> str:
         path = osp.join(root, name)
         if osp.isfile(path):
             return path
-    raise FileNotFoundError(
-        f'pelk_mm ships no config {name!r}; its configs: '
-        f'{", ".join(shipped_configs())}')
+    raise FileNotFoundError(f'pelk_mm ships no config {name!r}; its configs: '
+                            f'{", ".join(shipped_configs())}')
 
 
 def shipped_configs() -> List[str]:

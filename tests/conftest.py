@@ -1,4 +1,5 @@
 """Fixtures shared by the test modules (none imports another)."""
+import importlib.util
 import io
 import logging
 import os
@@ -34,6 +35,12 @@ needs_custom_ops = pytest.mark.skipif(
     not torch_features.has('custom_ops'),
     reason='torch < 2.4: no custom ops in graphs, and its dynamo does not '
     "trace pelk_mm's dispatcher")
+
+#: mmdet, mmseg and mmpretrain models need mmcv's compiled ops, which do not
+#: build on every torch (README, "Tested versions").
+needs_mmcv_ops = pytest.mark.skipif(
+    importlib.util.find_spec('mmcv._ext') is None,
+    reason="mmcv without its compiled ops (mmcv-lite): no OpenMMLab models")
 
 
 def _cpu_supports(call) -> bool:

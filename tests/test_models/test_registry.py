@@ -3,8 +3,11 @@ import textwrap
 
 import pytest
 import torch
+from conftest import needs_mmcv_ops
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+
+pytestmark = needs_mmcv_ops
 
 BACKBONE = ("dict(type='pelk_mm.PeLK', arch=dict(depths=[1, 1, 1, 1], "
             "channels=[16, 24, 32, 40], kernel_sizes=[13, 11, 9, 7]), "

@@ -97,15 +97,21 @@ def _build_directory(root: str, cpu: str) -> str:
 def _exclusive_build(path: str) -> Iterator[None]:
     """Hold this folder's build lock; clear a baton left by a killed build.
 
-    ``torch.utils.cpp_extension`` guards a build with a ``lock`` file that
-    it removes when it finishes; a process killed in between leaves it, and
-    every later ``load`` then waits for it forever. Under an ``flock`` (held
-    by the kernel for as long as its process lives) no other process of
-    ours is building, so a ``lock`` file found is such a leftover.
+    ``torch.utils.cpp_extension`` up to torch 2.14 guards a build with a
+    ``lock`` file that it removes when it finishes; a process killed in
+    between leaves it, and every later ``load`` then waits for it forever.
+    Under an ``flock`` (held by the kernel for as long as its process
+    lives) no other process of ours is building, so a ``lock`` file found is
+    such a leftover. Later torch holds an advisory lock on that file itself
+    (``FileLock``), which a killed process releases: nothing to clear.
     """
+    from torch.utils import cpp_extension
     try:
         import fcntl
     except ImportError:  # not POSIX: torch's own lock file only
+        yield
+        return
+    if 'FileLock' in vars(cpp_extension):
         yield
         return
     with open(osp.join(path, 'build.flock'), 'a') as handle:

@@ -12,6 +12,7 @@ from pelk_mm.ops import (PeripheralConv2d, expand_by_grid,
                          sharing_grid)
 from pelk_mm.ops.grid import grid_tensor
 from pelk_mm.ops.paths import triton_sat
+from pelk_mm.ops.torch_features import has
 
 # Float32 tolerance of every path, relative to the largest reference value.
 FLOAT32_TOLERANCE = 1e-4
@@ -68,7 +69,7 @@ def test_sat_path_runs_box_sums_where_the_graph_is_traced(
 
 
 def test_sat_path_exports_to_onnx_as_box_sums(tmp_path, rel_err):
-    """ONNX export (dynamo-based, over torch.export) cannot hold the
+    """ONNX export (either exporter) cannot hold the
     extension's custom op: a 'sat' conv exports its standard-op form, and
     onnxruntime computes the same."""
     onnx = pytest.importorskip('onnx')
@@ -79,8 +80,11 @@ def test_sat_path_exports_to_onnx_as_box_sums(tmp_path, rel_err):
     file = str(tmp_path / 'sat.onnx')
     with torch.no_grad():
         eager = conv(x)
-        torch.onnx.export(
-            conv, (x, ), file, dynamo=True, opset_version=18, verbose=False)
+        # torch's dynamo exporter, or before torch 2.5 the TorchScript one.
+        exporter = dict(
+            dynamo=True, opset_version=18) if has('dynamo_onnx') else dict(
+                opset_version=17)
+        torch.onnx.export(conv, (x, ), file, verbose=False, **exporter)
     ops = {node.op_type for node in onnx.load(file).graph.node}
     assert 'CumSum' in ops and 'MatMul' in ops
     session = onnxruntime.InferenceSession(

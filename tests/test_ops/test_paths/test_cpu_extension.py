@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.utils.cpp_extension
 from conftest import needs_custom_ops
 
 from pelk_mm.ops import PeripheralConv2d, choose_path, paths, switches
@@ -167,5 +168,9 @@ def test_sat_extension_load_survives_a_killed_build(tmp_path):
                          text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr
+    if 'FileLock' in vars(torch.utils.cpp_extension):
+        # torch >= 2.15 locks with flock: the file is no baton to clear.
+        assert 'killed' not in run.stderr
+        return
     assert 'left by an extension build that was killed' in run.stderr
     assert not (cached / 'lock').exists()
