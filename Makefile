@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install lint-tools lint format test test-quick demo demo-det demo-cls
+.PHONY: install lint-tools lint format test test-quick test-matrix demo demo-det demo-cls
 
 install:
 	bash tools/install.sh
@@ -36,6 +36,13 @@ test: test-quick
 
 test-quick: install
 	$(PY) -m pytest -m "not slow" --durations=15 $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# pelk_mm in the environments users have (tools/test_matrix.sh): torch
+# 2.1.2 with OpenMMLab's stack, from its wheel and the stock tools, and the
+# newest torch on PyPI. Each is a venv of its own (.venv-openmmlab,
+# .venv-torch-newest); mmcv is built once per torch (about 7 minutes).
+test-matrix:
+	bash tools/test_matrix.sh
 
 DEMO_CONFIG := configs/demo/upernet_pelk_t_ade20k_demo.py
 DEMO_DIR := work_dirs/demo

@@ -163,7 +163,7 @@ openmmlab() {
 # iterations, or one epoch of a few images), then its tools/test.py on the
 # checkpoint, with the options; each log is shown where it fails.
 two_iterations() {
-  local task="$1" config="$2" package tools name checkpoint
+  local task="$1" config="$2" package tools name checkpoint saved
   shift 2
   package="$(declare -A p=([seg]=mmseg [det]=mmdet [cls]=mmpretrain); echo "${p[$task]}")"
   tools="$site/$package/.mim/tools"
@@ -172,7 +172,10 @@ two_iterations() {
   python "$tools/train.py" "$config" --work-dir "runs/$name" \
     --cfg-options "$@" > "runs-$name.log" 2>&1 \
     || { tail -40 "runs-$name.log"; exit 1; }
-  checkpoint="$(ls runs/"$name"/iter_2.pth runs/"$name"/epoch_1.pth 2>/dev/null | head -1)"
+  checkpoint=""
+  for saved in runs/"$name"/iter_2.pth runs/"$name"/epoch_1.pth; do
+    [ -f "$saved" ] && checkpoint="$saved"
+  done
   [ -n "$checkpoint" ] || { echo "matrix: $name saved no checkpoint" >&2; exit 1; }
   python "$tools/test.py" "$config" "$checkpoint" \
     --work-dir "runs/$name/test" --cfg-options "$@" > "test-$name.log" 2>&1 \

@@ -28,6 +28,7 @@ objects), set ``PELK_MM_TRUST_CHECKPOINTS=1``: files are then loaded with
 warning each time.
 """
 import codecs
+import collections
 import functools
 import importlib
 import os
@@ -91,9 +92,16 @@ def _allowed_by_name() -> Dict[str, Any]:
     reconstructors under both of numpy's module names)."""
     from torch import _weights_only_unpickler
     allowed = dict(_weights_only_unpickler._get_allowed_globals())
-    # Bytes under pickle protocol 2 (numpy arrays' data), as torch >= 2.4
-    # allows them: encoding a string returns a string or bytes, no more.
-    allowed['_codecs.encode'] = codecs.encode
+    # What newer torch allows beside torch's own types (torch 2.12's list):
+    # bytes under pickle protocol 2 (numpy arrays' data; encoding a string
+    # returns a string or bytes, no more), and containers of values.
+    allowed.update({
+        '_codecs.encode': codecs.encode,
+        'builtins.bytearray': bytearray,
+        'builtins.complex': complex,
+        'builtins.set': set,
+        'collections.Counter': collections.Counter,
+    })
     for entry in allowed_globals():
         obj, name = entry if isinstance(
             entry, tuple) else (entry,

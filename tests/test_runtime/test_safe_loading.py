@@ -2,6 +2,7 @@
 torch older than 2.6 pelk_mm's restricted unpickler), ImageNet weights
 through init_cfg, and resuming. Every test runs through both routes where
 torch has both."""
+import collections
 import os
 import pickle
 
@@ -244,3 +245,18 @@ def test_allow_list_does_not_leak_into_plain_torch_load(tmp_path):
     assert set(torch.serialization.get_safe_globals()) == allowed_before
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path)
+
+
+def test_containers_of_values_load_through_both_routes(tmp_path):
+    """What mmdet writes into a checkpoint's meta (a Counter of the dataset's
+    classes) and other containers of values that torch's own weights-only
+    loader allows."""
+    path = tmp_path / 'det.pth'
+    meta = {
+        'counts': collections.Counter(square=3),
+        'ids': {1, 2},
+        'raw': bytearray(b'ab'),
+        'z': complex(1, 2)
+    }
+    torch.save({'state_dict': {}, 'meta': meta}, path)
+    assert load_from_local(str(path))['meta'] == meta
