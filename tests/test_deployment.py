@@ -13,7 +13,7 @@ from pelk_mm.deployment import (EXPORT_PATHS, AdaptiveAvgPool2dFromSizes,
                                 compare_with_pytorch, export_onnx, load_model,
                                 require, with_exportable_pooling)
 from pelk_mm.models import PeLK
-from pelk_mm.ops.torch_features import has
+from pelk_mm.ops.torch_features import TORCH_VERSION, has
 from pelk_mm.runtime import CheckpointMismatchError
 
 SMALL_ARCH = dict(
@@ -64,6 +64,40 @@ def test_default_form_exports_with_dynamic_axes(tmp_path):
     deployed backbone: one graph, any batch and map size."""
     model, file = export_dynamic(SMALL_ARCH, tmp_path)
     assert_matches(file, model, (1, 3, 64, 64), (3, 3, 96, 160))
+
+
+EXPORTERS = ['torchscript'] + (['dynamo'] if has('dynamo_onnx') else [])
+
+
+@pytest.mark.parametrize('exporter', EXPORTERS)
+@pytest.mark.parametrize('dynamic', [False, True], ids=['static', 'dynamic'])
+@pytest.mark.parametrize('deploy', [True, False], ids=['deployed', 'trained'])
+def test_plain_torch_onnx_export_of_auto(tmp_path, exporter, dynamic, deploy):
+    """A user's own export script (and mmdeploy) call ``torch.onnx.export``
+    on the model as it is, its convs on ``path='auto'``: ``auto`` takes a
+    path that exporter can write (not FFT under the TorchScript-based
+    one), and onnxruntime computes what the model does."""
+    pytest.importorskip('onnx')
+    pytest.importorskip('onnxruntime')
+    torch.manual_seed(0)
+    model = Features(SMALL_ARCH, deploy=deploy).eval()
+    x = torch.randn(2, 3, 64, 64)
+    options = dict(input_names=['inputs'], opset_version=17)
+    if exporter == 'dynamo':
+        options.update(dynamo=True, opset_version=18, external_data=False)
+        if dynamic:
+            dim = torch.export.Dim.DYNAMIC
+            options['dynamic_shapes'] = ({0: dim, 2: dim, 3: dim}, )
+    else:
+        if TORCH_VERSION >= (2, 5):
+            options['dynamo'] = False
+        if dynamic:
+            options['dynamic_axes'] = {'inputs': {0: 'b', 2: 'h', 3: 'w'}}
+    file = str(tmp_path / 'plain.onnx')
+    with torch.no_grad():
+        torch.onnx.export(model, (x, ), file, **options)
+    shapes = [(2, 3, 64, 64)] + ([(1, 3, 96, 128)] if dynamic else [])
+    assert_matches(file, model, *shapes)
 
 
 @pytest.mark.slow

@@ -31,8 +31,9 @@ from typing import Dict, Optional
 import torch
 
 from .. import switches
-from .base import (CUSTOM_OPS_TRACER, STANDARD_OPS_TRACER, TRACERS, ConvPath,
-                   Refusal, Request, as_tracer, tracer, tracing)
+from .base import (CUSTOM_OPS_TRACER, STANDARD_OPS_TRACER,
+                   TORCHSCRIPT_ONNX_TRACER, TRACERS, ConvPath, Refusal,
+                   Request, as_tracer, tracer, tracing)
 from .box_sums import BoxSumsPath
 from .cpu_extension import FusedCPUPath
 from .direct import DirectPath
@@ -178,8 +179,10 @@ def choose_path(kernel_size: int,
         traced (bool | str, optional): Whether the graph is traced, and by
             what: False (eager), ``'compile'`` (``torch.compile``,
             ``torch.export``: custom ops kept), ``'standard'`` or True (ONNX
-            export, ``torch.jit.trace``: standard ops only). By default
-            asked of torch.
+            export, ``torch.jit.trace``: standard ops only),
+            ``'torchscript-onnx'`` (the TorchScript-based ONNX exporter:
+            standard ops with an ONNX form there, no FFT). By default asked
+            of torch, whoever calls the tracer.
         dtype (torch.dtype): The map's dtype. Defaults to float32.
 
     Returns:
@@ -248,7 +251,7 @@ def cost_constants(device_type: str) -> Dict[str, object]:
 
 __all__ = [
     'REGISTRY', 'PATHS', 'TRACERS', 'CUSTOM_OPS_TRACER', 'STANDARD_OPS_TRACER',
-    'ConvPath', 'PathRefused', 'Refusal', 'Request', 'as_tracer', 'tracer',
-    'choose', 'choose_path', 'cost_constants', 'costs', 'get', 'make_request',
-    'refusals', 'resolve', 'run', 'tracing'
+    'TORCHSCRIPT_ONNX_TRACER', 'ConvPath', 'PathRefused', 'Refusal', 'Request',
+    'as_tracer', 'tracer', 'choose', 'choose_path', 'cost_constants', 'costs',
+    'get', 'make_request', 'refusals', 'resolve', 'run', 'tracing'
 ]

@@ -19,18 +19,26 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: The tracer of an ONNX export or ``torch.jit.trace``: the graph may hold
 #: standard ops only.
 STANDARD_OPS_TRACER = 'standard'
+#: The TorchScript-based ONNX exporter (``torch.onnx.export`` with
+#: ``dynamo=False``, and every export before torch 2.5): standard ops that
+#: have an ONNX symbolic there (no FFT).
+TORCHSCRIPT_ONNX_TRACER = 'torchscript-onnx'
 #: The tracer of ``torch.compile`` and ``torch.export`` (dynamo): the graph
 #: may also hold the ops registered with ``torch.library``.
 CUSTOM_OPS_TRACER = 'compile'
-TRACERS = (STANDARD_OPS_TRACER, CUSTOM_OPS_TRACER)
+TRACERS = (STANDARD_OPS_TRACER, TORCHSCRIPT_ONNX_TRACER, CUSTOM_OPS_TRACER)
 
 
 def tracer() -> Optional[str]:
-    """Which kind of tracer is tracing the graph: :data:`STANDARD_OPS_TRACER`
-    (an ONNX export, by either exporter, or the TorchScript tracer),
-    :data:`CUSTOM_OPS_TRACER` (``torch.compile``, ``torch.export``), or None
-    (eager)."""
-    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+    """Which kind of tracer is tracing the graph, whoever called it:
+    :data:`TORCHSCRIPT_ONNX_TRACER` (the TorchScript-based ONNX exporter),
+    :data:`STANDARD_OPS_TRACER` (the dynamo-based ONNX exporter, the
+    TorchScript tracer), :data:`CUSTOM_OPS_TRACER` (``torch.compile``,
+    ``torch.export``), or None (eager)."""
+    onnx = torch.onnx.is_in_onnx_export()
+    if onnx and torch.jit.is_tracing():
+        return TORCHSCRIPT_ONNX_TRACER
+    if onnx or torch.jit.is_tracing():
         return STANDARD_OPS_TRACER
     if is_compiling():
         return CUSTOM_OPS_TRACER
@@ -133,6 +141,8 @@ class ConvPath:
         devices (tuple[str], optional): Device types it runs on (None: any).
         dtypes (tuple[torch.dtype]): Input dtypes it takes.
         traceable (bool): Only standard ops (may run in any traced graph).
+        torchscript_onnx (bool): Its ops have ONNX symbolics in the
+            TorchScript-based exporter (where traceable).
         custom_op (bool): Registered with ``torch.library`` (with fake
             kernels and autograd): ``torch.compile`` and ``torch.export``
             keep it, ONNX export and the TorchScript tracer cannot.
@@ -153,6 +163,7 @@ class ConvPath:
     devices: Optional[Tuple[str, ...]] = None
     dtypes: Tuple[torch.dtype, ...] = FLOAT_DTYPES
     traceable: bool = True
+    torchscript_onnx: bool = True
     custom_op: bool = False
     stand_in: Optional[str] = None
     stand_in_for: FrozenSet[str] = frozenset()
@@ -191,6 +202,12 @@ class ConvPath:
                        'tracers (torch.compile, torch.export, ONNX export)')
             return Refusal('traced',
                            f"the '{self.name}' path is opaque to {kept_by}")
+        if request.tracer == TORCHSCRIPT_ONNX_TRACER and \
+                not self.torchscript_onnx:
+            return Refusal(
+                'traced', f"the '{self.name}' path's ops have no ONNX form "
+                "in torch's TorchScript-based exporter (export with "
+                "dynamo=True, torch >= 2.5, for them)")
         return self.unavailable(request)
 
     def unavailable(self, request: Request) -> Optional[Refusal]:

@@ -62,6 +62,9 @@ def depthwise_conv_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 class FFTPath(DenseKernelPath):
     name = 'fft'
     summary = 'an FFT convolution whose cost barely grows with K'
+    # The TorchScript-based ONNX exporter has no rfft2 (the dynamo one
+    # writes ONNX's DFT).
+    torchscript_onnx = False
     costs = {
         # One N log2 N unit, measured as for 'direct' (2-core x86 CPU).
         'cpu': 1.12,
