@@ -200,6 +200,23 @@ def _built_in(path: str) -> bool:
 is_built()  # primes _built_answer (one stat, no build)
 
 
+#: Builds the extension where ``make install`` did not (a pip install).
+BUILD_COMMAND = 'python -m pelk_mm.ops.paths.cpu_extension'
+_said_not_built = False
+
+
+def _say_once_it_is_not_built() -> None:
+    global _said_not_built
+    if _said_not_built or _error is not None:
+        return
+    _said_not_built = True
+    logging.getLogger('pelk_mm').warning(
+        "pelk_mm: the fused CPU kernel of the peripheral conv ('sat') is not "
+        "built, so 'auto' takes slower paths on the CPU; build it once with "
+        '`%s` (about a minute; needs g++ with OpenMP and ninja)',
+        BUILD_COMMAND)
+
+
 def available() -> bool:
     """Whether the extension is (or can be) built; builds it if needed."""
     try:
@@ -342,8 +359,12 @@ class FusedCPUPath(SummedAreaPath):
     }
 
     def ready(self, request: Request) -> bool:
-        # Built by make install; asking for a cost never compiles.
-        return is_built()
+        # Built by make install (or BUILD_COMMAND); asking for a cost never
+        # compiles.
+        built = is_built()
+        if not built and not request.traced:
+            _say_once_it_is_not_built()
+        return built
 
     def cost(self, request: Request) -> float:
         costs = self.constants(request.device_type)
@@ -353,3 +374,8 @@ class FusedCPUPath(SummedAreaPath):
 
     def run(self, x, weight, grid, kernel_size):
         return grid_depthwise_conv_sat(x, weight, grid)
+
+
+if __name__ == '__main__':  # BUILD_COMMAND
+    load(verbose=True)
+    print(f'pelk_mm: the fused CPU kernel is built in {build_directory()}')
