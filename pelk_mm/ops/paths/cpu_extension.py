@@ -199,7 +199,6 @@ def _built_in(path: str) -> bool:
 
 is_built()  # primes _built_answer (one stat, no build)
 
-
 #: Builds the extension where ``make install`` did not (a pip install).
 BUILD_COMMAND = 'python -m pelk_mm.ops.paths.cpu_extension'
 _said_not_built = False
