@@ -87,3 +87,23 @@ def test_mmpretrain_finds_the_classifiers_by_name():
     assert logits.shape == (1, 1000)
     with pytest.raises(ValueError, match='Failed to find model'):
         get_model('pelk_x_in1k')
+
+
+def test_pretrained_true_says_no_weights_are_released(tmp_path):
+    """Not random weights with a warning: an error that says none are
+    released and how to make them; a checkpoint of one's own loads."""
+    import torch
+    from mmpretrain import get_model
+
+    import pelk_mm  # noqa: F401
+    with pytest.raises(
+            RuntimeError,
+            match='no ImageNet weights of '
+            'pelk_t_in1k are released.*configs/pelk_t_in1k.py'):
+        get_model('pelk_t_in1k', pretrained=True)
+    model = get_model('pelk_t_in1k', pretrained=False)
+    path = tmp_path / 'mine.pth'
+    torch.save({'state_dict': model.state_dict()}, path)
+    loaded = get_model('pelk_t_in1k', pretrained=str(path))
+    key = 'backbone.stages.0.blocks.0.mixer.large.weight'
+    assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
