@@ -185,12 +185,18 @@ two_iterations() {
 newest() {
   venv torch-newest torch-newest
   log "newest: the newest torch on PyPI"
-  ok 'import setuptools, wheel, ninja' || pip_install 'setuptools<82' wheel ninja
-  # The newest release, whatever this machine's pip constraints cap.
+  # The newest release, whatever this machine's pip constraints cap; then
+  # a setuptools with pkg_resources (torch's own pin may lift it), which
+  # mmengine's `mmseg::`-style bases import.
   PIP_CONSTRAINT=/dev/null pip_install --upgrade torch torchvision
+  pip_install 'setuptools<82' wheel ninja
   ok 'import mmengine, pytest' || pip_install mmengine==0.10.7 pytest \
     'opencv-python<5'
   ok 'import mmcv' || pip_install mmcv-lite==2.1.0
+  # Their configs only (the paper configs' bases): their models need
+  # mmcv's compiled ops, and those tests skip here.
+  ok 'import mmdet, mmseg, mmpretrain' || pip_install --no-deps \
+    mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0
   pip_install --no-deps --no-build-isolation -e .
   log "newest: torch $("$PY" -c 'import torch; print(torch.__version__)'): the op and backbone tests"
   "$PY" -m pytest -q -m "not slow" -p no:cacheprovider tests/test_ops \
