@@ -1,8 +1,8 @@
 """pelk_mm's setup (metadata in setup.cfg).
 
 Like OpenMMLab's packages, it ships its configs, tools and model index
-inside the package, under ``pelk_mm/.mim/`` (links into the source tree for an editable
-install, copies in a wheel), so that ``import pelk_mm`` can register its
+inside the package, under ``pelk_mm/.mim/`` (links into the source tree
+for an editable install, copies in a wheel), so that ``import pelk_mm`` can register its
 ImageNet models with mmpretrain's ModelHub wherever it is installed, and
 ``mim train/test/run pelk_mm ...`` find the tools.
 """

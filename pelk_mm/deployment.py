@@ -263,7 +263,7 @@ def export_onnx(model: nn.Module,
     if dynamo:
         options.update(dynamo=True, opset_version=OPSET, external_data=False)
     else:  # torch < 2.5: the TorchScript exporter, whose newest opset is 17
-        options.update(opset_version=min(OPSET, TORCHSCRIPT_OPSET))
+        options.update(opset_version=TORCHSCRIPT_OPSET)
     folder = osp.dirname(osp.abspath(file))
     os.makedirs(folder, exist_ok=True)
     handle, partial = tempfile.mkstemp(

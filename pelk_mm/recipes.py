@@ -7,25 +7,25 @@ before ``custom_imports`` runs, so a config of one's own cannot name
 files under ``configs/``, in a wheel ``pelk_mm/.mim/configs/``), read with
 those configs' own bases, so that a stock ``mmseg::`` or ``mmdet::`` model
 takes PeLK's backbone, schedule and sparse setting without copying a number
-from them::
+from them (``tests/user_project/`` holds this one and a Mask R-CNN)::
 
-    _base_ = [  # first: mmengine reads a config with _base_ as a plain one
-        'mmseg::_base_/models/upernet_r50.py',
-        'mmseg::_base_/datasets/ade20k.py',
-        'mmseg::_base_/default_runtime.py',
-        'mmseg::_base_/schedules/schedule_160k.py',
-    ]
-    from pelk_mm.recipes import recipe_part, stage_widths
+    # _base_ first: mmengine reads a config with _base_ as a plain one
+    _base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
+    from pelk_mm.recipes import recipe_part, stage_widths  # noqa: E402
 
     custom_imports = dict(imports=['pelk_mm'], allow_failed_imports=False)
-    PELK = 'upernet_pelk_t_ade20k.py'
     model = dict(
-        backbone=recipe_part(PELK, 'model.backbone'),
+        pretrained=None,  # the stock model's ResNet-50 weights
+        backbone=recipe_part('upernet_pelk_t_ade20k.py', 'model.backbone'),
         decode_head=dict(in_channels=stage_widths('tiny')),
         auxiliary_head=dict(in_channels=stage_widths('tiny')[2]))
-    optim_wrapper = recipe_part(PELK, 'optim_wrapper')
-    param_scheduler = recipe_part(PELK, 'param_scheduler')
-    custom_hooks = recipe_part(PELK, 'custom_hooks')  # the sparse setting
+    optim_wrapper = recipe_part('upernet_pelk_t_ade20k.py', 'optim_wrapper')
+    param_scheduler = recipe_part('upernet_pelk_t_ade20k.py',
+                                  'param_scheduler')
+    custom_hooks = recipe_part('upernet_pelk_t_ade20k.py', 'custom_hooks')
+
+(Module-level names of the config other than these, such as a variable
+holding the config's name, would become keys of the config.)
 
 A dict part replaces what the user's bases hold under its key
 (``_delete_=True``), so no key of a stock ResNet backbone or SGD optimizer
@@ -37,13 +37,15 @@ import os
 import os.path as osp
 from typing import Any, List
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
+
+from .model_zoo import MIM_ROOT
 
 CONFIG_ROOTS = (
     # installed (wheel, or the links of an editable install)
-    osp.join(osp.dirname(osp.abspath(__file__)), '.mim', 'configs'),
-    # a clone
-    osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs'),
+    osp.join(MIM_ROOT, 'configs'),
+    # a clone not installed
+    osp.join(osp.dirname(osp.dirname(MIM_ROOT)), 'configs'),
 )
 
 
@@ -67,13 +69,11 @@ def shipped_configs() -> List[str]:
     """The names of PeLK's configs (paper recipes and demos)."""
     for root in CONFIG_ROOTS:
         if osp.isdir(root):
-            names = [
-                osp.relpath(osp.join(folder, file), root)
-                for folder in ('', 'demo')
+            return [
+                osp.join(folder, file) for folder in ('', 'demo')
                 for file in sorted(os.listdir(osp.join(root, folder)))
                 if file.endswith('.py')
             ]
-            return names
     return []
 
 
@@ -100,25 +100,16 @@ def recipe_part(config: str, key: str) -> Any:
     """
     node: Any = _load(config).to_dict()
     for depth, part in enumerate(key.split('.')):
-        if not isinstance(node, (dict, ConfigDict)) or part not in node:
+        if not isinstance(node, dict) or part not in node:
             where = '.'.join(key.split('.')[:depth]) or 'the top level'
             keys = sorted(node) if isinstance(node, dict) else []
             raise KeyError(f'{config} has no {key!r} (keys at {where}: '
                            f'{", ".join(keys)})')
         node = node[part]
-    part = _plain(copy.deepcopy(node))
+    part = copy.deepcopy(node)  # to_dict() gives plain dicts and lists
     if isinstance(part, dict):
         part = dict(_delete_=True, **part)
     return part
-
-
-def _plain(value: Any) -> Any:
-    """ConfigDicts as dicts (a config file's values are dumped as such)."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(item) for item in value)
-    return value
 
 
 def stage_widths(arch: str) -> List[int]:

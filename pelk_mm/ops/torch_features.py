@@ -70,10 +70,8 @@ def has(feature: str) -> bool:
     return False
 
 
-def is_compiling() -> bool:
-    """Whether dynamo is tracing (``torch.compile``, ``torch.export``).
-    ``torch.compiler.is_compiling`` is torch >= 2.3's name for it."""
-    compiler = getattr(torch, 'compiler', None)
-    if compiler is not None and hasattr(compiler, 'is_compiling'):
-        return compiler.is_compiling()
-    return torch._dynamo.is_compiling()
+#: Whether dynamo is tracing (``torch.compile``, ``torch.export``):
+#: ``torch.compiler.is_compiling``, torch >= 2.3's name for
+#: ``torch._dynamo.is_compiling``.
+is_compiling = getattr(torch.compiler, 'is_compiling', None) or \
+    torch._dynamo.is_compiling
