@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pelk_mm.deployment import (EXPORT_PATHS, AdaptiveAvgPool2dFromSizes,
+from pelk_mm.deployment import (EXPORT_PATHS, OPSET, TORCHSCRIPT_OPSET,
+                                AdaptiveAvgPool2dFromSizes,
                                 compare_with_pytorch, export_onnx, load_model,
                                 require, with_exportable_pooling)
 from pelk_mm.models import PeLK
@@ -82,9 +83,9 @@ def test_plain_torch_onnx_export_of_auto(tmp_path, exporter, dynamic, deploy):
     torch.manual_seed(0)
     model = Features(SMALL_ARCH, deploy=deploy).eval()
     x = torch.randn(2, 3, 64, 64)
-    options = dict(input_names=['inputs'], opset_version=17)
+    options = dict(input_names=['inputs'], opset_version=TORCHSCRIPT_OPSET)
     if exporter == 'dynamo':
-        options.update(dynamo=True, opset_version=18, external_data=False)
+        options.update(dynamo=True, opset_version=OPSET, external_data=False)
         if dynamic:
             dim = torch.export.Dim.DYNAMIC
             options['dynamic_shapes'] = ({0: dim, 2: dim, 3: dim}, )

@@ -165,7 +165,11 @@ openmmlab() {
 two_iterations() {
   local task="$1" config="$2" package tools name checkpoint saved
   shift 2
-  package="$(declare -A p=([seg]=mmseg [det]=mmdet [cls]=mmpretrain); echo "${p[$task]}")"
+  case "$task" in
+    seg) package=mmseg ;;
+    det) package=mmdet ;;
+    cls) package=mmpretrain ;;
+  esac
   tools="$site/$package/.mim/tools"
   name="$(basename "$config" .py)"
   log "$package tools/train.py + tools/test.py: $name"

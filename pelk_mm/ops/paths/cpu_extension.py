@@ -93,6 +93,14 @@ def _build_directory(root: str, cpu: str) -> str:
         f'{installation.hexdigest()[:10]}')
 
 
+def torch_locks_builds() -> bool:
+    """Whether ``torch.utils.cpp_extension`` holds an advisory lock on its
+    ``lock`` file (``FileLock``, torch >= 2.15), which a killed build
+    releases, rather than a file whose existence blocks."""
+    from torch.utils import cpp_extension
+    return 'FileLock' in vars(cpp_extension)
+
+
 @contextlib.contextmanager
 def _exclusive_build(path: str) -> Iterator[None]:
     """Hold this folder's build lock; clear a baton left by a killed build.
@@ -105,13 +113,12 @@ def _exclusive_build(path: str) -> Iterator[None]:
     such a leftover. Later torch holds an advisory lock on that file itself
     (``FileLock``), which a killed process releases: nothing to clear.
     """
-    from torch.utils import cpp_extension
     try:
         import fcntl
     except ImportError:  # not POSIX: torch's own lock file only
         yield
         return
-    if 'FileLock' in vars(cpp_extension):
+    if torch_locks_builds():
         yield
         return
     with open(osp.join(path, 'build.flock'), 'a') as handle:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import CPU_HALF_AUTOCAST
 
+from pelk_mm.deployment import OPSET, TORCHSCRIPT_OPSET
 from pelk_mm.ops import (PeripheralConv2d, expand_by_grid,
                          grid_depthwise_conv_box_sums, peripheral_conv2d,
                          sharing_grid)
@@ -82,8 +83,8 @@ def test_sat_path_exports_to_onnx_as_box_sums(tmp_path, rel_err):
         eager = conv(x)
         # torch's dynamo exporter, or before torch 2.5 the TorchScript one.
         exporter = dict(
-            dynamo=True, opset_version=18) if has('dynamo_onnx') else dict(
-                opset_version=17)
+            dynamo=True, opset_version=OPSET) if has('dynamo_onnx') else dict(
+                opset_version=TORCHSCRIPT_OPSET)
         torch.onnx.export(conv, (x, ), file, verbose=False, **exporter)
     ops = {node.op_type for node in onnx.load(file).graph.node}
     assert 'CumSum' in ops and 'MatMul' in ops
