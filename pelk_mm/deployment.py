@@ -37,7 +37,7 @@ from mmengine.registry import MODELS, init_default_scope
 
 from .ops import forced_path, paths
 from .ops.torch_features import has
-from .runtime import (load_fitting, load_from_local, state_dict_of,
+from .runtime import (load_fitting, read_checkpoint, state_dict_of,
                       without_wrapper_prefix)
 
 #: The paths an exported graph may hold (those of standard ops).
@@ -132,8 +132,8 @@ def load_model(cfg: Config, checkpoint: str) -> tuple:
 
     Args:
         cfg (Config): A classifier, segmentor or detector config.
-        checkpoint (str): A local checkpoint (read with the plugin's safe
-            loading).
+        checkpoint (str): A checkpoint's path or URL (read with the plugin's
+            safe loading).
 
     Returns:
         tuple: The model (CPU, eval mode) and the checkpoint dict.
@@ -147,7 +147,7 @@ def load_model(cfg: Config, checkpoint: str) -> tuple:
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     cfg.model.get('backbone', {}).pop('init_cfg', None)
     model = MODELS.build(cfg.model)
-    loaded = load_from_local(checkpoint, 'cpu')
+    loaded = read_checkpoint(checkpoint, 'cpu')
     state = without_wrapper_prefix(state_dict_of(loaded))
     deployed = bool(cfg.model.get('backbone', {}).get('deploy', False))
     hint = ('a re-parameterised checkpoint needs --cfg-options '

@@ -25,6 +25,7 @@ from mmengine.runner import Runner
 
 from pelk_mm.models import PeLK
 from pelk_mm.ops import paths, torch_features
+from pelk_mm.runtime import safe_loading
 from pelk_mm.synthetic import generate_ade20k, generate_coco, generate_imagenet
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -331,6 +332,19 @@ def make_runner():
             **kwargs)
 
     return make
+
+
+@pytest.fixture(params=['torch allow-list', 'restricted unpickler'])
+def loading_route(request, monkeypatch):
+    """Which of the two routes pelk_mm's checkpoint loaders take: torch's
+    allow-list (torch >= 2.6) or pelk_mm's restricted unpickler (what older
+    torch gets)."""
+    if request.param == 'torch allow-list':
+        if not safe_loading.has('safe_globals'):
+            pytest.skip('torch < 2.6 has no allow-list of this form')
+    else:
+        monkeypatch.setattr(safe_loading, 'has', lambda feature: False)
+    return request.param
 
 
 # ------------------------------------ the real configs, reduced, run here

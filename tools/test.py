@@ -27,7 +27,8 @@ from preflight import check_data_roots
 def parse_args():
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint', help='checkpoint file, or its URL (http(s)://...)')
     parser.add_argument('--show-dir', help='the dir to save drawn predictions')
     parser.add_argument(
         '--tta',
@@ -58,9 +59,10 @@ def enable_visualization(cfg: Config, show_dir: str) -> None:
 def main():
     args = parse_args()
     cfg = load_config(args)
-    if not osp.isfile(args.checkpoint):
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise SystemExit(f'error: checkpoint {args.checkpoint!r} not found')
     cfg.load_from = args.checkpoint
+    cfg.resume = False  # a resumed run's saved config says resume = True
     # Weights come from the checkpoint: the ImageNet file is not needed, nor
     # the training data (hooks asking runner.iter would build the train loop).
     cfg.model.get('backbone', {}).pop('init_cfg', None)

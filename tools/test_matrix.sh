@@ -202,9 +202,11 @@ newest() {
   ok 'import mmdet, mmseg, mmpretrain' || pip_install --no-deps \
     mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0
   pip_install --no-deps --no-build-isolation -e .
-  log "newest: torch $("$PY" -c 'import torch; print(torch.__version__)'): the op and backbone tests"
+  log "newest: torch $("$PY" -c 'import torch; print(torch.__version__)'): the op and backbone tests, and checkpoint loading (torch's weights-only unpickler) on every route this stack has"
   "$PY" -m pytest -q -m "not slow" -p no:cacheprovider tests/test_ops \
-    tests/test_models
+    tests/test_models tests/test_runtime/test_safe_loading.py \
+    tests/test_runtime/test_crafted_checkpoints.py \
+    -k 'not deployment and not test_tool'
   log "newest: passed"
 }
 

@@ -10,7 +10,7 @@ from .hooks import (AtomicCheckpointHook, CheckpointFitsHook, FiniteLossHook,
                     MMCVOpsCheckHook, ProgressBarHook, RandomStateHook,
                     SegLabelCheckHook, check_mmcv_ops)
 from .resume import find_resumable_checkpoint
-from .safe_loading import load_from_local
+from .safe_loading import load_from_local, read_checkpoint
 
 __all__ = [
     'CheckpointMismatchError', 'load_fitting', 'mismatch_error',
@@ -18,5 +18,5 @@ __all__ = [
     'AtomicCheckpointHook', 'CheckpointFitsHook', 'FiniteLossHook',
     'MMCVOpsCheckHook', 'ProgressBarHook', 'RandomStateHook',
     'SegLabelCheckHook', 'check_mmcv_ops', 'find_resumable_checkpoint',
-    'load_from_local'
+    'load_from_local', 'read_checkpoint'
 ]

@@ -428,6 +428,18 @@ def test_tta_multi_scale_flip(trained_segmentor, tmp_path, run_tool_here):
 
 
 @pytest.mark.slow
+def test_test_tool_takes_the_config_a_resumed_run_saved(
+        trained_segmentor, tmp_path, run_tool_here):
+    """A resumed run saves ``resume = True`` in its config: evaluating a
+    checkpoint with that config does not try to resume a training loop."""
+    proc = run_tool_here('tools/test.py', trained_segmentor.config,
+                         trained_segmentor.checkpoint, '--work-dir', tmp_path,
+                         '--cfg-options', 'resume=True',
+                         'test_dataloader.dataset.indices=2')
+    assert miou(proc.stdout + proc.stderr) >= 0
+
+
+@pytest.mark.slow
 def test_mmseg_own_tools_run_our_configs(trained_segmentor, tmp_path,
                                          run_tool):
     config = trained_segmentor.config

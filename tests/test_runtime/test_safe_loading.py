@@ -14,7 +14,6 @@ from mmengine.runner import load_checkpoint
 
 from pelk_mm.models import PeLK
 from pelk_mm.ops.torch_features import TORCH_VERSION
-from pelk_mm.runtime import safe_loading
 from pelk_mm.runtime.safe_loading import TRUST_VARIABLE, load_from_local
 
 ARCH = dict(
@@ -22,19 +21,7 @@ ARCH = dict(
     channels=[16, 24, 32, 40],
     kernel_sizes=[13, 11, 9, 7])
 
-
-@pytest.fixture(
-    autouse=True, params=['torch allow-list', 'restricted unpickler'])
-def loading_route(request, monkeypatch):
-    """Which of the two routes :func:`load_from_local` takes: torch's
-    allow-list (torch >= 2.6) or pelk_mm's restricted unpickler (what older
-    torch gets)."""
-    if request.param == 'torch allow-list':
-        if not safe_loading.has('safe_globals'):
-            pytest.skip('torch < 2.6 has no allow-list of this form')
-    else:
-        monkeypatch.setattr(safe_loading, 'has', lambda feature: False)
-    return request.param
+pytestmark = pytest.mark.usefixtures('loading_route')
 
 
 def save_classifier_checkpoint(path, backbone):

@@ -20,12 +20,12 @@ import torch
 from mmengine.logging import MMLogger
 
 from pelk_mm.engine import extract_backbone
-from pelk_mm.runtime import load_from_local
+from pelk_mm.runtime import read_checkpoint
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('src', help='classification checkpoint')
+    parser.add_argument('src', help='classification checkpoint (path or URL)')
     parser.add_argument('dst', help='backbone checkpoint to write')
     parser.add_argument(
         '--raw',
@@ -36,7 +36,7 @@ def main():
         raise SystemExit(f'error: {args.dst!r} exists; remove it or choose '
                          f'another output path')
     try:
-        state = extract_backbone(load_from_local(args.src, 'cpu'), args.raw)
+        state = extract_backbone(read_checkpoint(args.src, 'cpu'), args.raw)
     except (KeyError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f'error: {args.src}: {err}')
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
