@@ -26,13 +26,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('image')
     parser.add_argument('config')
-    parser.add_argument('checkpoint')
+    parser.add_argument('checkpoint', help='its path or URL')
     parser.add_argument('--out-file', default='demo_result.png')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args()
     for path in (args.image, args.config, args.checkpoint):
-        if not osp.isfile(path):
+        if not osp.isfile(path) and not (path is args.checkpoint
+                                         and '://' in path):
             raise SystemExit(f'error: {path!r} not found')
     scope = Config.fromfile(args.config).get('default_scope')
     if scope != 'mmdet':

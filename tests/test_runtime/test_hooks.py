@@ -63,12 +63,73 @@ def test_finite_loss_hook_stops_before_a_nan_checkpoint(tmp_path, make_runner):
     assert all(value.isfinite().all() for value in state.values())
 
 
+class NaNGradientAt(Hook):
+    """Gives the classifier's head a NaN gradient at iteration ``at``, its
+    loss staying finite (as an overflow in one layer's backward would)."""
+
+    def __init__(self, at):
+        self.at = at
+        self.handle = None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter + 1 == self.at:
+            self.handle = runner.model.head.weight.register_hook(
+                lambda grad: torch.full_like(grad, float('nan')))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+
+@pytest.mark.parametrize('guarded', [False, True])
+def test_finite_loss_hook_stops_at_a_nan_gradient_before_it_is_saved(
+        tmp_path, make_runner, guarded):
+    """A NaN gradient at a saving iteration, one checkpoint kept: unguarded
+    (the loss alone checked) the NaN weights are saved, the last good
+    checkpoint is rotated away, and the run stops one iteration later;
+    guarded, it stops at once, naming the last good checkpoint, which
+    stays."""
+    runner = make_runner(
+        tmp_path,
+        max_iters=6,
+        checkpoint=dict(
+            type='CheckpointHook',
+            interval=2,
+            by_epoch=False,
+            max_keep_ckpts=1),
+        custom_hooks=[
+            NaNGradientAt(4),
+            dict(type='pelk_mm.FiniteLossHook', check_parameters=guarded)
+        ])
+    with pytest.raises(FloatingPointError) as stopped:
+        runner.train()
+    message = str(stopped.value)
+    if not guarded:
+        assert 'non-finite loss at iteration 5' in message
+        assert not (tmp_path / 'iter_2.pth').exists()
+        state = torch.load(tmp_path / 'iter_4.pth',
+                           weights_only=False)['state_dict']
+        assert state['head.weight'].isnan().all()
+        return
+    assert 'non-finite weights after the optimizer step at iteration 4' in \
+        message and 'head.weight' in message
+    assert f'last checkpoint saved before it is {tmp_path / "iter_2.pth"}' \
+        in message
+    assert not (tmp_path / 'iter_4.pth').exists()
+    state = torch.load(tmp_path / 'iter_2.pth', weights_only=False)
+    assert all(value.isfinite().all()
+               for value in state['state_dict'].values())
+
+
 def test_finite_loss_hook_reads_losses_that_still_hold_a_graph(recwarn):
     # mmengine's log_vars keep the total loss as the tensor that was
     # backpropagated; reading it must neither warn nor touch its graph.
     weight = torch.ones(2, requires_grad=True)
     loss = (weight * 3).sum()
-    runner = SimpleNamespace(iter=0, epoch=0, work_dir='w')
+    runner = SimpleNamespace(
+        iter=0, epoch=0, work_dir='w', model=torch.nn.Linear(2, 1))
     FiniteLossHook().after_train_iter(
         runner, 0, outputs=dict(loss=loss, acc=torch.tensor(50.)))
     assert not [w for w in recwarn if 'requires_grad' in str(w.message)]
@@ -143,6 +204,55 @@ def test_atomic_checkpoint_hook_survives_a_write_that_dies(
     assert resumed.iter == 4
     assert sorted(p.name for p in ours.glob('*.pth')) == ['iter_4.pth']
     assert not list(ours.glob('.*.partial'))
+
+
+@pytest.mark.parametrize('hook_type',
+                         ['CheckpointHook', 'pelk_mm.AtomicCheckpointHook'])
+def test_a_best_checkpoint_write_that_dies_keeps_the_previous_best(
+        tmp_path, monkeypatch, make_runner, hook_type):
+    """save_best: a better score at iteration 2, then a better one whose
+    write dies half-way (the disk fills up). mmengine's hook (the premise)
+    has deleted the previous best first and leaves a partial file under the
+    new name; ours keeps the previous best and writes nothing under the new
+    name."""
+    runner = make_runner(
+        tmp_path,
+        max_iters=2,
+        checkpoint=dict(
+            type=hook_type,
+            interval=2,
+            by_epoch=False,
+            save_best='acc',
+            rule='greater'))
+    runner.train()
+    hook = next(h for h in runner.hooks if hasattr(h, 'save_best'))
+    hook._save_best_checkpoint(runner, {'acc': 0.5})
+    first = tmp_path / 'best_acc_iter_2.pth'
+    assert load_from_local(str(first))['meta']['iter'] == 2
+    put = LocalBackend.put
+
+    def dies_half_way(self, obj, filepath):
+        put(self, obj[:len(obj) // 2], filepath)
+        raise OSError(28, 'No space left on device')
+
+    runner.train_loop._iter = 3
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalBackend, 'put', dies_half_way)
+        with pytest.raises(OSError, match='No space left'):
+            hook._save_best_checkpoint(runner, {'acc': 0.9})
+    second = tmp_path / 'best_acc_iter_3.pth'
+    if hook_type == 'CheckpointHook':
+        assert not first.exists()
+        with pytest.raises(RuntimeError, match='truncated, corrupt'):
+            load_from_local(str(second))
+        return
+    assert not second.exists()
+    assert load_from_local(str(first))['meta']['iter'] == 2
+    hook._save_best_checkpoint(runner, {'acc': 0.9})  # the disk has room
+    assert sorted(p.name for p in tmp_path.glob('best_*.pth')) == [
+        'best_acc_iter_3.pth'
+    ]
+    assert load_from_local(str(second))['meta']['iter'] == 3
 
 
 def test_resume_skips_an_unreadable_newest_checkpoint(tmp_path, make_runner):

@@ -21,8 +21,10 @@ class AtomicCheckpointHook(CheckpointHook):
     to resume from. This hook writes ``.NAME.partial``, flushes it to disk,
     renames it into place (atomic on POSIX), then rewrites
     ``last_checkpoint`` the same way, and only then deletes the checkpoints
-    that fall out of ``max_keep_ckpts``. Every argument is mmengine's; for
-    non-local ``out_dir`` it behaves as mmengine's hook.
+    that fall out of ``max_keep_ckpts``. ``save_best`` is written the same
+    way, and the previous best deleted only once the new one is in place.
+    Every argument is mmengine's; for non-local ``out_dir`` it behaves as
+    mmengine's hook.
     """
 
     def _save_checkpoint_with_step(self, runner, step, meta):
@@ -65,6 +67,64 @@ class AtomicCheckpointHook(CheckpointHook):
             path = osp.join(self.out_dir, self.filename_tmpl.format(old))
             if osp.isfile(path):
                 os.remove(path)
+
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """mmengine's ``save_best``, ordered so that a crash loses nothing:
+        the new best is written to ``.NAME.partial`` and renamed into place,
+        and only then is the previous best deleted (mmengine deletes it
+        first, then writes the new one in place)."""
+        if not isinstance(self.file_backend, LocalBackend):
+            return super()._save_best_checkpoint(runner, metrics)
+        outdated: list = []
+        save = runner.save_checkpoint
+
+        def save_atomically(out_dir, filename, *args, **kwargs):
+            if not filename.startswith('best_'):  # the step's, re-saved
+                return save(out_dir, filename, *args, **kwargs)
+            partial = f'.{filename}.partial'
+            save(out_dir, partial, *args, **kwargs)
+            if is_main_process():
+                _replace_durably(
+                    osp.join(out_dir, partial), osp.join(out_dir, filename))
+
+        # The hook's own backend (mmengine makes one per hook): its deletes
+        # of the previous best are held back until the new one is in place.
+        self.file_backend.remove = outdated.append
+        self.file_backend.rmtree = outdated.append
+        runner.save_checkpoint = save_atomically
+        # What a write that fails must not change: the best so far.
+        hub = runner.message_hub
+        before = (getattr(self, 'best_ckpt_path', None),
+                  dict(getattr(self, 'best_ckpt_path_dict', {})), {
+                      key: value
+                      for key, value in hub.runtime_info.items()
+                      if key.startswith(('best_score', 'best_ckpt'))
+                  })
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        except BaseException:
+            if hasattr(self, 'best_ckpt_path'):
+                self.best_ckpt_path = before[0]
+            if hasattr(self, 'best_ckpt_path_dict'):
+                self.best_ckpt_path_dict = before[1]
+            for key, value in before[2].items():
+                hub.update_info(key, value)
+            raise
+        finally:
+            del self.file_backend.remove, self.file_backend.rmtree
+            del runner.save_checkpoint
+        current = {
+            getattr(self, 'best_ckpt_path', None),
+            *getattr(self, 'best_ckpt_path_dict', {}).values()
+        }
+        for path in outdated:
+            if path in current:
+                continue
+            if osp.isdir(path):  # DeepSpeed's checkpoints are folders
+                self.file_backend.rmtree(path)
+            else:
+                self.file_backend.remove(path)
 
 
 def _replace_durably(source: str, target: str) -> None:
