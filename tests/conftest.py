@@ -285,10 +285,11 @@ class ToyClassifier(BaseModel):
 
 
 class ToyDataset(torch.utils.data.Dataset):
-    """Eight fixed random 32x32 images, two classes."""
+    """32 fixed random 32x32 images, two classes: 8 iterations of 4 before
+    the sampler starts over (where mmengine's iteration loop sleeps 2 s)."""
 
     def __len__(self):
-        return 8
+        return 32
 
     def __getitem__(self, index):
         generator = torch.Generator().manual_seed(index)
@@ -465,19 +466,22 @@ class ToolRun(NamedTuple):
 
 @pytest.fixture(scope='session')
 def run_tool_here():
-    """``run_tool_here(script, *args, check=True)``: run ``script`` (a path
-    under the repository) in this process as ``python script *args`` from
-    the repository root would, its folder first on sys.path; returns a
-    :class:`ToolRun` (a ``SystemExit`` message is its stderr, exit code
-    1; an exception's traceback, 1). Seconds cheaper than :func:`run_tool`,
-    which starts a process: tests use that where the process itself is
-    what they check."""
+    """``run_tool_here(script, *args, check=True, builds_a_runner=True)``:
+    run ``script`` (a path under the repository) in this process as
+    ``python script *args`` from the repository root would, its folder
+    first on sys.path; returns a :class:`ToolRun` (a ``SystemExit`` message
+    is its stderr, exit code 1; an exception's traceback, 1). Seconds
+    cheaper than :func:`run_tool`, which starts a process: tests use that
+    where the process itself is what they check. ``builds_a_runner=False``
+    (a converter) skips what a runner needs of a new process (its own
+    second, for its timestamp)."""
 
-    def run(script, *args, check=True):
+    def run(script, *args, check=True, builds_a_runner=True):
         path = osp.join(REPO, script)
         out, err = io.StringIO(), io.StringIO()
         code = 0
-        _as_in_a_new_process()
+        if builds_a_runner:
+            _as_in_a_new_process()
         with pytest.MonkeyPatch.context() as patch, _output_to(out, err):
             patch.setattr(sys, 'argv', [path, *map(str, args)])
             patch.syspath_prepend(osp.dirname(path))

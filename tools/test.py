@@ -37,8 +37,13 @@ def parse_args():
     parser.add_argument(
         '--allow-missing',
         action='store_true',
-        help='evaluate even if the checkpoint leaves parameters of the model '
-        'without weights (they keep their initialisation)')
+        help='evaluate even if the checkpoint leaves weights or buffers of '
+        'the model unloaded or gives them other shapes (they keep their '
+        'initialisation)')
+    parser.add_argument(
+        '--allow-nonfinite',
+        action='store_true',
+        help='evaluate even if the checkpoint holds NaN or infinite values')
     add_common_args(parser)
     return parser.parse_args()
 
@@ -84,12 +89,13 @@ def main():
     setup_device(cfg)
 
     runner = build_runner(cfg)
-    if not args.allow_missing:
-        runner.register_hook(
-            CheckpointFitsHook(
-                args.checkpoint,
-                hint='Pass the config it was trained with, or '
-                '--allow-missing to evaluate anyway.'))
+    runner.register_hook(
+        CheckpointFitsHook(
+            args.checkpoint,
+            hint='Pass the config it was trained with, or '
+            '--allow-missing to evaluate anyway.',
+            allow_missing=args.allow_missing,
+            allow_nonfinite=args.allow_nonfinite))
     try:
         runner.test()
     except CheckpointMismatchError as err:

@@ -50,8 +50,13 @@ def parse_args():
     parser.add_argument(
         '--allow-missing',
         action='store_true',
-        help='fine-tune even if the `load_from` checkpoint leaves '
-        'parameters of the model without weights')
+        help='fine-tune even if the `load_from` checkpoint leaves weights or '
+        'buffers of the model unloaded or gives them other shapes')
+    parser.add_argument(
+        '--allow-nonfinite',
+        action='store_true',
+        help='fine-tune even if the `load_from` checkpoint holds NaN or '
+        'infinite values')
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -108,13 +113,14 @@ def main():
         raise SystemExit(f'error: {err}')
 
     runner = build_runner(cfg)
-    if cfg.get('load_from') and not cfg.get('resume') and \
-            not args.allow_missing:
+    if cfg.get('load_from') and not cfg.get('resume'):
         runner.register_hook(
             CheckpointFitsHook(
                 cfg.load_from,
                 hint='Check `load_from`, or pass --allow-missing '
-                'to fine-tune from it anyway.'))
+                'to fine-tune from it anyway.',
+                allow_missing=args.allow_missing,
+                allow_nonfinite=args.allow_nonfinite))
     print_log(f'work dir: {cfg.work_dir}', logger='current')
     try:
         runner.train()

@@ -73,3 +73,64 @@ def test_load_fitting_refuses_other_shapes_and_extra_weights():
     assert fit.load_fitting(
         model, extra, 'x.pth', 'it',
         allow_unexpected=True).unexpected == ['other']
+
+
+# ---------------------------------- the hook of tools/test.py and load_from
+
+
+def check_with_hook(state, **options):
+    """CheckpointFitsHook on a conv + BN model, given ``state``."""
+    from types import SimpleNamespace
+
+    from pelk_mm.runtime import CheckpointFitsHook
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    hook = CheckpointFitsHook('ck.pth', hint='Pass X.', **options)
+    hook.after_load_checkpoint(
+        SimpleNamespace(model=model), {'state_dict': state})
+
+
+def full_state():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).state_dict()
+
+
+def test_fits_hook_takes_a_full_file_and_one_without_the_batch_counter():
+    check_with_hook(full_state())
+    state = full_state()
+    del state['1.num_batches_tracked']  # absent from old torch's files
+    check_with_hook(state)
+    check_with_hook({f'module.{k}': v for k, v in full_state().items()})
+
+
+def test_fits_hook_refuses_missing_statistics_shapes_and_nan_values():
+    state = {k: v for k, v in full_state().items() if 'running' not in k}
+    with pytest.raises(
+            fit.CheckpointMismatchError,
+            match=r"'ck.pth' does not fit the model: it leaves 2 of its 6 "
+            r'weights and buffers unloaded \(e.g. 1.running_mean, '
+            r'1.running_var\).*Pass X.'):
+        check_with_hook(state)
+    state = dict(full_state(), **{'0.weight': torch.zeros(5, 3, 3, 3)})
+    with pytest.raises(
+            fit.CheckpointMismatchError,
+            match=r'1 of its 6 weights and buffers have other shapes '
+            r'\(e.g. 0.weight: \(5, 3, 3, 3\) in the file, \(4, 3, 3, 3\) '
+            r'in the model\)'):
+        check_with_hook(state)
+    nan = dict(full_state(),
+               **{'1.running_var': torch.full((4, ), float('inf'))})
+    with pytest.raises(
+            fit.CheckpointMismatchError,
+            match=r'NaN or infinite values in 1 tensors \(e.g. '
+            r'1.running_var\).*--allow-nonfinite'):
+        check_with_hook(nan)
+
+
+def test_fits_hook_options_allow_what_they_name_and_no_more():
+    check_with_hook(
+        dict(full_state(), **{'0.bias': torch.tensor([float('nan')] * 4)}),
+        allow_nonfinite=True)
+    partial = {k: v for k, v in full_state().items() if 'running' not in k}
+    check_with_hook(partial, allow_missing=True)
+    partial['0.bias'] = torch.full((4, ), float('inf'))
+    with pytest.raises(fit.CheckpointMismatchError, match='0.bias'):
+        check_with_hook(partial, allow_missing=True)

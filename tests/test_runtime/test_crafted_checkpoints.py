@@ -224,7 +224,8 @@ def through_converter(path, run_tool_here, tmp_path, **_):
         'tools/model_converters/cls_to_backbone.py',
         path,
         tmp_path / 'backbone.pth',
-        check=False)
+        check=False,
+        builds_a_runner=False)
     if run.returncode:
         raise RuntimeError(run.stderr)
 

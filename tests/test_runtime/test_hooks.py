@@ -76,7 +76,10 @@ class NaNGradientAt(Hook):
             self.handle = runner.model.head.weight.register_hook(
                 lambda grad: torch.full_like(grad, float('nan')))
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         if self.handle is not None:
             self.handle.remove()
@@ -109,8 +112,8 @@ def test_finite_loss_hook_stops_at_a_nan_gradient_before_it_is_saved(
     if not guarded:
         assert 'non-finite loss at iteration 5' in message
         assert not (tmp_path / 'iter_2.pth').exists()
-        state = torch.load(tmp_path / 'iter_4.pth',
-                           weights_only=False)['state_dict']
+        state = torch.load(
+            tmp_path / 'iter_4.pth', weights_only=False)['state_dict']
         assert state['head.weight'].isnan().all()
         return
     assert 'non-finite weights after the optimizer step at iteration 4' in \
@@ -223,7 +226,10 @@ def test_a_best_checkpoint_write_that_dies_keeps_the_previous_best(
             interval=2,
             by_epoch=False,
             save_best='acc',
-            rule='greater'))
+            rule='greater'),
+        # A message hub of its own (a runner's is named by the second it
+        # starts in): the best score lives there.
+        experiment_name=f'save_best-{hook_type}-{tmp_path.name}')
     runner.train()
     hook = next(h for h in runner.hooks if hasattr(h, 'save_best'))
     hook._save_best_checkpoint(runner, {'acc': 0.5})

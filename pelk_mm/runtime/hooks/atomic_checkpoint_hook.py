@@ -68,7 +68,6 @@ class AtomicCheckpointHook(CheckpointHook):
             if osp.isfile(path):
                 os.remove(path)
 
-
     def _save_best_checkpoint(self, runner, metrics) -> None:
         """mmengine's ``save_best``, ordered so that a crash loses nothing:
         the new best is written to ``.NAME.partial`` and renamed into place,

@@ -72,8 +72,8 @@ class FiniteLossHook(Hook):
         if self.check_parameters:
             bad = self._non_finite_parameters(runner.model)
             if bad:
-                shown = ', '.join(bad[:5]) + (
-                    f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+                shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more'
+                                              if len(bad) > 5 else '')
                 self._stop(
                     runner, 'non-finite weights after the optimizer step',
                     f'{shown} (the loss was finite: a gradient was not)')
