@@ -276,6 +276,31 @@ def test_resume_skips_an_unreadable_newest_checkpoint(tmp_path, make_runner):
     assert find_resumable_checkpoint(str(tmp_path / 'empty')) is None
 
 
+def test_resume_passes_over_weight_files_a_damaged_pointer_and_leftovers(
+        tmp_path, make_runner):
+    """A newer file of weights alone (no meta) is passed over, as is a
+    ``last_checkpoint`` of garbage bytes; a temporary file that a dead
+    write left is removed when the next run starts."""
+    hook = dict(
+        type='pelk_mm.AtomicCheckpointHook', interval=2, by_epoch=False)
+    make_runner(tmp_path, max_iters=4, checkpoint=hook).train()
+    torch.save({'state_dict': {}}, tmp_path / 'best_acc_iter_4.pth')
+    (tmp_path / 'last_checkpoint').write_bytes(b'\xff\xfe\x00garbage')
+    with pytest.warns(UserWarning) as warned:
+        found = find_resumable_checkpoint(str(tmp_path))
+    assert found == str(tmp_path / 'iter_4.pth')
+    text = ' '.join(str(w.message) for w in warned)
+    assert 'last_checkpoint is unreadable' in text
+    assert 'best_acc_iter_4.pth: it holds weights alone' in text
+    left = tmp_path / '.iter_6.pth.partial'
+    left.write_bytes(b'half a checkpoint')
+    resumed = make_runner(
+        tmp_path, max_iters=6, resume=True, load_from=found, checkpoint=hook)
+    resumed.train()
+    assert resumed.iter == 6 and not left.exists()
+    assert load_from_local(str(tmp_path / 'iter_6.pth'))['meta']['iter'] == 6
+
+
 class RecordLosses(Hook):
 
     def __init__(self):

@@ -1,5 +1,6 @@
 """mmengine's CheckpointHook, writing so that a crash never loses a
 checkpoint."""
+import glob
 import os
 import os.path as osp
 
@@ -26,6 +27,18 @@ class AtomicCheckpointHook(CheckpointHook):
     Every argument is mmengine's; for non-local ``out_dir`` it behaves as
     mmengine's hook.
     """
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if not isinstance(self.file_backend, LocalBackend) or \
+                not is_main_process():
+            return
+        # What a write that died left (a full disk, a killed job): never a
+        # checkpoint, and in the way of the next write of that name.
+        for left in glob.glob(osp.join(self.out_dir, '.*.partial')):
+            os.remove(left)
+            runner.logger.info(f'removed {left}, left by a checkpoint write '
+                               f'that did not finish')
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         if not isinstance(self.file_backend, LocalBackend):

@@ -1,7 +1,6 @@
 """Stop training at the first non-finite loss or weight, before it is
 saved."""
 import math
-import os.path as osp
 from typing import Optional
 
 import torch
@@ -9,15 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from ...registry import HOOKS
-
-
-def last_checkpoint(work_dir: str) -> Optional[str]:
-    """The checkpoint mmengine's ``last_checkpoint`` file names, if any."""
-    try:
-        with open(osp.join(work_dir, 'last_checkpoint')) as f:
-            return f.read().strip() or None
-    except (OSError, UnicodeDecodeError):
-        return None
+from ..resume import named_by_last_checkpoint
 
 
 @HOOKS.register_module()
@@ -93,7 +84,7 @@ class FiniteLossHook(Hook):
 
     @staticmethod
     def _stop(runner, what: str, detail: str) -> None:
-        good = last_checkpoint(runner.work_dir)
+        good = named_by_last_checkpoint(runner.work_dir)
         resume = (f'The last checkpoint saved before it is {good}: resume '
                   f'from it' if good else
                   f'No checkpoint was saved before it in {runner.work_dir}: '
