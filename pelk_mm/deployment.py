@@ -38,7 +38,7 @@ from mmengine.registry import MODELS, init_default_scope
 from .ops import forced_path, paths
 from .ops.torch_features import has
 from .runtime import (load_fitting, read_checkpoint, state_dict_of,
-                      without_wrapper_prefix)
+                      with_umask_mode, without_wrapper_prefix)
 
 #: The paths an exported graph may hold (those of standard ops).
 EXPORT_PATHS = tuple(name for name, path in paths.REGISTRY.items()
@@ -273,6 +273,7 @@ def export_onnx(model: nn.Module,
         with torch.no_grad(), forced_path(path):
             torch.onnx.export(model, (inputs, ), partial, **options)
         onnx.checker.check_model(partial)
+        with_umask_mode(partial)
         os.replace(partial, file)
     finally:
         if osp.exists(partial):

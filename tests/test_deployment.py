@@ -2,6 +2,7 @@
 exports and matches PyTorch in onnxruntime within 1e-4 (relative) at two
 input sizes; bad input is refused with a clear error."""
 import os
+import stat
 import sys
 import warnings
 
@@ -57,6 +58,9 @@ def export_dynamic(arch, tmp_path):
         torch.randn(1, 3, 64, 64),
         str(tmp_path / 'pelk.onnx'),
         dynamic=True)
+    umask = os.umask(0)
+    os.umask(umask)  # the mode of a new file, not mkstemp's 0600
+    assert stat.S_IMODE(os.stat(file).st_mode) == 0o666 & ~umask
     return model, file
 
 

@@ -17,12 +17,14 @@ on machines without a GPU (SyncBN becomes BN; distributed runs use gloo).
 """
 import argparse
 import glob
+import os
 import os.path as osp
 
 from mmengine.logging import print_log
 
 from pelk_mm.runtime import (CheckpointFitsHook, CheckpointMismatchError,
-                             find_resumable_checkpoint)
+                             find_resumable_checkpoint, lock_work_dir,
+                             set_aside_earlier_run)
 from launch import add_common_args, build_runner, load_config, setup_device
 from preflight import (check_data_roots, missing_pretrained,
                        missing_pretrained_message)
@@ -42,7 +44,7 @@ def parse_args():
         '--force',
         action='store_true',
         help='start a new run even if the work dir holds checkpoints of an '
-        'earlier one (they are overwritten as the new run saves its own)')
+        'earlier one (they are moved into WORK_DIR/earlier_run_<time>/)')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -64,6 +66,12 @@ def parse_args():
         'auto_scale_lr.base_batch_size to the total batch size of this run')
     add_common_args(parser)
     return parser.parse_args()
+
+
+def is_first_process() -> bool:
+    """Whether this is the run's first process (rank 0, as torchrun or
+    Slurm number them), before the distributed setup exists."""
+    return os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')) == '0'
 
 
 def check_work_dir(work_dir: str) -> None:
@@ -101,8 +109,21 @@ def main():
         cfg.resume, cfg.load_from = True, args.resume
 
     # Fail before any model or dataset is built, saying what to do.
-    if not cfg.get('resume', False) and not args.force:
-        check_work_dir(cfg.work_dir)
+    if is_first_process():
+        try:
+            lock_work_dir(cfg.work_dir)
+        except RuntimeError as err:
+            raise SystemExit(f'error: {err}')
+    if not cfg.get('resume', False):
+        if not args.force:
+            check_work_dir(cfg.work_dir)
+        elif is_first_process():
+            kept = set_aside_earlier_run(cfg.work_dir)
+            if kept:
+                print_log(
+                    f'--force: moved the earlier run\'s checkpoints to '
+                    f'{kept} ({", ".join(sorted(os.listdir(kept)))})',
+                    logger='current')
     setup_device(cfg, amp=args.amp)
     missing = missing_pretrained(cfg.model)
     if missing:

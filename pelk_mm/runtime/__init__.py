@@ -9,8 +9,10 @@ from .checkpoint_fit import (CheckpointMismatchError, load_fitting,
 from .hooks import (AtomicCheckpointHook, CheckpointFitsHook, FiniteLossHook,
                     MMCVOpsCheckHook, ProgressBarHook, RandomStateHook,
                     SegLabelCheckHook, check_mmcv_ops)
+from .outputs import check_output, with_umask_mode
 from .resume import find_resumable_checkpoint
 from .safe_loading import load_from_local, read_checkpoint
+from .work_dir import lock_work_dir, set_aside_earlier_run
 
 __all__ = [
     'CheckpointMismatchError', 'load_fitting', 'mismatch_error',
@@ -18,5 +20,6 @@ __all__ = [
     'AtomicCheckpointHook', 'CheckpointFitsHook', 'FiniteLossHook',
     'MMCVOpsCheckHook', 'ProgressBarHook', 'RandomStateHook',
     'SegLabelCheckHook', 'check_mmcv_ops', 'find_resumable_checkpoint',
-    'load_from_local', 'read_checkpoint'
+    'load_from_local', 'read_checkpoint', 'check_output', 'with_umask_mode',
+    'lock_work_dir', 'set_aside_earlier_run'
 ]

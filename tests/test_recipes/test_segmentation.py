@@ -233,7 +233,9 @@ def test_new_run_refuses_a_work_dir_with_checkpoints(tmp_path, run_tool_here):
     assert 'iter_8000.pth' in proc.stderr
     assert '--resume' in proc.stderr and '--force' in proc.stderr
     assert earlier.read_bytes() == b'weights of an earlier run'
-    # --force goes past it (to the next check: the missing dataset).
+    (work_dir / 'last_checkpoint').write_text(str(earlier))
+    # --force goes past it (to the next check: the missing dataset), the
+    # earlier run's files moved aside: neither overwritten nor resumed.
     proc = run_tool_here(
         'tools/train.py',
         DEMO,
@@ -244,6 +246,41 @@ def test_new_run_refuses_a_work_dir_with_checkpoints(tmp_path, run_tool_here):
         *options,
         check=False)
     assert proc.returncode != 0 and f"'{root}'" in proc.stderr
+    kept, = work_dir.glob('earlier_run_*')
+    assert sorted(p.name for p in kept.iterdir()) == [
+        'iter_8000.pth', 'last_checkpoint'
+    ]
+    assert (kept / 'iter_8000.pth').read_bytes() == \
+        b'weights of an earlier run'
+    assert not list(work_dir.glob('*.pth'))
+    assert f"moved the earlier run's checkpoints to {kept} (iter_8000.pth, " \
+        'last_checkpoint)' in proc.stdout + proc.stderr
+
+
+def test_a_second_run_into_a_work_dir_in_use_is_refused(
+        tmp_path, run_tool_here):
+    """A run holds its work dir: another started into it (here while a
+    process holds it) is refused, naming that process."""
+    work_dir = tmp_path / 'work'
+    holder = subprocess.Popen([
+        sys.executable, '-c',
+        'import sys, time; from pelk_mm.runtime import lock_work_dir; '
+        'lock_work_dir(sys.argv[1]); print("held", flush=True); '
+        'time.sleep(60)',
+        str(work_dir)
+    ],
+                              stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        proc = train_demo(run_tool_here, work_dir, 'train_cfg.max_iters=1')
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode != 0
+    assert f'the work dir {work_dir} is in use by another run (pid ' \
+        f'{holder.pid} on ' in proc.stderr
+    assert 'give this run another --work-dir' in proc.stderr
 
 
 def test_amp_without_gpu_is_refused(tmp_path, run_tool_here):

@@ -130,8 +130,38 @@ def test_refusals(run_tool_here, demo, tmp_path, args, message):
     out = tmp_path / 'x.onnx'
     out.write_bytes(b'earlier')
     proc = run_tool_here(
-        TOOL, *demo('classifier'), '--out', str(out), *args, check=False)
+        TOOL,
+        *demo('classifier'),
+        '--out',
+        str(out),
+        '--overwrite',
+        *args,
+        check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert out.read_bytes() == b'earlier'
+
+
+def test_the_output_is_never_the_input_nor_an_existing_file_untold(
+        run_tool_here, demo, tmp_path):
+    config, checkpoint = demo('classifier')
+    before = open(checkpoint, 'rb').read()
+    proc = run_tool_here(
+        TOOL,
+        config,
+        checkpoint,
+        '--out',
+        checkpoint,
+        '--overwrite',
+        check=False)
+    assert proc.returncode != 0
+    assert f'--out {checkpoint} is the input {checkpoint}' in proc.stderr
+    assert open(checkpoint, 'rb').read() == before
+    out = tmp_path / 'earlier.onnx'
+    out.write_bytes(b'earlier')
+    proc = run_tool_here(
+        TOOL, config, checkpoint, '--out', str(out), check=False)
+    assert proc.returncode != 0
+    assert f'--out {out} exists: pass --overwrite' in proc.stderr
     assert out.read_bytes() == b'earlier'
 
 

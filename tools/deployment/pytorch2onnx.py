@@ -41,7 +41,7 @@ from pelk_mm.deployment import (DEFAULT_EXPORT_PATH, EXPORT_PATHS,
                                 PATH_ALIASES, compare_with_pytorch,
                                 export_onnx, export_path, load_model, require)
 from pelk_mm.models import PeLK
-from pelk_mm.runtime import CheckpointMismatchError
+from pelk_mm.runtime import CheckpointMismatchError, check_output
 from pelk_mm.tasks import task_of
 
 # PeLK's feature maps halve five times; every size must divide by this.
@@ -53,6 +53,10 @@ def parse_args():
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--out', required=True, help='the .onnx file')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace the output file if it exists')
     parser.add_argument(
         '--shape',
         type=int,
@@ -116,6 +120,10 @@ def main():
             require(module)
     except ImportError as error:
         raise SystemExit(f'error: {error}')
+    try:
+        check_output(args.out, (args.config, args.checkpoint), args.overwrite)
+    except FileExistsError as err:
+        raise SystemExit(f'error: {err}')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

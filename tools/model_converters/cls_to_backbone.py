@@ -20,7 +20,7 @@ import torch
 from mmengine.logging import MMLogger
 
 from pelk_mm.engine import extract_backbone
-from pelk_mm.runtime import read_checkpoint
+from pelk_mm.runtime import check_output, read_checkpoint
 
 
 def main():
@@ -31,10 +31,13 @@ def main():
         '--raw',
         action='store_true',
         help='take the raw weights of an EMA checkpoint')
+    parser.add_argument(
+        '--overwrite', action='store_true', help='replace dst if it exists')
     args = parser.parse_args()
-    if osp.exists(args.dst):
-        raise SystemExit(f'error: {args.dst!r} exists; remove it or choose '
-                         f'another output path')
+    try:
+        check_output(args.dst, (args.src, ), args.overwrite, option='dst')
+    except FileExistsError as err:
+        raise SystemExit(f'error: {err}')
     try:
         state = extract_backbone(read_checkpoint(args.src, 'cpu'), args.raw)
     except (KeyError, FileNotFoundError, RuntimeError) as err:

@@ -26,7 +26,7 @@ from mmengine.logging import MMLogger
 
 from pelk_mm.deployment import load_model
 from pelk_mm.models import PeLK
-from pelk_mm.runtime import CheckpointMismatchError
+from pelk_mm.runtime import CheckpointMismatchError, check_output
 
 
 def parse_args():
@@ -40,15 +40,20 @@ def parse_args():
         default=224,
         help='side of the random input the outputs are compared on')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace the output file if it exists')
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
-    if osp.exists(args.out):
-        raise SystemExit(f'error: {args.out} exists; remove it or choose '
-                         f'another output path')
+    try:
+        check_output(args.out, (args.config, args.checkpoint), args.overwrite)
+    except FileExistsError as err:
+        raise SystemExit(f'error: {err}')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
