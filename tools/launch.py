@@ -1,13 +1,18 @@
 """Not a tool: what tools/train.py and tools/test.py share (their common
 flags, loading the config, and adapting it to the machine it runs on)."""
 import argparse
+import difflib
+import inspect
+import logging
 import os
 import os.path as osp
+from typing import List, Tuple
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+from mmengine.runner import Runner
 
 from preflight import sync_bn_to_bn, unusable_gpus_message
 
@@ -38,7 +43,37 @@ def load_config(args: argparse.Namespace) -> Config:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs',
         osp.splitext(osp.basename(args.config))[0])
+    for key, meant in misspelt_settings(cfg):
+        print_log(
+            f'{args.config}: the top-level key {key!r} is not a setting '
+            f'mmengine reads (did you mean {meant!r}?); it has no effect',
+            logger='current',
+            level=logging.WARNING)
     return cfg
+
+
+def misspelt_settings(cfg: Config) -> List[Tuple[str, str]]:
+    """Top-level keys of ``cfg`` that mmengine's Runner does not read but
+    that are spelt nearly as one it does (``randomnes``): (key, setting)
+    pairs. A config's own variables (``crop_size``, ``data_root``) are
+    not near a setting's name and pass."""
+    settings = set(inspect.signature(Runner.__init__).parameters) | {
+        '_base_', 'custom_imports', 'default_scope', 'auto_scale_lr',
+        'tta_model', 'tta_pipeline', 'launcher'
+    }
+    # The variables OpenMMLab's configs conventionally define.
+    conventional = {
+        'train_pipeline', 'val_pipeline', 'test_pipeline', 'dataset_type',
+        'data_root', 'backend_args', 'metainfo', 'norm_cfg', 'crop_size'
+    }
+    found = []
+    for key in cfg.keys():
+        if key in settings or key in conventional:
+            continue
+        near = difflib.get_close_matches(key, settings, n=1, cutoff=0.85)
+        if near:
+            found.append((key, near[0]))
+    return found
 
 
 def setup_device(cfg: Config, amp: bool = False) -> None:

@@ -74,6 +74,14 @@ def is_first_process() -> bool:
     return os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')) == '0'
 
 
+def hold(work_dir: str) -> None:
+    """This run's hold on its work dir (a second run into it is refused)."""
+    try:
+        lock_work_dir(work_dir)
+    except RuntimeError as err:
+        raise SystemExit(f'error: {err}')
+
+
 def check_work_dir(work_dir: str) -> None:
     """Refuse a new run into a work dir that holds an earlier run's
     checkpoints: mmengine would overwrite them one by one."""
@@ -109,15 +117,11 @@ def main():
         cfg.resume, cfg.load_from = True, args.resume
 
     # Fail before any model or dataset is built, saying what to do.
-    if is_first_process():
-        try:
-            lock_work_dir(cfg.work_dir)
-        except RuntimeError as err:
-            raise SystemExit(f'error: {err}')
     if not cfg.get('resume', False):
         if not args.force:
             check_work_dir(cfg.work_dir)
-        elif is_first_process():
+        elif is_first_process() and osp.isdir(cfg.work_dir):
+            hold(cfg.work_dir)  # before moving anything of it
             kept = set_aside_earlier_run(cfg.work_dir)
             if kept:
                 print_log(
@@ -132,6 +136,8 @@ def main():
         check_data_roots(cfg, ('train_dataloader', 'val_dataloader'))
     except FileNotFoundError as err:
         raise SystemExit(f'error: {err}')
+    if is_first_process():
+        hold(cfg.work_dir)
 
     runner = build_runner(cfg)
     if cfg.get('load_from') and not cfg.get('resume'):

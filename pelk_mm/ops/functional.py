@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import paths
+from .torch_features import is_compiling
 
 POS_BORDERS = ('valid', 'padded')
 
@@ -162,6 +163,58 @@ def positional_term(pos_kernel: torch.Tensor,
         return rows @ pos_kernel.to(dtype) @ cols.T
 
 
+def check_arguments(x: torch.Tensor,
+                    kernel: torch.Tensor,
+                    pos_kernel: Optional[torch.Tensor] = None,
+                    bias: Optional[torch.Tensor] = None,
+                    grid: Optional[torch.Tensor] = None,
+                    kernel_size: Optional[int] = None) -> None:
+    """Refuse arguments of :func:`peripheral_conv2d` that the paths would
+    read differently (each path its own way): shapes only, and the grid's
+    sum where it is on the CPU outside a graph (no device sync).
+
+    Raises:
+        ValueError: Naming the argument, its shape and the one expected.
+    """
+    if x.dim() != 4 or kernel.dim() != 3 or kernel.shape[0] != x.shape[1] \
+            or kernel.shape[-1] != kernel.shape[-2]:
+        raise ValueError(
+            f'peripheral_conv2d takes x (B, C, H, W) and kernel (C, K, K) '
+            f'(or block weights (C, k, k) with grid); got x '
+            f'{tuple(x.shape)}, kernel {tuple(kernel.shape)}')
+    if grid is None:
+        size = kernel.shape[-1]
+        if size % 2 == 0:
+            raise ValueError(
+                f'kernel {tuple(kernel.shape)}: a "same" conv needs an odd '
+                f'kernel size, got {size}')
+    else:
+        if grid.dim() != 1 or grid.numel() != kernel.shape[-1]:
+            raise ValueError(
+                f'grid {tuple(grid.shape)}: one width per cell of the block '
+                f'weights {tuple(kernel.shape)}')
+        if grid.device.type == 'cpu' and not is_compiling():
+            total = int(grid.sum())
+            if kernel_size is not None and total != kernel_size:
+                raise ValueError(
+                    f'grid {grid.tolist()} sums to {total}, not kernel_size '
+                    f'{kernel_size}')
+            kernel_size = total
+        size = kernel_size
+        if size is not None and size % 2 == 0:
+            raise ValueError(
+                f'grid {grid.tolist()}: a "same" conv needs an odd kernel '
+                f'size, got {size}')
+    channels = x.shape[1]
+    if pos_kernel is not None and size is not None and tuple(
+            pos_kernel.shape) != (channels, size, size):
+        raise ValueError(
+            f'pos_kernel {tuple(pos_kernel.shape)}: expected ({channels}, '
+            f'{size}, {size}), the kernel\'s')
+    if bias is not None and tuple(bias.shape) != (channels, ):
+        raise ValueError(f'bias {tuple(bias.shape)}: expected ({channels}, )')
+
+
 def peripheral_conv2d(x: torch.Tensor,
                       kernel: torch.Tensor,
                       pos_kernel: Optional[torch.Tensor] = None,
@@ -189,6 +242,7 @@ def peripheral_conv2d(x: torch.Tensor,
     Returns:
         Tensor: Output of shape (B, C, H, W).
     """
+    check_arguments(x, kernel, pos_kernel, bias, grid, kernel_size)
     # The positional term and the bias, added to the conv in one step
     # (fused into the kernels of the paths that can).
     addend = None

@@ -161,6 +161,43 @@ def test_bad_conv_arguments_and_inputs():
         conv(torch.randn(1, 3, 16, 16))
 
 
+def test_functional_api_refuses_what_paths_would_read_differently():
+    """A grid that does not sum to kernel_size, an even dense kernel and a
+    positional kernel of another size gave path-dependent answers (or ran)
+    before; each is refused naming the argument."""
+    x = torch.randn(1, 4, 16, 16)
+    weights = torch.randn(4, 3, 3)
+    grid = torch.tensor([4, 5, 4])
+    with pytest.raises(ValueError, match=r'sums to 13, not kernel_size 15'):
+        peripheral_conv2d(x, weights, grid=grid, kernel_size=15)
+    with pytest.raises(ValueError, match='odd kernel size, got 12'):
+        peripheral_conv2d(x, weights, grid=torch.tensor([4, 4, 4]))
+    with pytest.raises(ValueError, match='odd kernel size, got 12'):
+        peripheral_conv2d(x, torch.randn(4, 12, 12), path='direct')
+    with pytest.raises(
+            ValueError,
+            match=r'pos_kernel \(4, 11, 11\): '
+            r'expected \(4, 13, 13\)'):
+        peripheral_conv2d(
+            x, weights, grid=grid, pos_kernel=torch.randn(4, 11, 11))
+    with pytest.raises(ValueError, match=r'one width per cell'):
+        peripheral_conv2d(x, weights, grid=torch.tensor([6, 7]))
+    with pytest.raises(
+            ValueError, match=r'got x \(1, 4, 16, 16\), kernel '
+            r'\(3, 13, 13\)'):
+        peripheral_conv2d(x, torch.randn(3, 13, 13))
+
+
+def test_an_empty_batch_gives_an_empty_output(grid_path):
+    conv, _ = make_conv(3, 13, path=grid_path)
+    for shape in ((0, 3, 16, 16), (2, 3, 0, 16)):
+        x = torch.randn(*shape, requires_grad=True)
+        y = conv(x)
+        assert y.shape == x.shape
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+
+
 def test_shared_positional_embedding_is_referenced_not_registered():
     pos_embed = KernelPositionEmbedding(4, 13)
     conv_a = PeripheralConv2d(4, 13, pos_embed=pos_embed)

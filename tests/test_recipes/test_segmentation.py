@@ -258,7 +258,7 @@ def test_new_run_refuses_a_work_dir_with_checkpoints(tmp_path, run_tool_here):
 
 
 def test_a_second_run_into_a_work_dir_in_use_is_refused(
-        tmp_path, run_tool_here):
+        seg_config, tmp_path, run_tool_here):
     """A run holds its work dir: another started into it (here while a
     process holds it) is refused, naming that process."""
     work_dir = tmp_path / 'work'
@@ -273,7 +273,12 @@ def test_a_second_run_into_a_work_dir_in_use_is_refused(
                               text=True)
     try:
         assert holder.stdout.readline().strip() == 'held'
-        proc = train_demo(run_tool_here, work_dir, 'train_cfg.max_iters=1')
+        proc = train_demo(
+            run_tool_here,
+            work_dir,
+            'train_cfg.max_iters=1',
+            *FAST,
+            config=seg_config)
     finally:
         holder.kill()
         holder.wait()

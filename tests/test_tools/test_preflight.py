@@ -1,5 +1,6 @@
-"""tools/preflight.py's checks that need no dataset: GPUs that torch
-cannot use (an NVIDIA driver older than torch's CUDA needs)."""
+"""The tools' checks that need no dataset: GPUs that torch
+cannot use (an NVIDIA driver older than torch's CUDA needs), a misspelt
+setting."""
 import os.path as osp
 import sys
 
@@ -42,3 +43,15 @@ def test_no_gpu_or_gpus_hidden_on_purpose_pass(nvidia_smi, monkeypatch):
     monkeypatch.setenv('PATH', '/nonexistent')  # no nvidia-smi at all
     monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
     assert unusable_gpus_message(None) is None
+
+
+def test_a_misspelt_setting_is_named_and_variables_pass(load_config):
+    """A top-level key spelt nearly as a setting mmengine reads has no
+    effect: the tools warn, naming the setting meant; the shipped configs'
+    own variables do not warn."""
+    from launch import misspelt_settings
+    cfg = load_config('demo/upernet_pelk_t_ade20k_demo.py')
+    assert misspelt_settings(cfg) == []
+    cfg.merge_from_dict({'randomnes': dict(seed=1), 'train_cgf': {}})
+    assert misspelt_settings(cfg) == [('randomnes', 'randomness'),
+                                      ('train_cgf', 'train_cfg')]

@@ -226,6 +226,14 @@ def run(name: str,
     Returns:
         Tensor: (B, C, H, W), dtype of ``x`` (``out`` where given).
     """
+    if x.shape[0] == 0 or x.shape[-1] == 0 or x.shape[-2] == 0:
+        # Nothing to convolve (FFT and the summed-area reshapes refuse
+        # empty maps): the empty output of x's shape, in the autograd graph
+        # of x, the weights and the addend (their gradients: zeros).
+        empty = x * 0 + weight.sum() * 0
+        if addend is not None:
+            empty = empty + addend * 0
+        return empty if out is None else out.copy_(empty)
     request = make_request(x, weight, grid, kernel_size, traced)
     chosen = choose(request) if name == 'auto' else resolve(name, request)
     path = REGISTRY[chosen]
