@@ -86,3 +86,27 @@ def test_erf_tool_names_a_missing_image_folder(tmp_path, run_tool_here):
         check=False)
     assert proc.returncode != 0
     assert 'is not a folder' in proc.stderr + proc.stdout
+
+
+def test_erf_tool_refuses_a_checkpoint_that_does_not_fit(
+        tmp_path, run_tool_here):
+    """A file whose keys do not fit would leave the backbone at random:
+    refused, naming the file, before any image is read."""
+    import torch
+
+    from pelk_mm.synthetic import generate_imagenet
+    root = generate_imagenet(str(tmp_path / 'imagenet'), 1, 1)
+    other = tmp_path / 'other.pth'
+    torch.save({'state_dict': {'encoder.w': torch.zeros(3)}}, other)
+    proc = run_tool_here(
+        'tools/analysis/erf.py',
+        'configs/demo/pelk_mini_in1k_demo.py',
+        other,
+        '--img-dir',
+        f'{root}/val',
+        '--out-dir',
+        str(tmp_path / 'erf'),
+        check=False)
+    assert proc.returncode != 0
+    assert f"'{other}' does not fit" in proc.stderr
+    assert not (tmp_path / 'erf').exists()

@@ -25,12 +25,13 @@ from mmengine.config import Config, DictAction
 from mmengine.hub import get_config
 from mmengine.logging import MMLogger
 from mmengine.registry import MODELS, init_default_scope
-from mmengine.runner import load_checkpoint
 from mmengine.utils import ProgressBar
 from PIL import Image
 
 from pelk_mm.analysis.erf import (THRESHOLDS, area_ratios,
                                   effective_receptive_field, save_heatmap)
+from pelk_mm.deployment import load_model
+from pelk_mm.runtime import CheckpointMismatchError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 
@@ -96,16 +97,18 @@ def load_image(path: str, size: int) -> torch.Tensor:
 
 
 def build_model(cfg: Config, checkpoint, logger):
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    backbone_cfg = cfg.model.get('backbone', {})
+    """The model of ``cfg``: at its random initialisation, or with every
+    weight from ``checkpoint`` (a file that does not fit is refused: an
+    ERF of a model left partly random would be reported as the trained
+    one's)."""
     if checkpoint is None:
-        backbone_cfg.pop('init_cfg', None)  # analysed at random init
-    model = MODELS.build(cfg.model)
-    if checkpoint is None:
+        init_default_scope(cfg.get('default_scope', 'mmengine'))
+        cfg.model.get('backbone', {}).pop('init_cfg', None)
+        model = MODELS.build(cfg.model)
         model.init_weights()
         logger.info('no checkpoint: analysing the random initialisation')
     else:
-        load_checkpoint(model, checkpoint, map_location='cpu', logger=logger)
+        model, _ = load_model(cfg, checkpoint)
     if not hasattr(model, 'backbone'):
         raise ValueError(f'{type(model).__name__} has no backbone to '
                          f'analyse')
@@ -122,7 +125,10 @@ def main():
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     paths = find_images(args.img_dir, args.num_images)
-    model = build_model(cfg, args.checkpoint, logger)
+    try:
+        model = build_model(cfg, args.checkpoint, logger)
+    except (FileNotFoundError, RuntimeError, CheckpointMismatchError) as err:
+        raise SystemExit(f'error: {err}')
     backbone = model.backbone
     layer_name = args.layer or f'stages.{len(backbone.stages) - 1}'
     layer = backbone.get_submodule(layer_name)
