@@ -1,6 +1,7 @@
 # pelk_mm: `make demo` is the quickstart; `make lint` and `make test` are
 # what CI runs; `make format` applies the house style that `make lint` checks.
-# The demos train with --force: running one again starts over in its work dir.
+# The demos train with --force: running one again starts over in its work dir
+# (the earlier run's checkpoints are moved into its earlier_run_<time>/).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
