@@ -43,6 +43,7 @@ def load_config(args: argparse.Namespace) -> Config:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs',
         osp.splitext(osp.basename(args.config))[0])
+    check_loop_lengths(cfg)
     for key, meant in misspelt_settings(cfg):
         print_log(
             f'{args.config}: the top-level key {key!r} is not a setting '
@@ -50,6 +51,18 @@ def load_config(args: argparse.Namespace) -> Config:
             logger='current',
             level=logging.WARNING)
     return cfg
+
+
+def check_loop_lengths(cfg: Config) -> None:
+    """Refuse loop lengths that are not whole numbers (``--cfg-options
+    train_cfg.max_iters=four`` gives the string 'four'), naming the key."""
+    for loop in ('train_cfg', 'val_cfg', 'test_cfg'):
+        for key, value in (cfg.get(loop) or {}).items():
+            if key.startswith(('max_', 'val_')) and key != 'val_begin' and \
+                    not (isinstance(value, int)
+                         and not isinstance(value, bool) and value > 0):
+                raise SystemExit(f'error: {loop}.{key} must be a whole '
+                                 f'number above 0, got {value!r}')
 
 
 def misspelt_settings(cfg: Config) -> List[Tuple[str, str]]:

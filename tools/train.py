@@ -153,6 +153,17 @@ def main():
         runner.train()
     except CheckpointMismatchError as err:
         raise SystemExit(f'error: {err}')
+    except ValueError as err:
+        if not (cfg.get('resume') and 'parameter group' in str(err)):
+            raise
+        # torch's optimizer.load_state_dict, on resuming another model.
+        source = cfg.get('load_from') or 'the latest checkpoint'
+        raise SystemExit(
+            f'error: cannot resume from {source}: it was saved by '
+            f'a run of another model or optimizer settings ({err}). Resume '
+            f'with the config that run used (the .py file saved in its work '
+            f'dir), or start a new run from its weights with '
+            f'--cfg-options load_from=CHECKPOINT.') from None
 
 
 if __name__ == '__main__':

@@ -55,3 +55,15 @@ def test_a_misspelt_setting_is_named_and_variables_pass(load_config):
     cfg.merge_from_dict({'randomnes': dict(seed=1), 'train_cgf': {}})
     assert misspelt_settings(cfg) == [('randomnes', 'randomness'),
                                       ('train_cgf', 'train_cfg')]
+
+
+def test_a_loop_length_that_is_not_a_number_is_refused(load_config):
+    from launch import check_loop_lengths
+    cfg = load_config('demo/upernet_pelk_t_ade20k_demo.py')
+    check_loop_lengths(cfg)
+    cfg.merge_from_dict({'train_cfg.max_iters': 'four'})
+    with pytest.raises(
+            SystemExit,
+            match="train_cfg.max_iters must be a whole number above 0, got "
+            "'four'"):
+        check_loop_lengths(cfg)

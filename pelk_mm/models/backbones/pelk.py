@@ -284,9 +284,10 @@ class PeLK(BaseModule):
         self.norm_eval = norm_eval
         self.gap_before_final_norm = gap_before_final_norm
 
-        if not 0. <= drop_path_rate < 1.:
-            raise ValueError(f'drop_path_rate must be in [0, 1), got '
-                             f'{drop_path_rate}')
+        if isinstance(drop_path_rate, bool) or not isinstance(
+                drop_path_rate, (int, float)) or not 0. <= drop_path_rate < 1.:
+            raise ValueError(f'drop_path_rate must be a number in [0, 1), '
+                             f'got {drop_path_rate!r}')
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
         mixer_cfg = dict(
             center_size=self.center_size,
