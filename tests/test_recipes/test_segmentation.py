@@ -311,8 +311,9 @@ def test_resuming_a_run_of_another_model_is_refused_saying_what_to_do(
         'optim_wrapper.paramwise_cfg.decay_type=layer_wise',
         check=False)
     assert proc.returncode != 0
-    assert f'cannot resume from {work_dir / "iter_1.pth"}: it was saved by a ' \
-        'run of another model or optimizer settings' in proc.stderr
+    saved = work_dir / 'iter_1.pth'
+    assert f'cannot resume from {saved}: it was saved by a run of another ' \
+        'model or optimizer settings' in proc.stderr
     assert 'load_from=CHECKPOINT' in proc.stderr
 
 
