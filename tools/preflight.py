@@ -87,7 +87,7 @@ def check_data_roots(
             if missing or empty:
                 generate = generate_hint(str(dataset.get('type', '')), root)
                 problem = 'which does not exist' if missing else \
-                    'which is empty'
+                    'which is empty (or holds hidden files only)'
                 raise FileNotFoundError(
                     f'{dataset.get("type", "dataset")} expects {path!r}, '
                     f'{problem} (data_root={root!r}).{generate} '
@@ -109,9 +109,12 @@ def generate_hint(dataset_type: str, data_root: str) -> str:
 
 
 def _holds_files(path: str) -> bool:
-    """Whether a folder holds a file, at any depth (stops at the first)."""
-    for _, _, files in os.walk(path):
-        if files:
+    """Whether a folder holds a file, at any depth (stops at the first);
+    hidden files (``.DS_Store``, ``._*``) and hidden folders do not count:
+    the datasets skip them."""
+    for _, folders, files in os.walk(path):
+        folders[:] = [f for f in folders if not f.startswith('.')]
+        if any(not name.startswith('.') for name in files):
             return True
     return False
 

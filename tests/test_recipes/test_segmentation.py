@@ -219,6 +219,14 @@ def test_missing_dataset_names_path_and_generator(tmp_path, run_tool_here):
             (root / kind / split).mkdir(parents=True)
     assert f"'{root / 'images' / 'training'}', which is empty" in \
         refused(root)
+    # Hidden files only (a file manager's): what the dataset skips.
+    for kind in ('images', 'annotations'):
+        for split in ('training', 'validation'):
+            (root / kind / split / '.DS_Store').write_bytes(b'')
+            (root / kind / split / '.thumbnails').mkdir()
+            (root / kind / split / '.thumbnails' / 'a.jpg').write_bytes(b'')
+    assert f"'{root / 'images' / 'training'}', which is empty (or holds " \
+        'hidden files only)' in refused(root)
 
 
 def test_new_run_refuses_a_work_dir_with_checkpoints(tmp_path, run_tool_here):
