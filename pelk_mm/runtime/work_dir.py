@@ -22,7 +22,7 @@ _held: Dict[str, int] = {}
 
 def lock_work_dir(work_dir: str) -> None:
     """Hold ``work_dir`` for this process until it ends: a second run into
-    it is refused (``flock`` on ``work_dir/.pelk_mm.lock``; released by the
+    it is refused (``lockf`` on ``work_dir/.pelk_mm.lock``; released by the
     system when the process ends, however it ends). Runs one after another
     in one process (a script calling the tools) share it.
 
@@ -38,7 +38,10 @@ def lock_work_dir(work_dir: str) -> None:
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # A POSIX record lock: held by this process alone (the data
+        # loader's forked workers do not inherit it, so it ends with the
+        # run's own process), released by the system however that ends.
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         with open(path, errors='replace') as f:
             holder = f.read().strip() or 'a process that did not say which'
