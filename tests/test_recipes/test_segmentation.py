@@ -296,30 +296,27 @@ def test_a_second_run_into_a_work_dir_in_use_is_refused(
     assert 'give this run another --work-dir' in proc.stderr
 
 
-@pytest.mark.slow  # a run of one iteration, then its resume
+@pytest.mark.slow
 def test_resuming_a_run_of_another_model_is_refused_saying_what_to_do(
-        seg_config, tmp_path, run_tool_here):
+        trained_segmentor, tmp_path, run_tool_here):
     """--resume with a config whose model and optimizer groups differ from
     the run's (here: a deeper stage, layer-wise decay): torch's "different
     number of parameter groups" becomes what to do."""
-    work_dir = tmp_path / 'work'
-    one = ['train_cfg.max_iters=1', 'train_cfg.val_interval=10', *FAST]
-    proc = train_demo(run_tool_here, work_dir, *one, config=seg_config)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = trained_segmentor.checkpoint
     proc = run_tool_here(
         'tools/train.py',
-        seg_config,
+        trained_segmentor.config,
         '--work-dir',
-        work_dir,
+        tmp_path / 'work',
         '--resume',
+        saved,
         '--cfg-options',
-        *one,
-        'train_cfg.max_iters=2',
+        f'train_cfg.max_iters={SEG_ITERS + 1}',
         'model.backbone.arch.depths=[1,1,2,1]',
         'optim_wrapper.paramwise_cfg.decay_type=layer_wise',
+        *FAST,
         check=False)
     assert proc.returncode != 0
-    saved = work_dir / 'iter_1.pth'
     assert f'cannot resume from {saved}: it was saved by a run of another ' \
         'model or optimizer settings' in proc.stderr
     assert 'load_from=CHECKPOINT' in proc.stderr
