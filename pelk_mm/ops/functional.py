@@ -243,6 +243,23 @@ def peripheral_conv2d(x: torch.Tensor,
         Tensor: Output of shape (B, C, H, W).
     """
     check_arguments(x, kernel, pos_kernel, bias, grid, kernel_size)
+    return peripheral_conv2d_unchecked(x, kernel, pos_kernel, pos_border, bias,
+                                       path, grid, kernel_size)
+
+
+def peripheral_conv2d_unchecked(
+        x: torch.Tensor,
+        kernel: torch.Tensor,
+        pos_kernel: Optional[torch.Tensor] = None,
+        pos_border: str = 'valid',
+        bias: Optional[torch.Tensor] = None,
+        path: str = 'auto',
+        grid: Optional[torch.Tensor] = None,
+        kernel_size: Optional[int] = None) -> torch.Tensor:
+    """:func:`peripheral_conv2d` without :func:`check_arguments`: for
+    :class:`~pelk_mm.ops.PeripheralConv2d`, which checks its arguments once,
+    when it is built, and its input's shape per call (so no forward sums the
+    grid again)."""
     # The positional term and the bias, added to the conv in one step
     # (fused into the kernels of the paths that can).
     addend = None

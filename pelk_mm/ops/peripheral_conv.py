@@ -4,8 +4,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .functional import (POS_BORDERS, grid_depthwise_conv, peripheral_conv2d,
-                         peripheral_conv2d_reference, positional_table,
+from .functional import (POS_BORDERS, grid_depthwise_conv,
+                         peripheral_conv2d_reference,
+                         peripheral_conv2d_unchecked, positional_table,
                          positional_term_from_table)
 from .grid import expand_by_grid, grid_tensor, sharing_grid
 from .paths import PATHS, tracing
@@ -193,7 +194,7 @@ class PeripheralConv2d(nn.Module):
             return grid_depthwise_conv(x, self.weight, self.grid_widths,
                                        self.path, self.kernel_size,
                                        self._constant_terms(x), out)
-        result = peripheral_conv2d(
+        result = peripheral_conv2d_unchecked(
             x,
             self.weight,
             self._pos_kernel(),

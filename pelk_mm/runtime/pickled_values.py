@@ -14,6 +14,7 @@ their item size, a ``HistoryBuffer`` with exactly its own attributes.
 made here (``numpy.frombuffer`` of a copy, ``HistoryBuffer(...)``), and
 numpy's unpickling code never runs with arguments from the file.
 """
+import functools
 import math
 import pickle
 import re
@@ -231,10 +232,11 @@ class DTypeClass(Pickled):
         return self.cls
 
 
-def stand_ins() -> List[Tuple[Any, str]]:
+@functools.lru_cache(maxsize=None)
+def stand_ins() -> Tuple[Tuple[Any, str], ...]:
     """What the loader allows a checkpoint to name beside torch's own
     globals: each stand-in with the global name it stands for (numpy 2's and
-    numpy 1.x's module names alike)."""
+    numpy 1.x's module names alike). Made once: every load passes them."""
     names: List[Tuple[Any, str]] = []
     for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         names += [(reconstruct_array, f'{module}._reconstruct'),
@@ -256,7 +258,7 @@ def stand_ins() -> List[Tuple[Any, str]]:
     names += [(cls, f'{__name__}.{cls.__name__}')
               for cls in (PickledArray, PickledScalar, PickledDType,
                           PickledHistoryBuffer, StatisticMethod)]
-    return names
+    return tuple(names)
 
 
 def rebuild(loaded: Any) -> Any:

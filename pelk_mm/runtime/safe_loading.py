@@ -131,7 +131,7 @@ def load_checkpoint_file(file: Union[str, io.BytesIO],
         return torch.load(file, map_location=map_location, weights_only=False)
     try:
         if has('safe_globals'):
-            with torch.serialization.safe_globals(stand_ins()):
+            with torch.serialization.safe_globals(list(stand_ins())):
                 loaded = torch.load(
                     file, map_location=map_location, weights_only=True)
         else:

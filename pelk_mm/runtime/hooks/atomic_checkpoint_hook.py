@@ -107,20 +107,21 @@ class AtomicCheckpointHook(CheckpointHook):
         runner.save_checkpoint = save_atomically
         # What a write that fails must not change: the best so far.
         hub = runner.message_hub
-        before = (getattr(self, 'best_ckpt_path', None),
-                  dict(getattr(self, 'best_ckpt_path_dict', {})), {
-                      key: value
-                      for key, value in hub.runtime_info.items()
-                      if key.startswith(('best_score', 'best_ckpt'))
-                  })
+        best_path = getattr(self, 'best_ckpt_path', None)
+        best_paths = dict(getattr(self, 'best_ckpt_path_dict', {}))
+        best_info = {
+            key: value
+            for key, value in hub.runtime_info.items()
+            if key.startswith(('best_score', 'best_ckpt'))
+        }
         try:
             super()._save_best_checkpoint(runner, metrics)
         except BaseException:
             if hasattr(self, 'best_ckpt_path'):
-                self.best_ckpt_path = before[0]
+                self.best_ckpt_path = best_path
             if hasattr(self, 'best_ckpt_path_dict'):
-                self.best_ckpt_path_dict = before[1]
-            for key, value in before[2].items():
+                self.best_ckpt_path_dict = best_paths
+            for key, value in best_info.items():
                 hub.update_info(key, value)
             raise
         finally:
