@@ -204,7 +204,6 @@ def through_load_from(path, **_):
 
 def through_resume(path, make_runner, tmp_path, **_):
     runner = make_runner(tmp_path / 'run', max_iters=2, resume=True)
-    runner._load_from = str(path)
     runner.resume(str(path))
 
 
