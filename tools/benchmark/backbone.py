@@ -15,7 +15,8 @@ Backbones (classification form, 1000-class head left out):
 * ``pelk-t``: PeLK-T as trained (BN branches, positional embeddings), and
   ``pelk-t-deploy`` after ``switch_to_deploy()`` (BNs folded, the 5x5 branch
   merged, W * h frozen);
-* ``convnext-t``: mmpretrain's ConvNeXt-T (7x7 depthwise kernels);
+* ``convnext-t``: mmpretrain's ConvNeXt-T (7x7 depthwise kernels), and
+  ``convnext-ARCH`` any other of its archs (``convnext-atto``, ...);
 * ``slak-t-stripes``: ConvNeXt-T at SLaK's widths (x1.3) whose depthwise
   convs are SLaK's stripe form with BN (Kx5 + 5xK + 5x5, K = 51/49/47/13
   per stage), dense (no sparsity), run by torch's native depthwise convs:
@@ -99,8 +100,10 @@ def build(name: str) -> nn.Module:
             model.eval()
             model.switch_to_deploy()
         return model
-    if name == 'convnext-t':
-        return ConvNeXt(arch='tiny')
+    if name.startswith('convnext-'):
+        # convnext-t, or any of mmpretrain's ConvNeXt archs: convnext-atto...
+        arch = name[len('convnext-'):]
+        return ConvNeXt(arch={'t': 'tiny'}.get(arch, arch))
     if name == 'slak-t-stripes':
         return slak_t()
     raise ValueError(name)
