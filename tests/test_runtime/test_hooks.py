@@ -396,6 +396,52 @@ def test_seg_label_check_hook_names_the_file_and_values_as_stored():
         check(Dataset, tta)
 
 
+def test_seg_label_check_hook_refuses_an_annotation_of_another_size(
+        ade, tmp_path):
+    """The segmentation demo's validation pipeline on a generated ADE20K
+    whose one annotation is half its image's width: the check names it (and
+    its image) before mmseg's metric would fail with a ``stack`` error; the
+    other, true-sized, annotations pass, as stored and resized to their
+    images (a pipeline that loads annotations before resizing)."""
+    import shutil
+
+    import numpy as np
+    from conftest import SEG_DEMO, data_roots
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmseg.registry import DATASETS
+    from mmseg.utils import register_all_modules
+    from PIL import Image
+
+    from pelk_mm.runtime import SegLabelCheckHook
+    register_all_modules()
+    data = tmp_path / 'ade'
+    shutil.copytree(ade, data)
+    halved = sorted((data / 'annotations' / 'validation').glob('*.png'))[1]
+    labels = np.array(Image.open(halved))
+    Image.fromarray(labels[:, :labels.shape[1] // 2]).save(halved)
+    cfg = Config.fromfile(SEG_DEMO)
+    cfg.merge_from_dict(data_roots(data))
+    dataset = DATASETS.build(cfg.val_dataloader.dataset)
+    check = SegLabelCheckHook._check
+    check(dataset, pseudo_collate([dataset[0]]), sizes=True)
+    with pytest.raises(
+            ValueError,
+            match=rf'annotation {re.escape(str(halved))} is '
+            rf'\({labels.shape[0]}, {labels.shape[1] // 2}\) \(height, '
+            rf'width\), its image .*{halved.stem}.jpg '
+            rf'\({labels.shape[0]}, {labels.shape[1]}\): an annotation '
+            'must be of its image\'s size'):
+        check(dataset, pseudo_collate([dataset[0], dataset[1]]), sizes=True)
+    pipeline = cfg.val_dataloader.dataset.pipeline
+    pipeline.insert(1, pipeline.pop(2))  # annotations loaded, then resized
+    pipeline[2].scale = (640, 256)
+    dataset = DATASETS.build(cfg.val_dataloader.dataset)
+    sample = dataset[0]
+    assert sample['data_samples'].gt_sem_seg.shape == (256, 320)
+    check(dataset, pseudo_collate([sample]), sizes=True)
+
+
 def test_mmcv_without_cuda_ops_is_refused_for_a_cuda_model():
     cuda = torch.device('cuda', 0)
     with pytest.raises(

@@ -1,4 +1,5 @@
-"""Refuse segmentation labels that are not classes of the dataset."""
+"""Refuse segmentation labels that are not classes of the dataset, or not
+of their image's size."""
 from typing import Optional
 
 import torch
@@ -20,9 +21,18 @@ class SegLabelCheckHook(Hook):
     file, and the valid ones. Every segmentation config of pelk_mm sets it
     in ``default_hooks``.
 
+    In validation and test it also checks that each annotation is of its
+    image's size (mmseg's test pipelines load the annotation after resizing
+    the image, so it is as stored in the file and must match ``ori_shape``;
+    a pipeline that loads it first resizes both, to ``img_shape``): one of
+    another size would make the metric fail with a ``stack`` error
+    that names no file. In training the pipeline has resized and cropped
+    both by then, and sizes cannot be told apart.
+
     Raises:
         ValueError: An annotation holds values that are neither a class
-            index of the dataset nor its ``ignore_index``.
+            index of the dataset nor its ``ignore_index``; or, in validation
+            and test, is not of its image's size.
     """
     priority = 'VERY_HIGH'
 
@@ -36,16 +46,18 @@ class SegLabelCheckHook(Hook):
                         runner,
                         batch_idx: int,
                         data_batch: Optional[dict] = None) -> None:
-        self._check(runner.val_dataloader.dataset, data_batch)
+        self._check(runner.val_dataloader.dataset, data_batch, sizes=True)
 
     def before_test_iter(self,
                          runner,
                          batch_idx: int,
                          data_batch: Optional[dict] = None) -> None:
-        self._check(runner.test_dataloader.dataset, data_batch)
+        self._check(runner.test_dataloader.dataset, data_batch, sizes=True)
 
     @staticmethod
-    def _check(dataset, data_batch: Optional[dict]) -> None:
+    def _check(dataset,
+               data_batch: Optional[dict],
+               sizes: bool = False) -> None:
         samples = (data_batch or {}).get('data_samples') or []
         if samples and isinstance(samples[0], (list, tuple)):
             samples = [s for views in samples for s in views]  # TTA views
@@ -55,6 +67,16 @@ class SegLabelCheckHook(Hook):
             if 'gt_sem_seg' not in sample:
                 continue
             labels = sample.gt_sem_seg.data
+            image = tuple(sample.metainfo.get('ori_shape', ())[:2])
+            resized = tuple(sample.metainfo.get('img_shape', image)[:2])
+            if sizes and image and tuple(
+                    labels.shape[-2:]) not in (image, resized):
+                raise ValueError(
+                    f'annotation {sample.metainfo.get("seg_map_path")} is '
+                    f'{tuple(labels.shape[-2:])} (height, width), its image '
+                    f'{sample.metainfo.get("img_path")} {image}: an '
+                    'annotation must be of its image\'s size. Fix or remove '
+                    'the pair.')
             bad = (labels >= num_classes) & (labels != ignore)
             if not bad.any():
                 continue
