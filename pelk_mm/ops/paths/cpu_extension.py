@@ -13,11 +13,14 @@ locations), so that two clones, virtual environments or CPUs never build
 into, or load from, each other's folder. Builds are serialised by an
 ``flock`` that the kernel releases when its process dies, so a build killed
 half-way (Ctrl-C, a job time limit) cannot leave a lock behind that makes
-the next one wait forever. ``path='auto'`` offers this path only once it is
-built (:func:`is_built`; choosing a path never compiles); where it cannot
-be built (no compiler), ``path='sat'`` raises an error that says why. It
-runs on the CPU in float32 and float64; half-precision inputs are computed
-in float32 and cast back.
+the next one wait forever. Each build records the library's SHA-256 beside
+it; a library that no longer matches it (damaged on disk, or built by a
+pelk_mm that recorded none) is never loaded: ``auto`` passes it by, saying
+so once, and the next :func:`load` rebuilds it. ``path='auto'`` offers
+this path only once it is built (:func:`is_built`; choosing a path never
+compiles); where it cannot be built (no compiler), ``path='sat'`` raises
+an error that says why. It runs on the CPU in float32 and float64;
+half-precision inputs are computed in float32 and cast back.
 
 Its kernels are torch custom ops (``pelk_mm::sat_conv`` and
 ``pelk_mm::sat_conv_weight_grad``, with fake kernels and autograd), so
@@ -135,6 +138,46 @@ def _exclusive_build(path: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_LIBRARY = 'pelk_peripheral_sat.so'
+_CHECKSUM = _LIBRARY + '.sha256'
+
+
+def _library_digest(path: str) -> str:
+    with open(osp.join(path, _LIBRARY), 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _is_intact(path: str) -> bool:
+    """Whether the library in ``path`` is the one its build recorded."""
+    try:
+        with open(osp.join(path, _CHECKSUM)) as f:
+            return f.read().strip() == _library_digest(path)
+    except OSError:
+        return False
+
+
+def _discard_unverified(path: str) -> None:
+    """Remove a library that does not match its recorded checksum, and its
+    object file, so that the build makes both anew."""
+    library = osp.join(path, _LIBRARY)
+    if not osp.exists(library) or _is_intact(path):
+        return
+    warnings.warn(
+        f'{library} does not match the checksum recorded when it was built '
+        f'(damaged on disk, or built by a pelk_mm that recorded none): '
+        f'rebuilding it (about a minute)')
+    for name in (_LIBRARY, _CHECKSUM, 'peripheral_sat.o'):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(osp.join(path, name))
+
+
+def _record_checksum(path: str) -> None:
+    partial = osp.join(path, f'.{_CHECKSUM}.{os.getpid()}')
+    with open(partial, 'w') as f:
+        f.write(_library_digest(path) + '\n')
+    os.replace(partial, osp.join(path, _CHECKSUM))
+
+
 def load(verbose: bool = False):
     """The compiled extension module, building it the first time.
 
@@ -160,6 +203,7 @@ def load(verbose: bool = False):
             path = build_directory()
             os.makedirs(path, exist_ok=True)
             with _exclusive_build(path):
+                _discard_unverified(path)
                 _module = load_extension(
                     name='pelk_peripheral_sat',
                     sources=[_SOURCE],
@@ -167,6 +211,7 @@ def load(verbose: bool = False):
                     extra_ldflags=['-fopenmp'],
                     build_directory=path,
                     verbose=verbose)
+                _record_checksum(path)
         except Exception as error:  # compiler missing, build failed, ...
             _error = (
                 f'the summed-area-table extension of pelk_mm could not be '
@@ -199,10 +244,18 @@ def is_built() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _built_in(path: str) -> bool:
-    library = osp.join(path, 'pelk_peripheral_sat.so')
-    return osp.isfile(library) and \
-        osp.getmtime(library) >= osp.getmtime(_SOURCE)
+    library = osp.join(path, _LIBRARY)
+    if not osp.isfile(library) or \
+            osp.getmtime(library) < osp.getmtime(_SOURCE):
+        return False
+    if not _is_intact(path):
+        _unverified.add(library)
+        return False
+    return True
 
+
+# Built libraries that do not match their recorded checksum.
+_unverified: set = set()
 
 is_built()  # primes _built_answer (one stat, no build)
 
@@ -216,10 +269,14 @@ def _say_once_it_is_not_built() -> None:
     if _said_not_built or _error is not None:
         return
     _said_not_built = True
+    library = osp.join(build_directory(), _LIBRARY)
+    state = (f'built in {library}, but it does not match the checksum '
+             f'recorded by its build (damaged on disk, or built by a pelk_mm '
+             f'that recorded none)' if library in _unverified else 'not built')
     logging.getLogger('pelk_mm').warning(
-        "pelk_mm: the fused CPU kernel of the peripheral conv ('sat') is not "
-        "built, so 'auto' takes slower paths on the CPU; build it once with "
-        '`%s` (about a minute; needs g++ with OpenMP and ninja)',
+        "pelk_mm: the fused CPU kernel of the peripheral conv ('sat') is %s, "
+        "so 'auto' takes slower paths on the CPU; build it once with `%s` "
+        '(about a minute; needs g++ with OpenMP and ninja)', state,
         BUILD_COMMAND)
 
 

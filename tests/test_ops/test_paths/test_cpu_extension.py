@@ -172,3 +172,60 @@ def test_sat_extension_load_survives_a_killed_build(tmp_path):
         return
     assert 'left by an extension build that was killed' in run.stderr
     assert not (cached / 'lock').exists()
+
+
+def test_a_damaged_library_is_passed_by_then_rebuilt(tmp_path, monkeypatch):
+    """A library damaged on disk after its build (its second half zeroed,
+    its time kept, so ninja sees nothing to do) is never loaded. In a
+    process of its own (loading it could kill that process): 'auto' takes
+    another path and trains, saying once why and how to rebuild. Then
+    :func:`load` removes it and its object file before building anew, and
+    records the new library's checksum (the build itself stubbed here)."""
+    sat = cpu_extension
+    sat.load()  # built (cached), its checksum recorded
+    built = sat.build_directory()
+    cached = tmp_path / osp.basename(built)
+    shutil.copytree(built, cached)
+    library = cached / 'pelk_peripheral_sat.so'
+    data = bytearray(library.read_bytes())
+    half = len(data) // 2
+    data[half:] = bytes(len(data) - half)
+    times = library.stat()
+    library.write_bytes(bytes(data))
+    os.utime(library, ns=(times.st_atime_ns, times.st_mtime_ns))
+    run = subprocess.run([
+        sys.executable, '-c', 'import torch\n'
+        'from pelk_mm.ops import PeripheralConv2d, choose_path\n'
+        'print(choose_path(51, 64, 64, True, num_cells=13))\n'
+        'conv = PeripheralConv2d(4, 51)\n'
+        'conv(torch.randn(1, 4, 64, 64)).sum().backward()\n'
+        'conv(torch.randn(1, 4, 64, 64)).sum().backward()\n'
+    ],
+                         env=dict(os.environ, PELK_MM_EXT_DIR=str(tmp_path)),
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ['fft'], run.stdout
+    assert run.stderr.count(f'built in {library}, but it does not match the '
+                            'checksum recorded by its build') == 1, run.stderr
+    assert sat.BUILD_COMMAND in run.stderr
+
+    from torch.utils import cpp_extension as torch_extension
+
+    def build(build_directory, **kwargs):
+        left = set(os.listdir(build_directory))
+        assert not left & {
+            library.name, f'{library.name}.sha256', 'peripheral_sat.o'
+        }, left
+        (cached / 'pelk_peripheral_sat.so').write_bytes(b'rebuilt')
+        return 'module'
+
+    monkeypatch.setattr(torch_extension, 'load', build)
+    monkeypatch.setattr(sat, '_module', None)
+    monkeypatch.setattr(sat, '_error', None)
+    switches.set_extension_dir(str(tmp_path))
+    with pytest.warns(UserWarning, match='does not match the checksum'):
+        assert sat.load() == 'module'
+    assert (cached / 'pelk_peripheral_sat.so.sha256').read_text().strip() \
+        == sat.hashlib.sha256(b'rebuilt').hexdigest()
