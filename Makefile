@@ -55,7 +55,7 @@ demo: install
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR) --force
 	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/iter_300.pth \
 		--work-dir $(DEMO_DIR)/test --show-dir $(DEMO_DIR)/predictions
-	$(PY) tools/analysis/plot_curves.py $(DEMO_DIR)
+	$(PY) tools/analysis/plot_curves.py $(DEMO_DIR) --overwrite
 	@echo "demo done (mIoU in the last log line above):"
 	@echo "  checkpoint   $(DEMO_DIR)/iter_300.pth"
 	@echo "  curves       $(DEMO_DIR)/curves.png (loss, lr, validation mIoU)"
@@ -73,8 +73,8 @@ demo-det: install
 	$(PY) tools/train.py $(DET_CONFIG) --work-dir $(DET_DIR) --force
 	$(PY) tools/image_demo.py data/coco_synthetic/val2017/000000000001.jpg \
 		$(DET_CONFIG) $(DET_DIR)/epoch_12.pth --out-file $(DET_DIR)/demo.png \
-		--score-thr 0.1
-	$(PY) tools/analysis/plot_curves.py $(DET_DIR)
+		--score-thr 0.1 --overwrite
+	$(PY) tools/analysis/plot_curves.py $(DET_DIR) --overwrite
 	@echo "detection demo done: box/mask AP in the log above,"
 	@echo "  checkpoint $(DET_DIR)/epoch_12.pth, drawn image $(DET_DIR)/demo.png,"
 	@echo "  curves $(DET_DIR)/curves.png (loss, lr, validation AP)"
@@ -92,10 +92,10 @@ demo-cls: install
 	$(PY) tools/train.py configs/demo/pelk_mini_in1k_demo.py --work-dir $(CLS_DIR)/pelk --force
 	$(PY) tools/train.py configs/demo/convnext_mini_in1k_demo.py --work-dir $(CLS_DIR)/convnext --force
 	for model in pelk convnext; do \
-		$(PY) tools/analysis/plot_curves.py $(CLS_DIR)/$$model || exit 1; \
+		$(PY) tools/analysis/plot_curves.py $(CLS_DIR)/$$model --overwrite || exit 1; \
 		$(PY) tools/analysis/erf.py configs/demo/$${model}_mini_in1k_demo.py \
 			$(CLS_DIR)/$$model/epoch_20.pth --img-dir data/imagenet_synthetic/val \
-			--num-images $(ERF_IMAGES) --size $(ERF_SIZE) --out-dir $(CLS_DIR)/erf || exit 1; \
+			--num-images $(ERF_IMAGES) --size $(ERF_SIZE) --out-dir $(CLS_DIR)/erf --overwrite || exit 1; \
 	done
 	@echo "classification demo done: top-1 in the logs above, ERF maps and"
 	@echo "  area ratios in $(CLS_DIR)/erf/, curves in $(CLS_DIR)/{pelk,convnext}/curves.png"

@@ -2,7 +2,7 @@
 
 Usage:
     python tools/image_demo.py IMAGE CONFIG CHECKPOINT [--out-file OUT.png]
-        [--score-thr 0.3] [--device cpu]
+        [--score-thr 0.3] [--device cpu] [--overwrite]
 
 Drawn by mmdet's own DetLocalVisualizer; the detections are also logged.
 CONFIG is a detection config (``configs/cascade_mask_rcnn_pelk_*_coco*.py``);
@@ -21,6 +21,8 @@ from mmdet.registry import DATASETS, VISUALIZERS
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
+from pelk_mm.runtime import check_output
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -30,11 +32,20 @@ def main():
     parser.add_argument('--out-file', default='demo_result.png')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace --out-file if it exists')
     args = parser.parse_args()
     for path in (args.image, args.config, args.checkpoint):
         if not osp.isfile(path) and not (path is args.checkpoint
                                          and '://' in path):
             raise SystemExit(f'error: {path!r} not found')
+    try:
+        check_output(args.out_file, (args.image, args.config, args.checkpoint),
+                     args.overwrite, '--out-file')
+    except FileExistsError as err:
+        raise SystemExit(f'error: {err}')
     scope = Config.fromfile(args.config).get('default_scope')
     if scope != 'mmdet':
         raise SystemExit(

@@ -77,6 +77,30 @@ def test_erf_tool_writes_heatmap_and_ratios(tmp_path, run_tool):
     assert all(0 < r <= 1 for r in ratios) and ratios == sorted(ratios)
 
 
+def test_erf_tool_writes_over_an_earlier_run_only_when_told(
+        tmp_path, run_tool_here):
+    """The files of an earlier run in --out-dir are refused before the model
+    is built, and left as they were."""
+    from pelk_mm.synthetic import generate_imagenet
+    root = generate_imagenet(str(tmp_path / 'imagenet'), 1, 1)
+    out = tmp_path / 'erf'
+    out.mkdir()
+    earlier = out / 'pelk_mini_in1k_demo_erf.json'
+    earlier.write_text('{"images": 50}')
+    proc = run_tool_here(
+        'tools/analysis/erf.py',
+        'configs/demo/pelk_mini_in1k_demo.py',
+        '--img-dir',
+        f'{root}/val',
+        '--out-dir',
+        str(out),
+        check=False)
+    assert proc.returncode != 0
+    assert f'--out-dir {earlier} exists: pass --overwrite' in proc.stderr
+    assert earlier.read_text() == '{"images": 50}'
+    assert sorted(p.name for p in out.iterdir()) == [earlier.name]
+
+
 def test_erf_tool_names_a_missing_image_folder(tmp_path, run_tool_here):
     proc = run_tool_here(
         'tools/analysis/erf.py',

@@ -255,6 +255,33 @@ def test_image_demo_names_the_configs_it_takes(tmp_path, photo, run_tool_here):
     assert 'tools/test.py CONFIG CHECKPOINT --show-dir' in proc.stderr
 
 
+def test_image_demo_writes_over_nothing_unless_told(tmp_path, photo,
+                                                    run_tool_here):
+    """An existing --out-file is refused before the model is built (the
+    checkpoint here is no checkpoint at all), and so is the input image."""
+    checkpoint = tmp_path / 'detector.pth'
+    checkpoint.write_bytes(b'')
+    drawn = tmp_path / 'drawn.png'
+    drawn.write_bytes(b'an earlier drawing')
+    for out, message in [
+        (drawn, f'--out-file {drawn} exists: pass --overwrite to replace it'),
+        (photo, f'--out-file {photo} is the input {photo}: writing it would '
+         'destroy the input'),
+    ]:
+        proc = run_tool_here(
+            'tools/image_demo.py',
+            photo,
+            DEMO,
+            str(checkpoint),
+            '--out-file',
+            str(out),
+            '--overwrite' if out == photo else '--score-thr=0.3',
+            check=False)
+        assert proc.returncode != 0
+        assert message in proc.stderr, proc.stderr[-2000:]
+    assert drawn.read_bytes() == b'an earlier drawing'
+
+
 @pytest.mark.slow
 def test_image_demo_draws_boxes_and_masks(known_detector, det_config, coco,
                                           tmp_path, run_tool):

@@ -73,6 +73,20 @@ def test_epoch_based_validation_sits_at_the_end_of_its_epoch(
     assert 'coco/segm_mAP 0.2 at iteration 40' in log, log
     assert 'bbox' not in log.split('written to')[1]
     assert (tmp_path / 'c.png').stat().st_size > 10000
+    drawn = (tmp_path / 'c.png').read_bytes()
+    proc = run_tool_here(
+        'tools/analysis/plot_curves.py',
+        str(work),
+        '--out',
+        str(tmp_path / 'c.png'),
+        check=False)
+    assert proc.returncode != 0
+    assert f'--out {tmp_path / "c.png"} exists: pass --overwrite' in \
+        proc.stderr
+    assert (tmp_path / 'c.png').read_bytes() == drawn
+    run_tool_here('tools/analysis/plot_curves.py', str(work), '--out',
+                  str(tmp_path / 'c.png'), '--overwrite')
+    assert (tmp_path / 'c.png').read_bytes() != drawn  # all three panels
 
 
 def test_plot_curves_refusals(tmp_path, run_tool_here):

@@ -3,7 +3,7 @@
 Usage:
     python tools/analysis/erf.py CONFIG [CHECKPOINT] --img-dir DIR
         [--size 256] [--num-images 50] [--layer stages.3]
-        [--out-dir work_dirs/erf] [--cfg-options KEY=VALUE ...]
+        [--out-dir work_dirs/erf] [--overwrite] [--cfg-options KEY=VALUE ...]
 
 Works for any mmpretrain / mmseg / mmdet config whose model has a
 ``backbone`` (PeLK, mmpretrain's ConvNeXt, ...). Images are read from DIR
@@ -12,7 +12,8 @@ normalised with the config's data preprocessor. Without a CHECKPOINT the
 model is analysed at its random initialisation. Writes
 OUT_DIR/<config>_erf.png (the log-scaled heatmap), <config>_erf.npy (the raw
 map) and <config>_erf.json (the high-contribution area ratios at 20, 30, 50
-and 99%), and logs the ratios. See pelk_mm/analysis/erf.py for the method.
+and 99%), and logs the ratios; files of an earlier run are replaced only with
+``--overwrite``. See pelk_mm/analysis/erf.py for the method.
 """
 import argparse
 import json
@@ -31,7 +32,7 @@ from PIL import Image
 from pelk_mm.analysis.erf import (THRESHOLDS, area_ratios,
                                   effective_receptive_field, save_heatmap)
 from pelk_mm.deployment import load_model
-from pelk_mm.runtime import CheckpointMismatchError
+from pelk_mm.runtime import CheckpointMismatchError, check_output
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 
@@ -53,6 +54,10 @@ def parse_args():
         help='backbone submodule analysed (default: the '
         'last of backbone.stages)')
     parser.add_argument('--out-dir', default='work_dirs/erf')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace the files of an earlier run in --out-dir')
     parser.add_argument(
         '--name',
         default=None,
@@ -125,6 +130,15 @@ def main():
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     paths = find_images(args.img_dir, args.num_images)
+    name = args.name or osp.splitext(
+        osp.basename(args.config.split('::')[-1]))[0]
+    stem = osp.join(args.out_dir, f'{name}_erf')
+    try:
+        for suffix in ('.npy', '.png', '.json'):
+            check_output(stem + suffix, (args.config, args.checkpoint),
+                         args.overwrite, '--out-dir')
+    except FileExistsError as err:
+        raise SystemExit(f'error: {err}')
     try:
         model = build_model(cfg, args.checkpoint, logger)
     except (FileNotFoundError, RuntimeError, CheckpointMismatchError) as err:
@@ -146,10 +160,7 @@ def main():
     erf = effective_receptive_field(backbone, layer, batches())
     ratios = area_ratios(erf, THRESHOLDS)
 
-    name = args.name or osp.splitext(
-        osp.basename(args.config.split('::')[-1]))[0]
     os.makedirs(args.out_dir, exist_ok=True)
-    stem = osp.join(args.out_dir, f'{name}_erf')
     np.save(stem + '.npy', erf)
     save_heatmap(erf, stem + '.png',
                  f'{name}: ERF of backbone.{layer_name} at {args.size}px')

@@ -2,7 +2,7 @@
 
 Usage:
     python tools/analysis/plot_curves.py WORK_DIR [--out FILE.png]
-        [--metrics mIoU coco/bbox_mAP ...]
+        [--metrics mIoU coco/bbox_mAP ...] [--overwrite]
 
 Reads mmengine's scalar logs (``WORK_DIR/<timestamp>/vis_data/scalars.json``,
 written by every run's LocalVisBackend) of every run in WORK_DIR in time
@@ -12,7 +12,7 @@ training iteration: every logged loss term, the learning rate, and the
 validation metrics (by default the main one of mmseg, mmdet or mmpretrain
 that the log holds: mIoU, COCO box/mask mAP, top-1; by epoch-based runs
 placed at the last iteration of their epoch). Writes WORK_DIR/curves.png
-unless ``--out`` says otherwise.
+unless ``--out`` says otherwise; an existing file only with ``--overwrite``.
 """
 import argparse
 import glob
@@ -22,6 +22,7 @@ from typing import Dict, List, Tuple
 
 from mmengine.logging import MMLogger
 
+from pelk_mm.runtime import check_output
 from pelk_mm.tasks import TASKS
 
 MAIN_METRICS = tuple(metric for task in TASKS.values()
@@ -40,6 +41,10 @@ def parse_args():
         nargs='+',
         help=f'validation metrics to draw (default: those of '
         f'{", ".join(MAIN_METRICS)} in the log)')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace the PNG if it exists')
     return parser.parse_args()
 
 
@@ -144,6 +149,11 @@ def main():
     args = parse_args()
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
     logs = scalar_logs(args.work_dir)
+    out = args.out or osp.join(args.work_dir, 'curves.png')
+    try:
+        check_output(out, logs, args.overwrite)
+    except FileExistsError as err:
+        raise SystemExit(f'error: {err}')
     train, val = read_curves(logs)
     if 'loss' not in train:
         raise SystemExit(f'error: {", ".join(logs)} hold no training loss')
@@ -156,7 +166,6 @@ def main():
         metrics = args.metrics
     else:
         metrics = [m for m in MAIN_METRICS if m in val]
-    out = args.out or osp.join(args.work_dir, 'curves.png')
     plot_curves(train, val, metrics, out,
                 osp.basename(osp.normpath(args.work_dir)))
     last = max(train['loss'])
