@@ -1,12 +1,13 @@
 """Not a tool: what tools/train.py and tools/test.py share (their common
-flags, loading the config, and adapting it to the machine it runs on)."""
+flags, loading the config, adapting it to the machine it runs on, and how
+they report an error under torchrun)."""
 import argparse
 import difflib
 import inspect
 import logging
 import os
 import os.path as osp
-from typing import List, Tuple
+from typing import Callable, List, Tuple
 
 import torch
 import torch.distributed as dist
@@ -15,6 +16,31 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from preflight import sync_bn_to_bn, unusable_gpus_message
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a tool's ``main``. Under torchrun, an error that stops a rank
+    (an exception, or a ``SystemExit`` with a message: the tools' clear
+    errors) is also written to torchrun's error file, as torch's ``@record``
+    does for exceptions, so that the failure summary which ends torchrun's
+    output shows it, where it would say only 'To enable traceback see ...'
+    below the message."""
+    if not os.environ.get('TORCHELASTIC_ERROR_FILE'):
+        main()
+        return
+    from torch.distributed.elastic.multiprocessing.errors import (
+        get_error_handler, record)
+
+    @record
+    def run() -> None:
+        try:
+            main()
+        except SystemExit as stop:
+            if not isinstance(stop.code, (int, type(None))):
+                get_error_handler().record_exception(stop)
+            raise
+
+    run()
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,8 @@ from mmengine.config import Config
 
 from pelk_mm.runtime import CheckpointFitsHook, CheckpointMismatchError
 from pelk_mm.tasks import task_of
-from launch import add_common_args, build_runner, load_config, setup_device
+from launch import (add_common_args, build_runner, load_config, run_main,
+                    setup_device)
 from preflight import check_data_roots
 
 
@@ -103,4 +104,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -25,7 +25,8 @@ from mmengine.logging import print_log
 from pelk_mm.runtime import (CheckpointFitsHook, CheckpointMismatchError,
                              find_resumable_checkpoint, lock_work_dir,
                              set_aside_earlier_run)
-from launch import add_common_args, build_runner, load_config, setup_device
+from launch import (add_common_args, build_runner, load_config, run_main,
+                    setup_device)
 from preflight import (check_data_roots, missing_pretrained,
                        missing_pretrained_message)
 
@@ -167,4 +168,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)
