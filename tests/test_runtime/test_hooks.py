@@ -126,6 +126,63 @@ def test_finite_loss_hook_stops_at_a_nan_gradient_before_it_is_saved(
                for value in state['state_dict'].values())
 
 
+def _finite_loss_hook_on_two_ranks(rank, port, work_dir):
+    """One rank: the hook after an iteration whose loss (case 'loss',
+    parameters unchecked) or weights (case 'weights') are non-finite on rank
+    1 alone; what each rank raised goes to a file."""
+    import torch.distributed as dist
+    import torch.nn as nn
+    dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
+    try:
+        stopped = {}
+        for case in ('loss', 'weights'):
+            model = nn.Linear(4, 2)
+            loss = torch.tensor(1.0)
+            if rank == 1 and case == 'loss':
+                loss = torch.tensor(float('nan'))
+            if rank == 1 and case == 'weights':
+                with torch.no_grad():
+                    model.bias[0] = float('inf')
+            runner = SimpleNamespace(
+                model=model, work_dir=work_dir, iter=4, epoch=0)
+            hook = FiniteLossHook(check_parameters=case == 'weights')
+            try:
+                hook.after_train_iter(runner, 0, outputs=dict(loss=loss))
+                stopped[case] = None
+            except FloatingPointError as error:
+                stopped[case] = str(error)
+        torch.save(stopped, f'{work_dir}/stopped_{rank}.pth')
+    finally:
+        dist.destroy_process_group()
+
+
+def test_finite_loss_hook_stops_every_rank_together(tmp_path, free_port):
+    """A loss or weight that is non-finite on one rank of two stops both at
+    that iteration (one left running would save the iteration, as rank 0,
+    or wait in the next collective), the other naming the rank."""
+    import torch.multiprocessing as mp
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
+    (tmp_path / 'iter_4.pth').touch()
+    mp.spawn(
+        _finite_loss_hook_on_two_ranks,
+        args=(free_port, str(tmp_path)),
+        nprocs=2)
+    first = torch.load(tmp_path / 'stopped_0.pth')
+    second = torch.load(tmp_path / 'stopped_1.pth')
+    assert 'non-finite loss at iteration 5 (epoch 1): loss=nan' in \
+        second['loss']
+    assert 'non-finite loss at iteration 5 (epoch 1): on rank 1 (here: ' \
+        'loss=1.0)' in first['loss']
+    assert 'non-finite weights after the optimizer step at iteration 5 ' \
+        '(epoch 1): bias (the loss was finite' in second['weights']
+    assert 'non-finite weights after the optimizer step at iteration 5 ' \
+        '(epoch 1): on rank 1.' in first['weights']
+    for message in (*first.values(), *second.values()):
+        assert f'last checkpoint saved before it is {tmp_path}/iter_4.pth' \
+            in message
+
+
 def test_finite_loss_hook_reads_losses_that_still_hold_a_graph(recwarn):
     # mmengine's log_vars keep the total loss as the tensor that was
     # backpropagated; reading it must neither warn nor touch its graph.

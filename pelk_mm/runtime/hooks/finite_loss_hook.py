@@ -4,6 +4,7 @@ import math
 from typing import Optional
 
 import torch
+from mmengine import dist
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
@@ -28,14 +29,16 @@ class FiniteLossHook(Hook):
     ``default_hooks``.
 
     A step that the AMP loss scaler skips (its gradients were inf) leaves
-    the weights finite and passes.
+    the weights finite and passes. In distributed training every rank stops
+    at the same iteration, the others naming the rank that found it.
 
     Args:
         keys (str): Logged values whose name contains this are checked
             (the total ``loss`` and every term). Defaults to ``'loss'``.
         check_parameters (bool): Also check every parameter after the step
             (one reduction per parameter and one synchronisation an
-            iteration). Defaults to True.
+            iteration; distributed, one all-reduce of two numbers more).
+            Defaults to True.
 
     Raises:
         FloatingPointError: Naming the iteration, the non-finite terms or
@@ -56,18 +59,43 @@ class FiniteLossHook(Hook):
             name: float(torch.as_tensor(value).detach())
             for name, value in (outputs or {}).items() if self.keys in name
         }
-        if not all(math.isfinite(value) for value in values.values()):
-            terms = ', '.join(f'{name}={value}'
-                              for name, value in values.items())
-            self._stop(runner, 'non-finite loss', terms)
-        if self.check_parameters:
-            bad = self._non_finite_parameters(runner.model)
-            if bad:
-                shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more'
-                                              if len(bad) > 5 else '')
-                self._stop(
-                    runner, 'non-finite weights after the optimizer step',
-                    f'{shown} (the loss was finite: a gradient was not)')
+        terms = ', '.join(f'{name}={value}' for name, value in values.items())
+        loss_ok = all(math.isfinite(value) for value in values.values())
+        bad = (
+            self._non_finite_parameters(runner.model)
+            if self.check_parameters else [])
+        # Every rank stops at the same iteration: one whose loss or weights
+        # are finite would otherwise save the iteration (rank 0) or wait in
+        # the next iteration's collectives for the ranks that stopped.
+        loss_rank, weights_rank = self._first_ranks_with(not loss_ok, bad)
+        if loss_rank is not None:
+            self._stop(
+                runner, 'non-finite loss', terms
+                if not loss_ok else f'on rank {loss_rank} (here: {terms})')
+        if weights_rank is not None:
+            shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more'
+                                          if len(bad) > 5 else '')
+            self._stop(
+                runner, 'non-finite weights after the optimizer step',
+                f'{shown} (the loss was finite: a gradient was not)'
+                if bad else f'on rank {weights_rank}')
+
+    @staticmethod
+    def _first_ranks_with(loss_bad: bool, weights_bad: list) -> tuple:
+        """The first rank whose loss, and the first whose weights, are not
+        finite (None where none is): this rank's answer alone outside
+        distributed training, one all-reduce of two numbers in it."""
+        world_size = dist.get_world_size()
+        if world_size == 1:
+            return (0 if loss_bad else None, 0 if weights_bad else None)
+        rank = dist.get_rank()
+        flags = torch.tensor([
+            world_size - rank if loss_bad else 0,
+            world_size - rank if weights_bad else 0
+        ])
+        dist.all_reduce(flags, op='max')
+        return tuple(world_size - int(flag) if flag else None
+                     for flag in flags)
 
     @staticmethod
     def _non_finite_parameters(model) -> list:
