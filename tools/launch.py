@@ -1,6 +1,7 @@
 """Not a tool: what tools/train.py and tools/test.py share (their common
-flags, loading the config, adapting it to the machine it runs on, and how
-they report an error under torchrun)."""
+flags, loading the config, adapting it to the machine it runs on, the fit
+check of the checkpoint they load, and how they report an error under
+torchrun)."""
 import argparse
 import difflib
 import inspect
@@ -15,6 +16,7 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from pelk_mm.runtime import CheckpointFitsHook
 from preflight import sync_bn_to_bn, unusable_gpus_message
 
 
@@ -41,6 +43,35 @@ def run_main(main: Callable[[], None]) -> None:
             raise
 
     run()
+
+
+def add_fit_check_args(parser: argparse.ArgumentParser, doing: str,
+                       source: str) -> None:
+    """``--allow-missing`` and ``--allow-nonfinite``, which relax the fit
+    check of :func:`check_fit` (help: "``doing`` even if ``source`` ...")."""
+    parser.add_argument(
+        '--allow-missing',
+        action='store_true',
+        help=f'{doing} even if {source} leaves weights or buffers of the '
+        f'model unloaded or gives them other shapes (they keep their '
+        f'initialisation)')
+    parser.add_argument(
+        '--allow-nonfinite',
+        action='store_true',
+        help=f'{doing} even if {source} holds NaN or infinite values')
+
+
+def check_fit(runner, checkpoint: str, args: argparse.Namespace,
+              hint: str) -> None:
+    """Check that ``checkpoint`` fits the runner's model once it is loaded
+    (every weight and buffer, of its shape, finite; relaxed by the flags of
+    :func:`add_fit_check_args`); ``hint`` ends the refusal."""
+    runner.register_hook(
+        CheckpointFitsHook(
+            checkpoint,
+            hint=hint,
+            allow_missing=args.allow_missing,
+            allow_nonfinite=args.allow_nonfinite))
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

@@ -18,10 +18,10 @@ import os.path as osp
 
 from mmengine.config import Config
 
-from pelk_mm.runtime import CheckpointFitsHook, CheckpointMismatchError
+from pelk_mm.runtime import CheckpointMismatchError
 from pelk_mm.tasks import task_of
-from launch import (add_common_args, build_runner, load_config, run_main,
-                    setup_device)
+from launch import (add_common_args, add_fit_check_args, build_runner,
+                    check_fit, load_config, run_main, setup_device)
 from preflight import check_data_roots
 
 
@@ -35,16 +35,7 @@ def parse_args():
         '--tta',
         action='store_true',
         help='test-time augmentation from the config')
-    parser.add_argument(
-        '--allow-missing',
-        action='store_true',
-        help='evaluate even if the checkpoint leaves weights or buffers of '
-        'the model unloaded or gives them other shapes (they keep their '
-        'initialisation)')
-    parser.add_argument(
-        '--allow-nonfinite',
-        action='store_true',
-        help='evaluate even if the checkpoint holds NaN or infinite values')
+    add_fit_check_args(parser, 'evaluate', 'the checkpoint')
     add_common_args(parser)
     return parser.parse_args()
 
@@ -90,13 +81,9 @@ def main():
     setup_device(cfg)
 
     runner = build_runner(cfg)
-    runner.register_hook(
-        CheckpointFitsHook(
-            args.checkpoint,
-            hint='Pass the config it was trained with, or '
-            '--allow-missing to evaluate anyway.',
-            allow_missing=args.allow_missing,
-            allow_nonfinite=args.allow_nonfinite))
+    check_fit(
+        runner, args.checkpoint, args, 'Pass the config it was trained '
+        'with, or --allow-missing to evaluate anyway.')
     try:
         runner.test()
     except CheckpointMismatchError as err:

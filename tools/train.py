@@ -22,11 +22,11 @@ import os.path as osp
 
 from mmengine.logging import print_log
 
-from pelk_mm.runtime import (CheckpointFitsHook, CheckpointMismatchError,
+from pelk_mm.runtime import (CheckpointMismatchError,
                              find_resumable_checkpoint, lock_work_dir,
                              set_aside_earlier_run)
-from launch import (add_common_args, build_runner, load_config, run_main,
-                    setup_device)
+from launch import (add_common_args, add_fit_check_args, build_runner,
+                    check_fit, load_config, run_main, setup_device)
 from preflight import (check_data_roots, missing_pretrained,
                        missing_pretrained_message)
 
@@ -50,16 +50,7 @@ def parse_args():
         '--amp',
         action='store_true',
         help='automatic mixed precision (needs a GPU)')
-    parser.add_argument(
-        '--allow-missing',
-        action='store_true',
-        help='fine-tune even if the `load_from` checkpoint leaves weights or '
-        'buffers of the model unloaded or gives them other shapes')
-    parser.add_argument(
-        '--allow-nonfinite',
-        action='store_true',
-        help='fine-tune even if the `load_from` checkpoint holds NaN or '
-        'infinite values')
+    add_fit_check_args(parser, 'fine-tune', 'the `load_from` checkpoint')
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -142,13 +133,9 @@ def main():
 
     runner = build_runner(cfg)
     if cfg.get('load_from') and not cfg.get('resume'):
-        runner.register_hook(
-            CheckpointFitsHook(
-                cfg.load_from,
-                hint='Check `load_from`, or pass --allow-missing '
-                'to fine-tune from it anyway.',
-                allow_missing=args.allow_missing,
-                allow_nonfinite=args.allow_nonfinite))
+        check_fit(
+            runner, cfg.load_from, args, 'Check `load_from`, or pass '
+            '--allow-missing to fine-tune from it anyway.')
     print_log(f'work dir: {cfg.work_dir}', logger='current')
     try:
         runner.train()
