@@ -53,7 +53,9 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     ]
     for path in candidates:
         try:
-            loaded = load_from_local(path, map_location='cpu')
+            # Its structure alone: the tensors mapped, not read (the
+            # resume reads them).
+            loaded = load_from_local(path, map_location='cpu', mmap=True)
         except (RuntimeError, FileNotFoundError) as err:
             warnings.warn(f'cannot resume from {path} ({err}); trying the '
                           f'next older checkpoint')

@@ -41,6 +41,7 @@ import re
 import types
 import urllib.parse
 import warnings
+import zipfile
 from typing import Any, Dict, Optional, Union
 
 import _compat_pickle
@@ -109,13 +110,17 @@ restricted_pickle = types.SimpleNamespace(
 
 def load_checkpoint_file(file: Union[str, io.BytesIO],
                          name: str,
-                         map_location=None) -> Any:
+                         map_location=None,
+                         mmap: bool = False) -> Any:
     """Read a checkpoint that cannot run code (see the module's text).
 
     Args:
         file (str | io.BytesIO): A local path or the file's bytes.
         name (str): What the messages call it (its path or URL).
         map_location: Passed to :func:`torch.load`.
+        mmap (bool): Map the tensors of a local file in the zip format
+            (every file ``torch.save`` writes) instead of reading them: for
+            a look at the file's structure, whose tensors are not used.
 
     Raises:
         RuntimeError: If the file is not a readable checkpoint, holds a
@@ -129,17 +134,19 @@ def load_checkpoint_file(file: Union[str, io.BytesIO],
             f'which runs any code the file contains; unset it for files you '
             f'did not write yourself')
         return torch.load(file, map_location=map_location, weights_only=False)
+    options = dict(map_location=map_location)
+    if mmap and isinstance(file, str) and zipfile.is_zipfile(file):
+        options['mmap'] = True
     try:
         if has('safe_globals'):
             with torch.serialization.safe_globals(list(stand_ins())):
-                loaded = torch.load(
-                    file, map_location=map_location, weights_only=True)
+                loaded = torch.load(file, weights_only=True, **options)
         else:
             loaded = torch.load(
                 file,
-                map_location=map_location,
                 weights_only=False,
-                pickle_module=restricted_pickle)
+                pickle_module=restricted_pickle,
+                **options)
         return rebuild(loaded)
     except Exception as err:  # torch raises many types for a bad file
         raise _refusal(name, err) from None
@@ -190,9 +197,9 @@ def read_checkpoint(filename: str, map_location=None) -> Any:
         filename, map_location, logger='silent')
 
 
-def load_from_local(filename: str, map_location=None) -> Any:
+def load_from_local(filename: str, map_location=None, mmap=False) -> Any:
     """Load a local checkpoint (``~`` is expanded) through
-    :func:`load_checkpoint_file`.
+    :func:`load_checkpoint_file` (``mmap``: as there).
 
     Raises:
         FileNotFoundError: If the file does not exist.
@@ -200,7 +207,7 @@ def load_from_local(filename: str, map_location=None) -> Any:
     """
     path = require_file(filename, 'load_from, --resume or init_cfg.checkpoint',
                         'check the path')
-    return load_checkpoint_file(path, path, map_location)
+    return load_checkpoint_file(path, path, map_location, mmap)
 
 
 def _download(url: str, model_dir: Optional[str], progress: bool) -> str:
