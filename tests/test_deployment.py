@@ -105,6 +105,23 @@ def test_plain_torch_onnx_export_of_auto(tmp_path, exporter, dynamic, deploy):
     assert_matches(file, model, *shapes)
 
 
+@pytest.mark.parametrize('deploy', [True, False], ids=['deployed', 'trained'])
+def test_plain_torch_jit_trace_of_auto(deploy):
+    """``torch.jit.trace`` with its defaults (its check traces a second
+    time, without grad, and compares the graphs): ``auto`` records one
+    graph, and the traced module computes what the model does at another
+    batch size."""
+    torch.manual_seed(0)
+    model = Features(SMALL_ARCH, deploy=deploy).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, torch.randn(2, 3, 64, 64))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        for got, expected in zip(traced(x), model(x)):
+            torch.testing.assert_close(got, expected)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('deploy', [True, False])
 def test_every_path_and_the_training_form_export(tmp_path, traceable_path,

@@ -188,9 +188,12 @@ class PeripheralConv2d(nn.Module):
         ((B, C, H, W) of any strides, e.g. a channel slice of a larger
         map)."""
         self._check_input(x)
-        if self.deploy and not torch.is_grad_enabled():
+        if self.deploy and (not torch.is_grad_enabled()
+                            or torch.jit.is_tracing()):
             # Deployed: the positional term and the bias depend only on the
             # map size; computed once per size, added by the conv's path.
+            # Under torch.jit.trace whatever the grad mode: its check traces
+            # again, without grad, and must record the same graph.
             return grid_depthwise_conv(x, self.weight, self.grid_widths,
                                        self.path, self.kernel_size,
                                        self._constant_terms(x), out)

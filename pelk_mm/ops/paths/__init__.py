@@ -85,7 +85,9 @@ def make_request(x: torch.Tensor,
         # path must not fix them (only pricing reads them, see costs()).
         height=x.shape[-2],
         width=x.shape[-1],
-        requires_grad=torch.is_grad_enabled()
+        # Priced for inference under torch.jit.trace, whose check traces
+        # again without grad and must record the same paths.
+        requires_grad=torch.is_grad_enabled() and not torch.jit.is_tracing()
         and (x.requires_grad or weight.requires_grad),
         num_cells=None if grid is None else grid.shape[0],
         device_type=x.device.type,
