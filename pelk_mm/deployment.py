@@ -26,7 +26,6 @@ import copy
 import os
 import os.path as osp
 import tempfile
-import warnings
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -45,9 +44,6 @@ EXPORT_PATHS = tuple(name for name, path in paths.REGISTRY.items()
                      if path.traceable)
 #: Measured with tools/benchmark/onnxruntime_latency.py (README).
 DEFAULT_EXPORT_PATH = 'box_sums'
-#: Earlier names of export paths, still taken (with a warning): 'sat' is
-#: what a traced graph of the summed-area tables holds.
-PATH_ALIASES = {'sat': 'box_sums'}
 #: The opset of the dynamo exporter's graphs, and the newest the TorchScript
 #: exporter (torch < 2.5) writes.
 OPSET = 18
@@ -166,17 +162,11 @@ def load_model(cfg: Config, checkpoint: str) -> tuple:
 
 
 def export_path(name: str) -> str:
-    """The export path ``name`` stands for (an alias of
-    :data:`PATH_ALIASES` with a deprecation warning).
+    """``name`` if it is an export path this torch can write.
 
     Raises:
         ValueError: If it names no export path.
     """
-    if name in PATH_ALIASES:
-        warnings.warn(
-            f'export path {name!r} is now called '
-            f'{PATH_ALIASES[name]!r}', DeprecationWarning)
-        name = PATH_ALIASES[name]
     if name not in EXPORT_PATHS:
         raise ValueError(f'export path must be one of {EXPORT_PATHS}, got '
                          f'{name!r}')

@@ -25,6 +25,7 @@ from mmengine.runner import Runner
 
 from pelk_mm.models import PeLK
 from pelk_mm.ops import paths, torch_features
+from pelk_mm.ops.paths import relative_error
 from pelk_mm.runtime import safe_loading
 from pelk_mm.synthetic import generate_ade20k, generate_coco, generate_imagenet
 
@@ -127,14 +128,6 @@ def paper_counts(task: str, name: str) -> tuple:
     """(params, FLOPs) of model ``name`` in the ``task`` metafile."""
     (model, ) = [m for m in paper_models(task) if m['Name'] == name]
     return model['Metadata']['Parameters'], model['Metadata']['FLOPs']
-
-
-def relative_error(actual, expected) -> float:
-    """Largest absolute difference over the largest absolute expected value
-    (in float64)."""
-    actual, expected = actual.detach().double(), expected.detach().double()
-    return ((actual - expected).abs().max() /
-            expected.abs().max().clamp_min(1e-12)).item()
 
 
 @pytest.fixture(scope='session')

@@ -182,34 +182,31 @@ def test_exportable_pooling_replaces_pools_in_a_copy():
 def test_export_paths_reach_every_peripheral_conv_and_leave_the_model(
         tmp_path):
     """Each path makes its own graph (a DFT, a Conv per peripheral conv, or
-    CumSums); the model's convs keep their path; the old name 'sat' still
-    exports the box sums, with a warning."""
+    CumSums); the model's convs keep their path; a name of no export path
+    ('sat', which no graph can hold, among them) is refused."""
     onnx = pytest.importorskip('onnx')
     assert EXPORT_PATHS == ('direct', 'fft', 'box_sums')
     model = Features(SMALL_ARCH)
     ops = {}
     dft = has('dynamo_onnx')  # torch >= 2.5: the TorchScript exporter has none
-    for path in EXPORT_PATHS + ('sat', ):
+    for path in EXPORT_PATHS:
         if path == 'fft' and not dft:
             with pytest.raises(ValueError, match="'fft' path exports"):
                 export_onnx(model, torch.randn(2, 3, 64, 64),
                             str(tmp_path / 'fft.onnx'), path)
             continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always')
-            file = export_onnx(model, torch.randn(2, 3, 64, 64),
-                               str(tmp_path / f'{path}.onnx'), path)
+        file = export_onnx(model, torch.randn(2, 3, 64, 64),
+                           str(tmp_path / f'{path}.onnx'), path)
         ops[path] = {node.op_type for node in onnx.load(file).graph.node}
-        assert any('now called' in str(w.message) for w in caught) == (
-            path == 'sat')
     assert 'DFT' in ops.get('fft', {'DFT'}) and 'DFT' not in ops['direct']
-    assert 'CumSum' in ops['box_sums'] and ops['sat'] == ops['box_sums']
+    assert 'CumSum' in ops['box_sums']
     assert 'CumSum' not in ops['direct']
     convs = {m.path for m in model.modules() if hasattr(m, 'grid_widths')}
     assert convs == {'auto'}
-    with pytest.raises(ValueError, match='export path must be one of'):
-        export_onnx(model, torch.randn(1, 3, 64, 64), str(tmp_path / 'x.onnx'),
-                    'winograd')
+    for name in ('sat', 'winograd'):
+        with pytest.raises(ValueError, match='export path must be one of'):
+            export_onnx(model, torch.randn(1, 3, 64, 64),
+                        str(tmp_path / 'x.onnx'), name)
 
 
 def test_fft_form_refuses_dynamic_axes(tmp_path):

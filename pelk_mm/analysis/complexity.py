@@ -20,10 +20,24 @@ import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 
+from ..models.backbones import PeLK
 from ..models.sparsity import (SPARSE_DENSITY, holds_sparse_weight,
                                sparse_weights)
 from ..ops import PeripheralConv2d
 from ..tasks import task_of
+
+
+class ImageNetClassifier(nn.Module):
+    """What the paper's ImageNet table counts: PeLK of ``arch`` and a
+    1000-class linear head on its pooled last stage."""
+
+    def __init__(self, arch):
+        super().__init__()
+        self.backbone = PeLK(arch)
+        self.head = nn.Linear(self.backbone.channels[-1], 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x)[-1])
 
 
 def count_params(model: nn.Module,

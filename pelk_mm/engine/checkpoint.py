@@ -1,4 +1,5 @@
 """Converting checkpoints: the backbone of a classifier checkpoint."""
+from ..runtime import state_dict_of
 
 
 def extract_backbone(checkpoint: dict, raw: bool = False) -> dict:
@@ -33,7 +34,7 @@ def extract_backbone(checkpoint: dict, raw: bool = False) -> dict:
             if k.startswith('module.')
         }
     else:
-        state = checkpoint.get('state_dict', checkpoint)
+        state = state_dict_of(checkpoint)
     backbone = {k: v for k, v in state.items() if k.startswith('backbone.')}
     if not backbone:
         raise KeyError(

@@ -27,7 +27,6 @@ class KernelPositionEmbedding(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, std: float = 0.02):
         super().__init__()
-        self.std = std
         self.weight = nn.Parameter(
             torch.zeros(channels, kernel_size, kernel_size))
         nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)

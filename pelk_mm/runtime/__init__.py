@@ -1,8 +1,10 @@
 """What a run needs beyond the method, for any model: checkpoints that load
 safely and fit, crash-safe saving and exact resumption, early stops with a
 reason (a NaN loss, labels out of range, mmcv without the device's ops), a
-progress bar. Enabled by ``configs/_base_/default_runtime.py``; depends on
-mmengine only, not on the rest of pelk_mm."""
+progress bar. The hooks are set in every config's ``default_hooks``, the
+loaders registered with mmengine when pelk_mm is imported. Depends on
+mmengine and, of pelk_mm, only on its registry and its torch feature checks
+(``ops/torch_features.py``)."""
 from .checkpoint_fit import (CheckpointMismatchError, load_fitting,
                              mismatch_error, require_file, state_dict_of,
                              strip_prefix, without_wrapper_prefix)

@@ -75,7 +75,7 @@ def _shape_mask(kind: str, height: int, width: int, box) -> np.ndarray:
 
 
 def _paint(image, label, mask, class_id, rng):
-    name, color, texture = SCENE_CLASSES[class_id] if class_id else (
+    _, color, texture = SCENE_CLASSES[class_id] if class_id else (
         'other', tuple(rng.randint(0, 256, 3)), 'speckle')
     image[mask] = _texture(texture, color, *label.shape, rng)[mask]
     label[mask] = class_id

@@ -5,20 +5,16 @@ import torch
 import torch.nn as nn
 from conftest import needs_custom_ops, paper_models
 
-from pelk_mm.analysis import count_flops, count_params
+from pelk_mm.analysis import ImageNetClassifier, count_flops, count_params
 from pelk_mm.models import SPARSE_DENSITY, PeLK, PeripheralMixer
 from pelk_mm.ops import PeripheralConv2d
+from pelk_mm.ops.paths import relative_error
 
 # A small custom arch so that the behaviour tests run in seconds.
 SMALL_ARCH = dict(
     depths=[1, 1, 2, 1],
     channels=[16, 24, 32, 40],
     kernel_sizes=[13, 11, 9, 7])
-
-
-def rel_err(actual, expected):
-    return ((actual - expected).abs().max() /
-            expected.abs().max().clamp_min(1e-12)).item()
 
 
 def projection_loss(outs, seed=0):
@@ -201,7 +197,7 @@ def test_switch_to_deploy_keeps_outputs():
     assert all(m.deploy for m in model.modules()
                if isinstance(m, PeripheralMixer))
     for out, exp in zip(outs, expected):
-        assert rel_err(out, exp) < 1e-4
+        assert relative_error(out, exp) < 1e-4
 
 
 @pytest.mark.parametrize('pos_embed', [True, False])
@@ -306,20 +302,9 @@ MEASURED = {
 }
 
 
-class Classifier(nn.Module):
-
-    def __init__(self, arch):
-        super().__init__()
-        self.backbone = PeLK(arch)
-        self.head = nn.Linear(self.backbone.channels[-1], 1000)
-
-    def forward(self, x):
-        return self.head(self.backbone(x)[-1])
-
-
 @pytest.mark.parametrize('arch, size', list(PAPER))
 def test_params_and_flops_match_the_paper(arch, size):
-    model = Classifier(arch).eval()
+    model = ImageNetClassifier(arch).eval()
     params = count_params(model, SPARSE_DENSITY)
     flops = count_flops(model, (torch.randn(1, 3, size, size), ),
                         SPARSE_DENSITY)
@@ -333,7 +318,7 @@ def test_params_and_flops_match_the_paper(arch, size):
 
 def test_dense_counts():
     """Without sparsity PeLK-T is a 48.7M / 9.76G model (paper: none)."""
-    model = Classifier('tiny').eval()
+    model = ImageNetClassifier('tiny').eval()
     assert count_params(model) == pytest.approx(48.72e6, rel=1e-3)
     assert count_flops(model, (torch.randn(1, 3, 224, 224), )) == \
         pytest.approx(9.76e9, rel=2e-3)

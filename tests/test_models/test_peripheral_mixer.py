@@ -6,11 +6,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pelk_mm.models import PeripheralMixer
 from pelk_mm.ops import KernelPositionEmbedding
-
-
-def rel_err(actual, expected):
-    return ((actual - expected).abs().max() /
-            expected.abs().max().clamp_min(1e-12)).item()
+from pelk_mm.ops.paths import relative_error
 
 
 def test_bad_mixer_arguments():
@@ -62,9 +58,10 @@ def test_switch_to_deploy_keeps_outputs(kernel_size, center_size, small_kernel,
     assert mixer.deploy and mixer.large.weight.shape[-1] == num_cells
     assert mixer.large.deploy and mixer.large_norm is mixer.small is None
     assert 'large_norm.weight' not in mixer.state_dict()
-    assert rel_err(mixer(x), expected) < 1e-5
-    assert rel_err(mixer.large.forward_reference(x[:, :6]),
-                   mixer(x)[:, :6]) < 1e-5
+    assert relative_error(mixer(x), expected) < 1e-5
+    assert relative_error(
+        mixer.large.forward_reference(x[:, :6]),
+        mixer(x)[:, :6]) < 1e-5
 
 
 class OutputShapes(TorchDispatchMode):
@@ -105,5 +102,5 @@ def test_deployed_mixer_writes_the_conv_into_its_output(grid_path):
         out = mixer(x)
     assert ('cat', x.shape) not in ops.seen
     assert ('cat', x.shape) in OutputShapes.of(mixer, x)  # (it can fail)
-    assert rel_err(out, expected) < 1e-6
+    assert relative_error(out, expected) < 1e-6
     assert torch.equal(out[:, 6:], x[:, 6:])

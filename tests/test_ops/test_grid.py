@@ -6,7 +6,8 @@ from pelk_mm.ops.grid import grid_tensor
 
 
 def full(half):
-    """PELK_FACTS lists half grids outside-in, ending with the centre."""
+    """The full grid of a half one listed outside-in, ending with the
+    centre (as the paper's examples read)."""
     return half + half[::-1][1:]
 
 

@@ -89,7 +89,7 @@ def test_segmentor_logits_are_at_the_input_size(run_tool_here, demo, tmp_path):
     import onnxruntime as ort
     out = tmp_path / 'seg.onnx'
     run_tool_here(TOOL, *demo('segmentor'), '--out', out, '--shape', '64',
-                  '64', '--conv-form', 'direct')
+                  '64', '--path', 'direct')
     session = ort.InferenceSession(str(out))
     logits, = session.run(None, {'inputs': torch.rand(1, 3, 64, 64).numpy()})
     assert logits.shape == (1, 150, 64, 64)  # ADE20K's 150 classes

@@ -11,22 +11,10 @@ counts are printed beside them.
 import argparse
 
 import torch
-import torch.nn as nn
 from mmengine.logging import MMLogger
 
-from pelk_mm.analysis import count_flops, count_params
+from pelk_mm.analysis import ImageNetClassifier, count_flops, count_params
 from pelk_mm.models import SPARSE_DENSITY, PeLK
-
-
-class _Classifier(nn.Module):
-
-    def __init__(self, arch: str):
-        super().__init__()
-        self.backbone = PeLK(arch)
-        self.head = nn.Linear(self.backbone.channels[-1], 1000)
-
-    def forward(self, x):
-        return self.head(self.backbone(x)[-1])
 
 
 def main():
@@ -37,7 +25,7 @@ def main():
     args = parser.parse_args()
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
 
-    model = _Classifier(args.arch).eval()
+    model = ImageNetClassifier(args.arch).eval()
     backbone = model.backbone
     lines = [
         f'PeLK-{args.arch}: depths {backbone.depths}, '

@@ -21,8 +21,8 @@ gives, by the kind of model in CONFIG:
 The backbone is re-parameterised first (``switch_to_deploy``) unless the
 config already builds it so (``model.backbone.deploy=True``, for a
 checkpoint written by tools/model_converters/reparameterize.py); its
-peripheral convs take ``--path`` (see :mod:`pelk_mm.deployment`;
-``--conv-form`` is its earlier name). What the graph of each task is:
+peripheral convs take ``--path`` (see :mod:`pelk_mm.deployment`). What
+the graph of each task is:
 :mod:`pelk_mm.tasks`.
 ``--dynamic`` makes batch, height and width dynamic axes. ``--verify`` runs
 the file in onnxruntime and the model in PyTorch on the same random images
@@ -38,8 +38,8 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
 from pelk_mm.deployment import (DEFAULT_EXPORT_PATH, EXPORT_PATHS,
-                                PATH_ALIASES, compare_with_pytorch,
-                                export_onnx, export_path, load_model, require)
+                                compare_with_pytorch, export_onnx, export_path,
+                                load_model, require)
 from pelk_mm.models import PeLK
 from pelk_mm.runtime import CheckpointMismatchError, check_output
 from pelk_mm.tasks import task_of
@@ -71,12 +71,9 @@ def parse_args():
         help='dynamic batch, height and width axes')
     parser.add_argument(
         '--path',
-        '--conv-form',  # its earlier name
-        dest='path',
-        choices=EXPORT_PATHS + tuple(PATH_ALIASES),
+        choices=EXPORT_PATHS,
         default=DEFAULT_EXPORT_PATH,
-        help='what each peripheral conv becomes (default: %(default)s; '
-        "'sat' is the earlier name of 'box_sums')")
+        help='what each peripheral conv becomes (default: %(default)s)')
     parser.add_argument(
         '--verify',
         action='store_true',

@@ -302,7 +302,7 @@ def accuracy(check: Check, share: float) -> dict:
                 tolerance = path.tolerance.get(dtype,
                                                path.tolerance[torch.float32])
                 errors = [
-                    _relative(a, b)
+                    paths.relative_error(a, b)
                     for a, b in zip((out, *grads), (expected, *expected_grads))
                 ]
                 ok = max(errors) <= tolerance
@@ -324,12 +324,6 @@ def accuracy(check: Check, share: float) -> dict:
             'status': 'failed',
             'reason': f'{failures} beyond tolerance'
         } if failures else {}))
-
-
-def _relative(actual, expected) -> float:
-    actual, expected = actual.detach().double(), expected.detach().double()
-    return ((actual - expected).abs().max() /
-            expected.abs().max().clamp_min(1e-12)).item()
 
 
 def _rows_text(rows: List[dict]) -> str:

@@ -165,8 +165,9 @@ class PeLK(BaseModule):
         pos_embed_std (float): Its truncated-normal std. Defaults to 0.02.
         pos_border (str): Its border semantics, ``'valid'`` or ``'padded'``
             (see :mod:`pelk_mm.ops.functional`). Defaults to ``'valid'``.
-        conv_path (str): Peripheral conv path, ``'auto'``, ``'direct'``,
-            ``'sat'``, ``'fft'`` or ``'triton'``. Defaults to ``'auto'``.
+        conv_path (str): Peripheral conv path: ``'auto'`` or a name of
+            :data:`pelk_mm.ops.PATHS` (see ``docs/ops.md``). Defaults to
+            ``'auto'``.
         kernel_resize (str, optional): How a checkpoint trained with other
             kernel sizes is loaded: ``'pad'`` (keep the taps, zeros beyond;
             crop when shrinking), ``'interpolate'`` (stretch the kernel), or

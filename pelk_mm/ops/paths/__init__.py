@@ -33,7 +33,7 @@ import torch
 from .. import switches
 from .base import (CUSTOM_OPS_TRACER, STANDARD_OPS_TRACER,
                    TORCHSCRIPT_ONNX_TRACER, TRACERS, ConvPath, Refusal,
-                   Request, as_tracer, tracer, tracing)
+                   Request, as_tracer, relative_error, tracer, tracing)
 from .box_sums import BoxSumsPath
 from .cpu_extension import FusedCPUPath
 from .direct import DirectPath
@@ -263,5 +263,6 @@ __all__ = [
     'REGISTRY', 'PATHS', 'TRACERS', 'CUSTOM_OPS_TRACER', 'STANDARD_OPS_TRACER',
     'TORCHSCRIPT_ONNX_TRACER', 'ConvPath', 'PathRefused', 'Refusal', 'Request',
     'as_tracer', 'tracer', 'choose', 'choose_path', 'cost_constants', 'costs',
-    'get', 'make_request', 'refusals', 'resolve', 'run', 'tracing'
+    'get', 'make_request', 'refusals', 'relative_error', 'resolve', 'run',
+    'tracing'
 ]

@@ -104,6 +104,14 @@ class Request(NamedTuple):
         return (cells * cells + 4 * cells) * self.height * self.width
 
 
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """The measure of :attr:`ConvPath.tolerance`: the largest absolute
+    difference over the largest absolute expected value, in float64."""
+    actual, expected = actual.detach().double(), expected.detach().double()
+    return ((actual - expected).abs().max() /
+            expected.abs().max().clamp_min(1e-12)).item()
+
+
 class Refusal(NamedTuple):
     """Why a path cannot serve a request: ``kind`` (``'grid'``,
     ``'device'``, ``'dtype'``, ``'traced'`` or ``'unavailable'``) and the
@@ -154,8 +162,8 @@ class ConvPath:
             met every machine it may run on; on failure that path runs).
         costs (dict): Constants of :meth:`cost` per device type (``'cpu'``
             for the others); None where ``auto`` does not offer it.
-        tolerance (dict): Largest error relative to the largest output,
-            against a float64 reference, per input dtype.
+        tolerance (dict): Largest :func:`relative_error` of its output
+            and gradients against a float64 reference, per input dtype.
     """
     name: str = ''
     summary: str = ''
