@@ -312,7 +312,7 @@ fi
 # The fused summed-area-table path of the peripheral conv: compiled once here
 # (about a minute) so that the first training run does not wait for it.
 log "building pelk_mm's peripheral-conv extension (C++/OpenMP; cached)"
-if ! "$PY" -c 'from pelk_mm.ops.paths import cpu_extension; cpu_extension.load()'; then
+if ! "$PY" -c 'from pelk_mm.ops.csrc import build; build.load()'; then
   echo "install: the C++ extension of pelk_mm did not build (see above); it" \
        "needs g++ with OpenMP and ninja. pelk_mm still works through its FFT" \
        "and dense paths, but the tests of the 'sat' path will fail." >&2

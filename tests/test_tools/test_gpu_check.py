@@ -60,7 +60,7 @@ def test_cost_fit_recovers_the_constants_times_were_made_with(op_benchmark):
     })
     # The fused path's training factor: its backward's weight relative to
     # the FFT path's, (0.5 / 0.25) / (2 / 3).
-    assert 'cpu_extension.py: SATCosts(0.25, 3)' in report
+    assert 'sat.py:      SATCosts(0.25, 3)' in report
     assert 'fft.py:      3' in report
     assert 'DirectCosts(13, 4)' in report
 

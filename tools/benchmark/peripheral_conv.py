@@ -57,8 +57,8 @@ from mmengine.logging import MMLogger
 
 from pelk_mm.models import PeLK
 from pelk_mm.ops import expand_by_grid, paths, peripheral_conv2d, sharing_grid
+from pelk_mm.ops.csrc import build
 from pelk_mm.ops.grid import grid_tensor
-from pelk_mm.ops.paths import cpu_extension
 from probes import (add_common_arguments, best_time, describe,
                     memory_for_tables, parse_arguments, peak_memory_mb,
                     report_memory, write_json)
@@ -274,7 +274,7 @@ def costs_report(device_type: str, fits: Dict[str, Dict]) -> str:
                     f'{forward["direct_fast_speedup"]:.3g})')
     training = fits.get('forward+backward') or {}
     for name, module in (('fft', 'fft.py'), ('box_sums', 'box_sums.py'),
-                         ('triton', 'triton_sat.py')):
+                         ('triton', 'triton.py')):
         if forward.get(name):
             rows.append(f'    {module + ":":<13}{forward[name]:.3g}')
     if forward.get('sat'):
@@ -283,7 +283,7 @@ def costs_report(device_type: str, fits: Dict[str, Dict]) -> str:
             ratio = (training['sat'] / forward['sat']) / (
                 training['fft'] / forward['fft'])
             factor = f'{ratio:.3g}'
-        rows.append(f'    cpu_extension.py: SATCosts({forward["sat"]:.3g}, '
+        rows.append(f'    sat.py:      SATCosts({forward["sat"]:.3g}, '
                     f'{factor})')
     return '\n'.join(rows)
 
@@ -471,7 +471,7 @@ def main():
         help='square image sizes of --stages')
     args = parse_arguments(parser)
     logger = MMLogger.get_instance('pelk_mm', log_level='INFO')
-    if args.device.type == 'cpu' and not cpu_extension.available():
+    if args.device.type == 'cpu' and not build.available():
         logger.warning('the summed-area-table extension is not available; '
                        'its rows are left out')
     modes = {'forward': False, 'forward+backward': True}

@@ -256,16 +256,12 @@ class ConvPath:
                   grid: Optional[torch.Tensor],
                   kernel_size: int,
                   addend: Optional[torch.Tensor] = None,
-                  out: Optional[torch.Tensor] = None,
-                  guard=None) -> torch.Tensor:
+                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """:meth:`run`, plus ``addend`` (broadcast to (C, H, W): a
         positional term, a bias), written into ``out`` where given (a
         channel slice of a larger map). By default the addition and the
         write follow the conv (:func:`add_and_write`); a path may fuse
-        them into its kernels. For a path under a first-use check,
-        ``guard`` (``first_use.Guard``) takes over where its backward
-        fails to compile or launch (the forward's failures the caller
-        catches)."""
+        them into its kernels."""
         return add_and_write(
             self.run(x, weight, grid, kernel_size), addend, out)
 

@@ -5,13 +5,16 @@ compared with the trusted path, the output and, where a backward pass will
 follow, both gradients. Where it fails to run or disagrees, the trusted
 path serves that variant for the rest of the process, after one warning;
 so it does where a later call of a checked variant fails to compile or
-launch (forward or backward: :class:`Guard`)."""
+launch, in the forward or in the backward (:class:`Guard`; the backward is
+the path's own, its registered autograd, run under :class:`_GuardedBackward`
+so that its failure can be taken over)."""
 import warnings
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
+from torch.autograd.function import once_differentiable
 
-from .base import ConvPath, add_and_write
+from .base import ConvPath, add_and_write, relative_error
 
 # (path name, check key) -> what the path passed there: 'output' (checked
 # without gradients), 'gradients' (the output and both gradients), or False
@@ -24,13 +27,6 @@ _PARTS = ('output', 'input gradient', 'weight gradient')
 def forget() -> None:
     """Forget every verdict (a process in which nothing was checked)."""
     _verdicts.clear()
-
-
-def _relative(out: torch.Tensor, expected: torch.Tensor) -> float:
-    """Largest difference relative to the largest expected value."""
-    out, expected = out.float(), expected.float()
-    return ((out - expected).abs().max() /
-            expected.abs().max().clamp_min(1e-12)).item()
 
 
 def _outputs(run: Callable, x: torch.Tensor, weight: torch.Tensor,
@@ -68,7 +64,7 @@ def _passes(path: ConvPath, key: tuple, x: torch.Tensor, weight: torch.Tensor,
         with_grad)
     tolerance = path.tolerance.get(x.dtype, path.tolerance[torch.float32])
     for part, out, reference in zip(_PARTS, got, expected):
-        difference = _relative(out, reference)
+        difference = relative_error(out, reference)
         if not difference <= tolerance:
             warnings.warn(
                 f"path='{path.name}': the kernels disagree with the "
@@ -120,6 +116,45 @@ class Guard:
         return tuple(next(grads) if need else None for need in needs)
 
 
+class _GuardedBackward(torch.autograd.Function):
+    """``run(x, weight, addend)`` as computed; its backward is the path's
+    own (the autograd its ops registered), and where that fails to compile
+    or launch, the guard's (the trusted path's gradients)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, addend, run, guard):
+        inputs = [
+            None if t is None else t.detach().requires_grad_(t.requires_grad)
+            for t in (x, weight, addend)
+        ]
+        with torch.enable_grad():
+            out = run(*inputs)
+        ctx.inner = (inputs, out)
+        ctx.guard = guard
+        return out.detach()
+
+    @staticmethod
+    @once_differentiable  # the kernels build no graph of their own
+    def backward(ctx, grad_out):
+        inputs, out = ctx.inner
+        del ctx.inner
+        needs = [t is not None and t.requires_grad for t in inputs]
+        try:
+            found = iter(
+                torch.autograd.grad(
+                    out, [t for t, need in zip(inputs, needs) if need],
+                    grad_out))
+            grads = [next(found) if need else None for need in needs]
+        except Exception as error:  # a compile or launch failure
+            x, weight, addend = inputs
+            grads = [
+                *ctx.guard.recover(error, 'backward', x, weight, grad_out,
+                                   needs[:2]),
+                grad_out.sum_to_size(addend.shape) if needs[2] else None
+            ]
+        return (*grads, None, None)
+
+
 def run_checked(path: ConvPath,
                 x: torch.Tensor,
                 weight: torch.Tensor,
@@ -133,8 +168,8 @@ def run_checked(path: ConvPath,
     check failed or a later call fails to run. A variant checked without
     gradients is checked again, gradients included, the first time a
     backward will follow."""
-    with_grad = torch.is_grad_enabled() and (x.requires_grad
-                                             or weight.requires_grad)
+    with_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, addend))
     key = path.check_key(x, weight, kernel_size, addend)
     verdict = _verdicts.get((path.name, key))
     if verdict is None or (with_grad and verdict == 'output'):
@@ -148,7 +183,12 @@ def run_checked(path: ConvPath,
         return add_and_write(trusted(x, weight), addend, out)
     guard = Guard(path, key, trusted)
     try:
-        return path.run_fused(x, weight, grid, kernel_size, addend, out, guard)
+        if not with_grad:
+            return path.run_fused(x, weight, grid, kernel_size, addend, out)
+        result = _GuardedBackward.apply(
+            x, weight, addend,
+            lambda x, w, a: path.run_fused(x, w, grid, kernel_size, a), guard)
+        return result if out is None else out.copy_(result)
     except Exception as error:  # a later compile or launch failure
         guard.failed(error, 'forward')
         return add_and_write(trusted(x, weight), addend, out)

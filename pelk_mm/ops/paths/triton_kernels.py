@@ -1,4 +1,4 @@
-"""The kernels of the ``'triton'`` path (:mod:`.triton_sat`): the
+"""The kernels of the ``'triton'`` path (:mod:`.triton`): the
 summed-area-table algorithm of the fused CPU extension (``'sat'``) and its
 standard-op form (``'box_sums'``), as two single-pass Triton kernels that
 keep every intermediate on chip. Each program owns one plane (a batch item
@@ -56,171 +56,163 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
-from torch.autograd.function import once_differentiable
 from torch.library import triton_op, wrap_triton
 
 from ..torch_features import is_compiling
-from .triton_sat import TRITON_DEVICES, available_on, interpreted
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - torch ships triton on Linux
-    triton = None
+from . import triton_env
+from .triton_env import interpreted
 
 #: The widest strip of output columns a program computes.
 MAX_BLOCK_X = 128
 
-if triton is not None:
 
-    @triton.jit
-    def _mixed_edges(rows, weights, edges_ptr, num_edges, half, has_edge,
-                     lanes, BLOCK_E: tl.constexpr, BLOCK_X: tl.constexpr):
-        """``sum_j D_j`` of the module docstring for the k' + 1 window rows
-        ``rows`` (BLOCK_E, BLOCK_WINDOW): each prefix-summed along the row,
-        read at the k' + 1 column edges and mixed by ``M``
-        -> (BLOCK_X, )."""
-        prefix = tl.cumsum(rows, axis=1)
-        step = tl.zeros((BLOCK_E, BLOCK_X), dtype=tl.float32)
-        for i in range(0, num_edges):
-            at = lanes + tl.load(edges_ptr + i) + half
-            reads = tl.gather(
-                prefix,
-                tl.broadcast_to(at[None, :], (BLOCK_E, BLOCK_X)),
-                axis=1)
-            mix = tl.load(weights + i, mask=has_edge, other=0.)
-            step += mix[:, None] * reads
-        return tl.sum(step, axis=0)
+@triton.jit
+def _mixed_edges(rows, weights, edges_ptr, num_edges, half, has_edge, lanes,
+                 BLOCK_E: tl.constexpr, BLOCK_X: tl.constexpr):
+    """``sum_j D_j`` of the module docstring for the k' + 1 window rows
+    ``rows`` (BLOCK_E, BLOCK_WINDOW): each prefix-summed along the row,
+    read at the k' + 1 column edges and mixed by ``M``
+    -> (BLOCK_X, )."""
+    prefix = tl.cumsum(rows, axis=1)
+    step = tl.zeros((BLOCK_E, BLOCK_X), dtype=tl.float32)
+    for i in range(0, num_edges):
+        at = lanes + tl.load(edges_ptr + i) + half
+        reads = tl.gather(
+            prefix, tl.broadcast_to(at[None, :], (BLOCK_E, BLOCK_X)), axis=1)
+        mix = tl.load(weights + i, mask=has_edge, other=0.)
+        step += mix[:, None] * reads
+    return tl.sum(step, axis=0)
 
-    @triton.jit
-    def _store_row(out, y, target, soh, addend, sah, lane_ok,
-                   HAS_ADDEND: tl.constexpr):
-        """Row ``y`` of the output: ``out`` (+ the addend's row), rounded
-        once to the output's dtype."""
-        if HAS_ADDEND:
-            out = out + tl.load(
-                addend + y * sah, mask=lane_ok, other=0.).to(tl.float32)
-        tl.store(
-            target + y * soh, out.to(target.dtype.element_ty), mask=lane_ok)
 
-    @triton.jit
-    def _conv_rows(x_ptr, m_ptr, edges_ptr, add_ptr, out_ptr, channels, height,
-                   width, num_edges, half, warm_rows, sxb, sxc, sxh, sxw, sac,
-                   sah, saw, sob, soc, soh, sow, HAS_ADDEND: tl.constexpr,
-                   BLOCK_X: tl.constexpr, BLOCK_WINDOW: tl.constexpr,
-                   BLOCK_E: tl.constexpr):
-        """Y[p, :, strip] of the module docstring, streamed down the rows,
-        plus ``add`` (C, H, W) of any strides (0 where it broadcasts)
-        where ``HAS_ADDEND``, written into ``out`` of any strides.
+@triton.jit
+def _store_row(out, y, target, soh, addend, sah, lane_ok,
+               HAS_ADDEND: tl.constexpr):
+    """Row ``y`` of the output: ``out`` (+ the addend's row), rounded
+    once to the output's dtype."""
+    if HAS_ADDEND:
+        out = out + tl.load(
+            addend + y * sah, mask=lane_ok, other=0.).to(tl.float32)
+    tl.store(target + y * soh, out.to(target.dtype.element_ty), mask=lane_ok)
 
-        ``m`` (C, k' + 1, k' + 1) float32, ``edges`` (k' + 1, ) int32;
-        ``half`` = K // 2; ``warm_rows`` = min(K - K // 2, H), the input
-        rows that reach Y[0]. Window column ``t`` holds input column ``x0 -
-        half - 1 + t`` (column 0 is kept zero, so that ``P[t]`` is the
-        exclusive prefix sum at column ``x0 - half + t``).
-        """
-        plane = tl.program_id(0)
-        batch = (plane // channels).to(tl.int64)
-        channel = plane % channels
-        x0 = tl.program_id(1) * BLOCK_X
-        js = tl.arange(0, BLOCK_E)
-        has_edge = js < num_edges
-        edges = tl.load(edges_ptr + js, mask=has_edge, other=0)
-        ts = tl.arange(0, BLOCK_WINDOW)
-        cols = x0 - half - 1 + ts
-        col_ok = (ts > 0) & (cols >= 0) & (cols < width)
-        lanes = tl.arange(0, BLOCK_X)
-        lane_ok = x0 + lanes < width
-        source = x_ptr + batch * sxb + channel.to(tl.int64) * sxc
-        target = out_ptr + batch * sob + channel.to(tl.int64) * soc + \
-            (x0 + lanes) * sow
-        addend = add_ptr + channel.to(tl.int64) * sac + (x0 + lanes) * saw
-        weights = m_ptr + channel * num_edges * num_edges + js * num_edges
-        # Y[0] at once: the same mix, of the input's column sums over the
-        # rows [0, e_j) (the summed-area table at row e_j) instead of the
-        # rows e_j, one load per input row instead of K // 2 + 1 steps.
-        sums = tl.zeros((BLOCK_E, BLOCK_WINDOW), dtype=tl.float32)
-        for r in range(0, warm_rows):
-            values = tl.load(
-                source + r * sxh + cols * sxw, mask=col_ok,
+
+@triton.jit
+def _conv_rows(x_ptr, m_ptr, edges_ptr, add_ptr, out_ptr, channels, height,
+               width, num_edges, half, warm_rows, sxb, sxc, sxh, sxw, sac, sah,
+               saw, sob, soc, soh, sow, HAS_ADDEND: tl.constexpr,
+               BLOCK_X: tl.constexpr, BLOCK_WINDOW: tl.constexpr,
+               BLOCK_E: tl.constexpr):
+    """Y[p, :, strip] of the module docstring, streamed down the rows,
+    plus ``add`` (C, H, W) of any strides (0 where it broadcasts)
+    where ``HAS_ADDEND``, written into ``out`` of any strides.
+
+    ``m`` (C, k' + 1, k' + 1) float32, ``edges`` (k' + 1, ) int32;
+    ``half`` = K // 2; ``warm_rows`` = min(K - K // 2, H), the input
+    rows that reach Y[0]. Window column ``t`` holds input column ``x0 -
+    half - 1 + t`` (column 0 is kept zero, so that ``P[t]`` is the
+    exclusive prefix sum at column ``x0 - half + t``).
+    """
+    plane = tl.program_id(0)
+    batch = (plane // channels).to(tl.int64)
+    channel = plane % channels
+    x0 = tl.program_id(1) * BLOCK_X
+    js = tl.arange(0, BLOCK_E)
+    has_edge = js < num_edges
+    edges = tl.load(edges_ptr + js, mask=has_edge, other=0)
+    ts = tl.arange(0, BLOCK_WINDOW)
+    cols = x0 - half - 1 + ts
+    col_ok = (ts > 0) & (cols >= 0) & (cols < width)
+    lanes = tl.arange(0, BLOCK_X)
+    lane_ok = x0 + lanes < width
+    source = x_ptr + batch * sxb + channel.to(tl.int64) * sxc
+    target = out_ptr + batch * sob + channel.to(tl.int64) * soc + \
+        (x0 + lanes) * sow
+    addend = add_ptr + channel.to(tl.int64) * sac + (x0 + lanes) * saw
+    weights = m_ptr + channel * num_edges * num_edges + js * num_edges
+    # Y[0] at once: the same mix, of the input's column sums over the
+    # rows [0, e_j) (the summed-area table at row e_j) instead of the
+    # rows e_j, one load per input row instead of K // 2 + 1 steps.
+    sums = tl.zeros((BLOCK_E, BLOCK_WINDOW), dtype=tl.float32)
+    for r in range(0, warm_rows):
+        values = tl.load(
+            source + r * sxh + cols * sxw, mask=col_ok,
+            other=0.).to(tl.float32)
+        sums += tl.where((r < edges)[:, None], values[None, :], 0.)
+    out = _mixed_edges(sums, weights, edges_ptr, num_edges, half, has_edge,
+                       lanes, BLOCK_E, BLOCK_X)
+    _store_row(out, 0, target, soh, addend, sah, lane_ok, HAS_ADDEND)
+    for y in range(1, height):
+        # Y[y] = Y[y - 1] + sum_j D_j[y - 1 + e_j].
+        rows = y - 1 + edges
+        ok = (has_edge & (rows >= 0) & (rows < height))[:, None] & \
+            col_ok[None, :]
+        values = tl.load(
+            source + rows[:, None].to(tl.int64) * sxh + cols[None, :] * sxw,
+            mask=ok,
+            other=0.).to(tl.float32)
+        out += _mixed_edges(values, weights, edges_ptr, num_edges, half,
+                            has_edge, lanes, BLOCK_E, BLOCK_X)
+        _store_row(out, y, target, soh, addend, sah, lane_ok, HAS_ADDEND)
+
+
+@triton.jit
+def _weight_grad_rows(x_ptr, g_ptr, edges_ptr, part_ptr, channels, height,
+                      width, num_cells, half, sxb, sxc, sxh, sxw, sgb, sgc,
+                      sgh, sgw, BLOCK_X: tl.constexpr,
+                      BLOCK_WINDOW: tl.constexpr, BLOCK_A: tl.constexpr):
+    """part[p, strip] = sum over the strip's pixels of G B^T (the
+    module docstring), (BLOCK_A, BLOCK_A) float32."""
+    plane = tl.program_id(0)
+    strip = tl.program_id(1)
+    batch = (plane // channels).to(tl.int64)
+    channel = (plane % channels).to(tl.int64)
+    x0 = strip * BLOCK_X
+    cells = tl.arange(0, BLOCK_A)
+    has_cell = cells < num_cells
+    lo = tl.load(edges_ptr + cells, mask=has_cell, other=0)
+    hi = tl.load(edges_ptr + cells + 1, mask=has_cell, other=0)
+    lanes = tl.arange(0, BLOCK_X)
+    lane_ok = x0 + lanes < width
+    ts = tl.arange(0, BLOCK_WINDOW)
+    cols = x0 - half - 1 + ts
+    col_ok = (ts > 0) & (cols >= 0) & (cols < width)
+    inputs = x_ptr + batch * sxb + channel * sxc
+    grads = g_ptr + batch * sgb + channel * sgc + (x0 + lanes) * sgw
+    boxes = tl.zeros((BLOCK_A, BLOCK_X), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_A, BLOCK_A), dtype=tl.float32)
+    lo_at = tl.broadcast_to(lanes[None, :] + lo[:, None] + half,
+                            (BLOCK_A, BLOCK_X))
+    hi_at = tl.broadcast_to(lanes[None, :] + hi[:, None] + half,
+                            (BLOCK_A, BLOCK_X))
+    # boxes[a] = the output gradient summed over rows (r - e_(a+1),
+    # r - e_a]: zero for r < -half, one row in and one out per step.
+    for r in range(-half, height):
+        rows_in = r - lo
+        rows_out = r - hi
+        ok_in = (has_cell & (rows_in >= 0) & (rows_in < height))[:, None] \
+            & lane_ok[None, :]
+        ok_out = (has_cell & (rows_out >= 0) &
+                  (rows_out < height))[:, None] & lane_ok[None, :]
+        boxes += tl.load(
+            grads + rows_in[:, None].to(tl.int64) * sgh, mask=ok_in,
+            other=0.).to(tl.float32) - tl.load(
+                grads + rows_out[:, None].to(tl.int64) * sgh,
+                mask=ok_out,
                 other=0.).to(tl.float32)
-            sums += tl.where((r < edges)[:, None], values[None, :], 0.)
-        out = _mixed_edges(sums, weights, edges_ptr, num_edges, half, has_edge,
-                           lanes, BLOCK_E, BLOCK_X)
-        _store_row(out, 0, target, soh, addend, sah, lane_ok, HAS_ADDEND)
-        for y in range(1, height):
-            # Y[y] = Y[y - 1] + sum_j D_j[y - 1 + e_j].
-            rows = y - 1 + edges
-            ok = (has_edge & (rows >= 0) & (rows < height))[:, None] & \
-                col_ok[None, :]
+        if r >= 0:
             values = tl.load(
-                source + rows[:, None].to(tl.int64) * sxh +
-                cols[None, :] * sxw,
-                mask=ok,
+                inputs + r * sxh + cols * sxw, mask=col_ok,
                 other=0.).to(tl.float32)
-            out += _mixed_edges(values, weights, edges_ptr, num_edges, half,
-                                has_edge, lanes, BLOCK_E, BLOCK_X)
-            _store_row(out, y, target, soh, addend, sah, lane_ok, HAS_ADDEND)
-
-    @triton.jit
-    def _weight_grad_rows(x_ptr, g_ptr, edges_ptr, part_ptr, channels, height,
-                          width, num_cells, half, sxb, sxc, sxh, sxw, sgb, sgc,
-                          sgh, sgw, BLOCK_X: tl.constexpr,
-                          BLOCK_WINDOW: tl.constexpr, BLOCK_A: tl.constexpr):
-        """part[p, strip] = sum over the strip's pixels of G B^T (the
-        module docstring), (BLOCK_A, BLOCK_A) float32."""
-        plane = tl.program_id(0)
-        strip = tl.program_id(1)
-        batch = (plane // channels).to(tl.int64)
-        channel = (plane % channels).to(tl.int64)
-        x0 = strip * BLOCK_X
-        cells = tl.arange(0, BLOCK_A)
-        has_cell = cells < num_cells
-        lo = tl.load(edges_ptr + cells, mask=has_cell, other=0)
-        hi = tl.load(edges_ptr + cells + 1, mask=has_cell, other=0)
-        lanes = tl.arange(0, BLOCK_X)
-        lane_ok = x0 + lanes < width
-        ts = tl.arange(0, BLOCK_WINDOW)
-        cols = x0 - half - 1 + ts
-        col_ok = (ts > 0) & (cols >= 0) & (cols < width)
-        inputs = x_ptr + batch * sxb + channel * sxc
-        grads = g_ptr + batch * sgb + channel * sgc + (x0 + lanes) * sgw
-        boxes = tl.zeros((BLOCK_A, BLOCK_X), dtype=tl.float32)
-        acc = tl.zeros((BLOCK_A, BLOCK_A), dtype=tl.float32)
-        lo_at = tl.broadcast_to(lanes[None, :] + lo[:, None] + half,
-                                (BLOCK_A, BLOCK_X))
-        hi_at = tl.broadcast_to(lanes[None, :] + hi[:, None] + half,
-                                (BLOCK_A, BLOCK_X))
-        # boxes[a] = the output gradient summed over rows (r - e_(a+1),
-        # r - e_a]: zero for r < -half, one row in and one out per step.
-        for r in range(-half, height):
-            rows_in = r - lo
-            rows_out = r - hi
-            ok_in = (has_cell & (rows_in >= 0) & (rows_in < height))[:, None] \
-                & lane_ok[None, :]
-            ok_out = (has_cell & (rows_out >= 0) &
-                      (rows_out < height))[:, None] & lane_ok[None, :]
-            boxes += tl.load(
-                grads + rows_in[:, None].to(tl.int64) * sgh,
-                mask=ok_in,
-                other=0.).to(tl.float32) - tl.load(
-                    grads + rows_out[:, None].to(tl.int64) * sgh,
-                    mask=ok_out,
-                    other=0.).to(tl.float32)
-            if r >= 0:
-                values = tl.load(
-                    inputs + r * sxh + cols * sxw, mask=col_ok,
-                    other=0.).to(tl.float32)
-                prefix = tl.broadcast_to(
-                    tl.cumsum(values, axis=0)[None, :],
-                    (BLOCK_A, BLOCK_WINDOW))
-                columns = tl.gather(prefix, hi_at, axis=1) - \
-                    tl.gather(prefix, lo_at, axis=1)
-                acc += tl.dot(boxes, tl.trans(columns), input_precision='ieee')
-        part = part_ptr + (plane * tl.num_programs(1) + strip) * \
-            BLOCK_A * BLOCK_A
-        tl.store(part + cells[:, None] * BLOCK_A + cells[None, :], acc)
+            prefix = tl.broadcast_to(
+                tl.cumsum(values, axis=0)[None, :], (BLOCK_A, BLOCK_WINDOW))
+            columns = tl.gather(prefix, hi_at, axis=1) - \
+                tl.gather(prefix, lo_at, axis=1)
+            acc += tl.dot(boxes, tl.trans(columns), input_precision='ieee')
+    part = part_ptr + (plane * tl.num_programs(1) + strip) * \
+        BLOCK_A * BLOCK_A
+    tl.store(part + cells[:, None] * BLOCK_A + cells[None, :], acc)
 
 
 def _next_power_of_2(n: int) -> int:
@@ -423,6 +415,15 @@ def _gradients(x, weight, grid, grad_out, kernel_size, needs):
     return grad_x, grad_w
 
 
+def launching_on(device: torch.device):
+    """Where Triton launches: on ``torch.cuda.current_device()``, which
+    need not be the tensors' (a ``cuda:1`` model without ``set_device``);
+    this makes it ``device`` for the block (nothing off CUDA)."""
+    if device.type == 'cuda':
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
 def _save_addend(ctx, addend: Optional[torch.Tensor]) -> None:
     """Keep what the addend's gradient needs: its shape and dtype."""
     ctx.addend = None if addend is None else (addend.shape, addend.dtype)
@@ -447,8 +448,9 @@ def _save_inputs(ctx, inputs, output):
 
 def _conv_backward(ctx, grad_out):
     x, weight, grid = ctx.saved_tensors
-    grad_x, grad_w = _gradients(x, weight, grid, grad_out, ctx.kernel_size,
-                                ctx.needs_input_grad[:2])
+    with launching_on(x.device):
+        grad_x, grad_w = _gradients(x, weight, grid, grad_out, ctx.kernel_size,
+                                    ctx.needs_input_grad[:2])
     return grad_x, grad_w, None, None, _addend_grad(ctx, grad_out)
 
 
@@ -458,50 +460,11 @@ def _no_second_derivative(ctx, grad):
                        "use path='fft' or 'direct' for that")
 
 
-# For graphs (torch.compile, torch.export); eager calls go through
-# _TritonSAT, which keeps the first-use guard.
+# One autograd route, for eager calls and graphs alike (a kernel that fails
+# in a backward is taken over by first_use's guard).
 triton_sat_conv.register_autograd(_conv_backward, setup_context=_save_inputs)
 triton_sat_conv_weight_grad.register_autograd(
     _no_second_derivative, setup_context=lambda ctx, inputs, output: None)
-
-
-def launching_on(device: torch.device):
-    """Where Triton launches: on ``torch.cuda.current_device()``, which
-    need not be the tensors' (a ``cuda:1`` model without ``set_device``);
-    this makes it ``device`` for the block (nothing off CUDA)."""
-    if device.type == 'cuda':
-        return torch.cuda.device(device)
-    return contextlib.nullcontext()
-
-
-class _TritonSAT(torch.autograd.Function):
-    """The eager form: the ops above, and a backward that hands a compile
-    or launch failure to the first-use guard."""
-
-    @staticmethod
-    def forward(ctx, x, weight, grid, kernel_size, addend, guard):
-        ctx.save_for_backward(x, weight, grid)
-        ctx.kernel_size = kernel_size
-        _save_addend(ctx, addend)
-        ctx.guard = guard
-        with launching_on(x.device):
-            return _forward(x, weight, grid, kernel_size, addend)
-
-    @staticmethod
-    @once_differentiable  # the kernels build no graph of their own
-    def backward(ctx, grad_out):
-        x, weight, grid = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:2]
-        try:
-            with launching_on(x.device):
-                grad_x, grad_w = _gradients(x, weight, grid, grad_out,
-                                            ctx.kernel_size, needs)
-        except Exception as error:  # a compile or launch failure
-            if ctx.guard is None:
-                raise
-            grad_x, grad_w = ctx.guard.recover(error, 'backward', x, weight,
-                                               grad_out, needs)
-        return grad_x, grad_w, None, None, _addend_grad(ctx, grad_out), None
 
 
 def grid_depthwise_conv_triton(
@@ -509,7 +472,6 @@ def grid_depthwise_conv_triton(
         weight: torch.Tensor,
         grid: torch.Tensor,
         kernel_size: int,
-        guard=None,
         addend: Optional[torch.Tensor] = None,
         out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Depthwise "same" conv of a block-constant kernel (Triton), with the
@@ -523,9 +485,6 @@ def grid_depthwise_conv_triton(
         weight (Tensor): Block weights (C, k', k').
         grid (Tensor): int64 cell widths (k', ), summing to ``kernel_size``.
         kernel_size (int): K.
-        guard (optional): What takes over where the backward's kernels
-            fail to compile or launch (``first_use.Guard``); None: the
-            failure is raised.
         addend (Tensor, optional): Added to every output of the batch
             before its one rounding to the output's dtype: (C, H, W) or
             anything that broadcasts to it ((C, 1, 1): a bias).
@@ -560,11 +519,11 @@ def grid_depthwise_conv_triton(
                 'not require one)')
         with launching_on(x.device):
             return _forward(x, weight, grid, kernel_size, addend, out)
-    return _TritonSAT.apply(x, weight, grid, kernel_size, addend, guard)
+    with launching_on(x.device):
+        return triton_sat_conv(x, weight, grid, kernel_size, addend)
 
 
 def _require(device: torch.device) -> None:
-    if not available_on(device):
-        raise RuntimeError(f"path='triton' {TRITON_DEVICES}, this map is on "
-                           f"{device.type}; choose path='sat', 'fft' or "
-                           f"'direct'")
+    why = triton_env.unavailable_on(device.type)
+    if why is not None:
+        raise RuntimeError(f"{why[1]}; choose path='sat', 'fft' or 'direct'")

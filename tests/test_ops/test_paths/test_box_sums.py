@@ -12,7 +12,7 @@ from pelk_mm.ops import (PeripheralConv2d, expand_by_grid,
                          grid_depthwise_conv_box_sums, peripheral_conv2d,
                          sharing_grid)
 from pelk_mm.ops.grid import grid_tensor
-from pelk_mm.ops.paths import triton_sat
+from pelk_mm.ops.paths import triton_env
 from pelk_mm.ops.torch_features import has
 
 # Float32 tolerance of every path, relative to the largest reference value.
@@ -52,7 +52,7 @@ def test_sat_path_runs_box_sums_where_the_graph_is_traced(
         monkeypatch, rel_err):
     """The fused extension is opaque to tracers: a traced 'sat' conv
     records the standard-op form, and the trace computes the same."""
-    from pelk_mm.ops.paths import cpu_extension
+    from pelk_mm.ops.paths import sat
     torch.manual_seed(0)
     conv = PeripheralConv2d(3, 31, bias=True, path='sat')
     x = torch.randn(2, 3, 20, 24)
@@ -62,7 +62,7 @@ def test_sat_path_runs_box_sums_where_the_graph_is_traced(
     def opaque(*args):
         raise AssertionError('the fused extension ran inside a trace')
 
-    monkeypatch.setattr(cpu_extension, 'grid_depthwise_conv_sat', opaque)
+    monkeypatch.setattr(sat, 'grid_depthwise_conv_sat', opaque)
     with torch.no_grad():
         traced = torch.jit.trace(conv, x, check_trace=False)
     assert rel_err(traced(x), eager) < FLOAT32_TOLERANCE
@@ -106,7 +106,7 @@ def test_summed_area_paths_keep_float32_under_autocast(path, size, dtype,
     the interpreter, at a small size)."""
     if dtype == torch.float16 and not CPU_HALF_AUTOCAST:
         pytest.skip("this torch's CPU autocast has no float16")
-    if path == 'triton' and not triton_sat.TRITON_OPS:
+    if path == 'triton' and not triton_env.TRITON_OPS:
         pytest.skip("the 'triton' path needs torch >= 2.6")
     torch.manual_seed(0)
     grid = grid_tensor(sharing_grid(51))

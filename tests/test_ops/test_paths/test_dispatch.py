@@ -13,7 +13,7 @@ from conftest import needs_custom_ops
 
 from pelk_mm.ops import (PeripheralConv2d, choose_path, depthwise_conv,
                          forced_path, paths, peripheral_conv2d, switches)
-from pelk_mm.ops.paths import triton_sat
+from pelk_mm.ops.paths import triton_env
 
 
 def test_every_path_declares_what_the_dispatcher_needs():
@@ -74,9 +74,10 @@ def test_automatic_path_choice():
 def test_cuda_choice_uses_its_own_constants():
     """On CUDA: never the CPU extension; the direct conv for small kernels
     in inference, FFT for large ones (the reasoned default). Without the
-    Triton kernels (PELK_MM_TRITON=0; their choice: test_triton_sat.py)."""
+    Triton kernels (PELK_MM_TRITON=0; their choice: test_triton.py)."""
     switches.set_triton_allowed(False)
-    assert paths.cost_constants('cuda') != paths.cost_constants('cpu')
+    assert any(path.costs.get('cuda') != path.costs.get('cpu')
+               for path in paths.REGISTRY.values())
     assert choose_path(5, 128, 128, device='cuda') == 'direct'
     assert choose_path(13, 14, 14, num_cells=9, device='cuda') == 'direct'
     for k, cells in ((51, 13), (101, 17)):
@@ -182,7 +183,7 @@ def test_refusals_say_why_and_what_can_run(monkeypatch):
     compiled = traced._replace(tracer='compile')
     assert paths.refusals(compiled)['sat'] is None
     # The Triton kernels are custom ops too (where they can run at all).
-    monkeypatch.setattr(triton_sat, 'available_on', lambda device: True)
+    monkeypatch.setattr(triton_env, 'unavailable_on', lambda device_type: None)
     assert paths.refusals(traced)['triton'].kind == 'traced'
     assert paths.refusals(compiled)['triton'] is None
 
@@ -214,11 +215,11 @@ def test_sat_path_needs_the_grid():
 
 
 def test_auto_dispatches_by_grad_mode(monkeypatch):
-    from pelk_mm.ops.paths import cpu_extension, direct, fft
+    from pelk_mm.ops.paths import direct, fft, sat
     calls = []
     for module, name in ((direct, 'depthwise_conv_direct'),
                          (fft, 'depthwise_conv_fft'),
-                         (cpu_extension, 'grid_depthwise_conv_sat')):
+                         (sat, 'grid_depthwise_conv_sat')):
         original = getattr(module, name)
         monkeypatch.setattr(
             module,

@@ -13,10 +13,10 @@ from pelk_mm.ops import (KernelPositionEmbedding, PeripheralConv2d,
                          choose_path, expand_by_grid, forced_path,
                          sharing_grid, switches)
 from pelk_mm.ops.grid import grid_tensor
-from pelk_mm.ops.paths import first_use, triton_sat
+from pelk_mm.ops.paths import first_use, triton, triton_env
 
 pytestmark = pytest.mark.skipif(
-    not triton_sat.available_on(
+    not triton_env.available_on(
         torch.device('cuda' if torch.cuda.is_available() else 'cpu')),
     reason='no GPU and TRITON_INTERPRET is not 1')
 
@@ -280,7 +280,7 @@ def test_long_streams_of_positive_inputs_stay_within_tolerance(rel_err):
     expected = dense_conv(x64, w64, grid.to(DEVICE), 51)
     expected_grads = torch.autograd.grad(expected, (x64, w64),
                                          grad_out.double())
-    tolerance = triton_sat.TritonPath.tolerance[torch.float32]
+    tolerance = triton.TritonPath.tolerance[torch.float32]
     assert rel_err(out, expected) < tolerance
     for grad, ref in zip(grads, expected_grads):
         assert rel_err(grad, ref) < tolerance
@@ -442,7 +442,7 @@ def test_cuda_choice_offers_the_kernels_on_small_maps(monkeypatch):
     """The reasoned (not measured) CUDA constants: the kernels' cost grows
     with k'^2 per pixel, FFT's with the padded map, so the kernels win on
     late-stage maps; PELK_MM_TRITON=0 takes them out of the choice."""
-    monkeypatch.setattr(triton_sat, 'available_on', lambda device: True)
+    monkeypatch.setattr(triton_env, 'unavailable_on', lambda device_type: None)
     assert choose_path(47, 14, 14, True, 13, 'cuda') == 'triton'
     assert choose_path(51, 56, 56, True, 13, 'cuda') == 'fft'
     assert choose_path(5, 56, 56, False, 5, 'cuda') == 'direct'
@@ -452,7 +452,7 @@ def test_cuda_choice_offers_the_kernels_on_small_maps(monkeypatch):
 
 
 def test_forcing_triton_where_it_cannot_run_is_refused(monkeypatch):
-    monkeypatch.setattr(triton_sat, 'available_on', lambda device: False)
+    monkeypatch.setenv('TRITON_INTERPRET', '0')  # CPU maps: refused
     with forced_path('triton'), pytest.raises(
             ValueError,
             match="PELK_MM_PATH=triton cannot run here: the 'triton' path "

@@ -4,35 +4,13 @@ them without a GPU), registered as torch custom ops so that
 ``torch.compile`` and ``torch.export`` keep them. The kernels are
 :mod:`.triton_kernels`, imported on first use (so that importing pelk_mm
 imports no triton, and ``TRITON_INTERPRET`` may be set until then)."""
-import importlib.util
-import os
 from typing import Optional
 
 import torch
 
 from .. import switches
-from ..torch_features import FEATURES, has
+from . import triton_env
 from .base import Refusal, Request, SummedAreaPath
-
-TRITON_DEVICES = ('runs on CUDA devices (or on the CPU under '
-                  'TRITON_INTERPRET=1 set before triton is imported)')
-
-# Looked up once (no import): a compiled graph's trace cannot search paths.
-TRITON_INSTALLED = importlib.util.find_spec('triton') is not None
-#: The kernels are registered with ``torch.library.triton_op`` (torch 2.6).
-TRITON_OPS = TRITON_INSTALLED and has('triton_ops')
-
-
-def interpreted() -> bool:
-    """Whether Triton runs through its interpreter (CPU tensors)."""
-    return os.environ.get('TRITON_INTERPRET') == '1'
-
-
-def available_on(device: torch.device) -> bool:
-    """Whether the kernels can run on tensors of ``device``."""
-    if not TRITON_OPS:
-        return False
-    return device.type == 'cuda' or (device.type == 'cpu' and interpreted())
 
 
 class TritonPath(SummedAreaPath):
@@ -63,16 +41,8 @@ class TritonPath(SummedAreaPath):
     }
 
     def unavailable(self, request: Request) -> Optional[Refusal]:
-        if TRITON_INSTALLED and not TRITON_OPS:
-            return Refusal(
-                'unavailable', "the 'triton' path needs torch >= "
-                '%d.%d, this is torch %s' %
-                (*FEATURES['triton_ops'].since, torch.__version__))
-        if not available_on(torch.device(request.device_type)):
-            return Refusal(
-                'device', f"the 'triton' path {TRITON_DEVICES}, this map "
-                f'is on {request.device_type}')
-        return None
+        why = triton_env.unavailable_on(request.device_type)
+        return None if why is None else Refusal(*why)
 
     def emulated(self, request: Request) -> bool:
         return request.device_type != 'cuda'
@@ -83,19 +53,12 @@ class TritonPath(SummedAreaPath):
     def run(self, x, weight, grid, kernel_size):
         return self.run_fused(x, weight, grid, kernel_size)
 
-    def run_fused(self,
-                  x,
-                  weight,
-                  grid,
-                  kernel_size,
-                  addend=None,
-                  out=None,
-                  guard=None):
+    def run_fused(self, x, weight, grid, kernel_size, addend=None, out=None):
         # The addend is added and the output written by the kernel's last
         # step (one rounding, no second pass over the map).
         from .triton_kernels import grid_depthwise_conv_triton
-        return grid_depthwise_conv_triton(x, weight, grid, kernel_size, guard,
-                                          addend, out)
+        return grid_depthwise_conv_triton(x, weight, grid, kernel_size, addend,
+                                          out)
 
     def check_key(self, x, weight, kernel_size, addend=None):
         # Each block size (they follow W, K and k') is a kernel compiled

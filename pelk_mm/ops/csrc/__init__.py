@@ -1,0 +1,1 @@
+"""pelk_mm's C++ source and what builds it (:mod:`.build`)."""
