@@ -76,8 +76,9 @@ def test_cuda_choice_uses_its_own_constants():
     in inference, FFT for large ones (the reasoned default). Without the
     Triton kernels (PELK_MM_TRITON=0; their choice: test_triton.py)."""
     switches.set_triton_allowed(False)
-    assert any(path.costs.get('cuda') != path.costs.get('cpu')
-               for path in paths.REGISTRY.values())
+    assert any(
+        path.costs.get('cuda') != path.costs.get('cpu')
+        for path in paths.REGISTRY.values())
     assert choose_path(5, 128, 128, device='cuda') == 'direct'
     assert choose_path(13, 14, 14, num_cells=9, device='cuda') == 'direct'
     for k, cells in ((51, 13), (101, 17)):
