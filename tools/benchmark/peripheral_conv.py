@@ -44,8 +44,10 @@ count of operations (``dense``: 2K^2 per pixel; the summed-area paths:
 a float32 1024^3 matmul timed in the same run, the peak extra memory of
 one run (the growth of the resident set, sampled in a separate process;
 ``--no-memory`` skips it), and the largest relative error against
-``dense`` (in float64 where ``dense`` is timed). A PNG of time against K
-is written with ``--plot``.
+``dense`` (in float64 where ``dense`` is timed), then the cost constants
+of every path that these times imply (``fit_path_costs.py``, which the
+JSON of ``--json`` can be given to later). A PNG of time against K is
+written with ``--plot``.
 """
 import argparse
 import copy
@@ -53,10 +55,11 @@ from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from fit_path_costs import benchmark_grid, fit, report
 from mmengine.logging import MMLogger
 
 from pelk_mm.models import PeLK
-from pelk_mm.ops import expand_by_grid, paths, peripheral_conv2d, sharing_grid
+from pelk_mm.ops import expand_by_grid, paths, peripheral_conv2d
 from pelk_mm.ops.csrc import build
 from pelk_mm.ops.grid import grid_tensor
 from probes import (add_common_arguments, best_time, describe,
@@ -76,12 +79,6 @@ def plain_fft_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     y = torch.fft.irfft2(x_f * k_f, s=(nh, nw))
     pad = size // 2
     return y[..., pad:pad + height, pad:pad + width].to(x.dtype)
-
-
-def benchmark_grid(kernel_size: int) -> list:
-    """The sharing grid timed for ``kernel_size`` (PeLK's centre 5x5,
-    7x7 from K = 101)."""
-    return sharing_grid(kernel_size, 7 if kernel_size >= 101 else 5)
 
 
 MATMUL_SIZE = 1024
@@ -189,103 +186,6 @@ def triton_goal(times: Dict) -> str:
             lines.append(f'goal: triton t(K=101)/t(K=51) < {GROWTH_GOAL:g}: '
                          f'{growth:.2f} ({met})')
     return '\n'.join(lines)
-
-
-def _median(values: list) -> Optional[float]:
-    values = sorted(v for v in values if v is not None)
-    return values[len(values) // 2] if values else None
-
-
-def fitted_costs(shape, device_type: str, times: Dict) -> Dict:
-    """The cost constants of ``pelk_mm.ops.paths`` that these times imply.
-
-    Costs are in multiply-adds of the direct conv at large K (``dense``
-    above the fast-kernel limit): each path's constant is its time over
-    that unit times its cost formula with a constant of 1, the median over
-    the kernel sizes timed. ``times`` is ``{K: {method: seconds}}`` of one
-    mode; None where a term was not timed.
-    """
-    b, c, h, w = shape
-    planes = b * c
-    direct = paths.get('direct').constants(device_type)
-    fast = direct.fast_max_kernel if direct else 13
-
-    def macs(k):
-        return k * k * h * w * planes
-
-    unit = _median([
-        by_method['dense'] / macs(k) for k, by_method in times.items()
-        if 'dense' in by_method and k > fast
-    ])
-    if unit is None:
-        return {}
-    fitted = {
-        'unit_seconds':
-        unit,
-        'direct_fast_speedup':
-        _median([
-            unit / (by_method['dense'] / macs(k))
-            for k, by_method in times.items()
-            if 'dense' in by_method and k <= fast
-        ])
-    }
-    fft = paths.get('fft')
-
-    def request(k):
-        return paths.Request(
-            k, h, w, num_cells=len(benchmark_grid(k)), device_type=device_type)
-
-    formulas = {
-        # The paths' own formulas with a constant of 1, for all planes.
-        'fft':
-        lambda k: planes * fft.cost(request(k)) / fft.constants(device_type),
-        'box': lambda k: planes * request(k).box_ops,
-    }
-    for name in ('fft', 'box_sums', 'sat', 'triton'):
-        formula = formulas['fft' if name == 'fft' else 'box']
-        fitted[name] = _median([
-            by_method[name] / (unit * formula(k))
-            for k, by_method in times.items() if name in by_method
-        ])
-    return fitted
-
-
-def costs_report(device_type: str, fits: Dict[str, Dict]) -> str:
-    """The fitted constants per mode and, ready to paste into each path's
-    ``costs``, the forward fit (how the CPU constants were taken), with the
-    fused CPU path's training factor relative to the FFT path's."""
-    forward = fits.get('forward') or {}
-    if not forward:
-        return ('cost constants: not fitted (the dense conv was not timed '
-                'above the fast-kernel limit)')
-    rows = [
-        f'cost constants fitted on {device_type} (units: direct '
-        f'multiply-adds at large K)'
-    ]
-    for mode, fit in fits.items():
-        rows.append(f'  {mode}: ' +
-                    ', '.join(f'{name} {value:.3g}'
-                              for name, value in fit.items()
-                              if value is not None and name != 'unit_seconds'))
-    rows.append(f"  ready to paste (costs['{device_type}'] of each path, "
-                'from the forward fit):')
-    if forward.get('direct_fast_speedup'):
-        rows.append(f'    direct.py:   DirectCosts(13, '
-                    f'{forward["direct_fast_speedup"]:.3g})')
-    training = fits.get('forward+backward') or {}
-    for name, module in (('fft', 'fft.py'), ('box_sums', 'box_sums.py'),
-                         ('triton', 'triton.py')):
-        if forward.get(name):
-            rows.append(f'    {module + ":":<13}{forward[name]:.3g}')
-    if forward.get('sat'):
-        factor = '?'
-        if training.get('sat') and training.get('fft'):
-            ratio = (training['sat'] / forward['sat']) / (
-                training['fft'] / forward['fft'])
-            factor = f'{ratio:.3g}'
-        rows.append(f'    sat.py:      SATCosts({forward["sat"]:.3g}, '
-                    f'{factor})')
-    return '\n'.join(rows)
 
 
 def run_once(fn: Callable, x, params, grad_out=None):
@@ -402,6 +302,7 @@ def run_facts(args, matmul: float) -> Dict:
     """What the JSON records of the run beside its results."""
     return dict(
         shape=None if args.stages else args.shape,
+        device_type=args.device.type,
         dtype=args.dtype,
         matmul_flops=matmul)
 
@@ -517,10 +418,10 @@ def main():
             for k, by_method in times.items()
         }
     fits = {
-        mode: fitted_costs(args.shape, args.device.type, by_kernel)
+        mode: fit(args.shape, args.device.type, by_kernel, mode != 'forward')
         for mode, by_kernel in results.items()
     }
-    logger.info(costs_report(args.device.type, fits))
+    logger.info(report(args.device.type, fits))
     write_json(
         args.json,
         args.device,

@@ -139,8 +139,8 @@ class ConvPath:
     """One implementation of the (grid) depthwise conv.
 
     Subclasses set the class attributes and implement :meth:`run` (and
-    :meth:`cost`); :meth:`unavailable` adds checks beyond the declared
-    ones.
+    :meth:`work`, their cost formula); :meth:`unavailable` adds checks
+    beyond the declared ones.
 
     Attributes:
         name (str): What ``path=`` and ``PELK_MM_PATH`` call it.
@@ -160,8 +160,10 @@ class ConvPath:
         checked_against (str, optional): The path its first use per
             process and variant is checked against (a path that has not
             met every machine it may run on; on failure that path runs).
-        costs (dict): Constants of :meth:`cost` per device type (``'cpu'``
-            for the others); None where ``auto`` does not offer it.
+        costs (dict): Per device type (``'cpu'`` for the others), the
+            time of one unit of :meth:`work`, in multiply-adds of the
+            direct conv at large K (``tools/benchmark/fit_path_costs.py``
+            fits it); None where ``auto`` does not offer the path.
         tolerance (dict): Largest :func:`relative_error` of its output
             and gradients against a float64 reference, per input dtype.
     """
@@ -233,15 +235,25 @@ class ConvPath:
         for checking the path where its hardware is not, not for use)."""
         return False
 
-    def constants(self, device_type: str):
-        """The cost constants for ``device_type`` (the CPU's for device
-        types without their own)."""
+    def unit(self, device_type: str) -> Optional[float]:
+        """The constant of :meth:`cost` on ``device_type`` (the CPU's for
+        device types without their own)."""
         return self.costs.get(device_type, self.costs.get('cpu'))
 
-    def cost(self, request: Request) -> Optional[float]:
-        """Cost of ``request``, in multiply-adds of the direct conv; None
-        where ``auto`` does not offer this path."""
+    def work(self, request: Request) -> Optional[float]:
+        """The cost formula of ``request`` with a unit constant of 1 (what
+        the path's time grows with); None where it has none."""
         return None
+
+    def cost(self, request: Request) -> Optional[float]:
+        """Cost of ``request``, in multiply-adds of the direct conv:
+        :meth:`unit` times :meth:`work`; None where ``auto`` does not offer
+        this path."""
+        unit = self.unit(request.device_type)
+        if unit is None:
+            return None
+        work = self.work(request)
+        return None if work is None else unit * work
 
     def run(self, x: torch.Tensor, weight: torch.Tensor,
             grid: Optional[torch.Tensor], kernel_size: int) -> torch.Tensor:
@@ -300,10 +312,8 @@ class DenseKernelPath(ConvPath):
 
 class SummedAreaPath(ConvPath):
     """A path that sums boxes of summed-area tables, from block weights on
-    a grid: its cost is one constant per device type times
-    :attr:`Request.box_ops` (None where it has no constant)."""
+    a grid: its work is :attr:`Request.box_ops`."""
     needs_grid = True
 
-    def cost(self, request: Request) -> Optional[float]:
-        unit = self.constants(request.device_type)
-        return None if unit is None else unit * request.box_ops
+    def work(self, request: Request) -> Optional[float]:
+        return request.box_ops

@@ -28,34 +28,39 @@ def depthwise_conv_direct(x: torch.Tensor,
         groups=x.shape[1])
 
 
-class DirectCosts(NamedTuple):
-    """Up to ``fast_max_kernel`` the backend has a specialised inference
-    kernel, ``fast_speedup`` times faster per multiply-add (its backward is
+class FastKernels(NamedTuple):
+    """Up to ``max_kernel`` the backend has a specialised inference
+    kernel, ``speedup`` times faster per multiply-add (its backward is
     not)."""
-    fast_max_kernel: int
-    fast_speedup: float
+    max_kernel: int
+    speedup: float
 
 
 class DirectPath(DenseKernelPath):
     name = 'direct'
     summary = 'the dense depthwise conv (fast for small K or tiny maps)'
-    costs = {
+    # The unit of every path's costs: one multiply-add of this path at
+    # large K.
+    costs = {'cpu': 1.0, 'cuda': 1.0}
+    fast_kernels = {
         # Measured with tools/benchmark/peripheral_conv.py on a 2-core x86
         # CPU (torch 2.12; every CPU constant of the paths from its one run
-        # at (2, 46, 128, 128), forward): oneDNN has a specialised
-        # depthwise kernel up to K = 13, ~17x faster per multiply-add.
-        'cpu': DirectCosts(13, 17.1),
+        # at (2, 46, 128, 128), forward, fitted by fit_path_costs.py):
+        # oneDNN has a specialised depthwise kernel up to K = 13, ~17x
+        # faster per multiply-add.
+        'cpu': FastKernels(13, 17.1),
         # NOT MEASURED: cuDNN's depthwise convs are efficient for small
         # kernels only (RepLKNet's finding).
-        'cuda': DirectCosts(13, 8.0),
+        'cuda': FastKernels(13, 8.0),
     }
 
-    def cost(self, request: Request) -> float:
-        costs = self.constants(request.device_type)
-        macs = request.kernel_size**2 * request.height * request.width
-        if request.kernel_size <= costs.fast_max_kernel and \
+    def work(self, request: Request) -> float:
+        fast = self.fast_kernels.get(request.device_type,
+                                     self.fast_kernels['cpu'])
+        macs = float(request.kernel_size**2 * request.height * request.width)
+        if request.kernel_size <= fast.max_kernel and \
                 not request.requires_grad:
-            macs /= costs.fast_speedup
+            macs /= fast.speedup
         return macs
 
     def run_dense(self, x, kernel):

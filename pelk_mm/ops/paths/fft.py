@@ -73,10 +73,9 @@ class FFTPath(DenseKernelPath):
         'cuda': 4.0,
     }
 
-    def cost(self, request: Request) -> float:
+    def work(self, request: Request) -> float:
         nh, nw = fft_shape(request.height, request.width, request.kernel_size)
-        return self.constants(request.device_type) * nh * nw * math.log2(
-            nh * nw)
+        return nh * nw * math.log2(nh * nw)
 
     def run_dense(self, x, kernel):
         return depthwise_conv_fft(x, kernel)

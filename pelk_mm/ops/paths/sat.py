@@ -16,8 +16,6 @@ Its kernels are torch custom ops (``pelk_mm::sat_conv`` and
 exported with them runs where pelk_mm is imported); ONNX export and
 ``torch.jit.trace`` record the standard-op form (``box_sums``) instead.
 """
-from typing import NamedTuple
-
 import torch
 
 from ..csrc import build
@@ -115,14 +113,6 @@ else:
 COLUMN_TILE = 16
 
 
-class SATCosts(NamedTuple):
-    """``unit``: one of the k'^2 + 4k' operations per pixel;
-    ``training_factor``: how much more its backward weighs than the FFT
-    path's."""
-    unit: float
-    training_factor: float
-
-
 def grid_depthwise_conv_sat(x: torch.Tensor, weight: torch.Tensor,
                             grid: torch.Tensor) -> torch.Tensor:
     """Depthwise "same" conv of a block-constant kernel (fused, CPU).
@@ -151,10 +141,12 @@ class SatPath(SummedAreaPath):
     stand_in_for = frozenset({'device', 'traced'})
     costs = {
         # Measured as for 'direct' (2-core x86 CPU): one of the k'^2 + 4k'
-        # operations per pixel, and how much more its backward weighs
-        # relative to the FFT path's.
-        'cpu': SATCosts(0.064, 1.27),
+        # operations per pixel.
+        'cpu': 0.064,
     }
+    # How much more its forward and backward weigh than its forward alone,
+    # relative to the FFT path's (measured as above: fit_path_costs.py).
+    training_factor = 1.27
 
     def ready(self, request: Request) -> bool:
         # Built by make install (or BUILD_COMMAND); asking for a cost never
@@ -164,11 +156,10 @@ class SatPath(SummedAreaPath):
             build.say_once_it_is_not_built()
         return built
 
-    def cost(self, request: Request) -> float:
-        costs = self.constants(request.device_type)
+    def work(self, request: Request) -> float:
         padded = -(-request.width // COLUMN_TILE) * COLUMN_TILE
-        return costs.unit * request.box_ops * padded / request.width * (
-            costs.training_factor if request.requires_grad else 1)
+        return request.box_ops * padded / request.width * (
+            self.training_factor if request.requires_grad else 1)
 
     def run(self, x, weight, grid, kernel_size):
         return grid_depthwise_conv_sat(x, weight, grid)

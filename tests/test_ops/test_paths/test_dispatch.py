@@ -39,73 +39,59 @@ def test_dense_kernel_paths_match_the_dense_conv(dense_path, rel_err):
     assert rel_err(depthwise_conv(x, kernel, dense_path), expected) < 1e-10
 
 
-def test_automatic_path_choice():
-    # Small kernels: the direct conv (oneDNN's depthwise kernel in inference).
-    assert choose_path(5, 128, 128) == 'direct'
-    assert choose_path(3, 56, 56, requires_grad=True) == 'direct'
-    assert choose_path(13, 7, 7) == 'direct'
-    assert choose_path(13, 64, 64) == 'direct'
-    # Its backward has no fast kernel: training at K = 13 goes through FFT.
-    assert choose_path(13, 64, 64, requires_grad=True) == 'fft'
-    # Large kernels: the FFT path, without the grid (a dense kernel)...
-    for k in (31, 51, 101):
-        assert choose_path(k, 128, 128) == 'fft'
-        assert choose_path(k, 56, 56, requires_grad=True) == 'fft'
-    # ... and the fused summed-area tables with it, on the CPU only: their
-    # cost grows with k'^2 and the map, not with the padding K adds, so they
-    # win on the maps of PeLK's later stages and at K = 31-51 on large ones.
-    for k, cells in ((31, 11), (51, 13), (101, 17), (151, 19)):
-        for size in (16, 32, 64):
-            assert choose_path(k, size, size, num_cells=cells) == 'sat'
-            assert choose_path(k, size, size, True, num_cells=cells) == 'sat'
-        assert choose_path(k, 64, 64, True, cells, 'cuda') == 'fft'
-    assert choose_path(51, 128, 128, num_cells=13) == 'sat'
-    # Training too, with the register-blocked backward: at K = 51 and 101
-    # on 128x128 it measured 18 and 26 ms against FFT's 25 and 34.
-    assert choose_path(51, 128, 128, True, num_cells=13) == 'sat'
-    assert choose_path(101, 128, 128, True, num_cells=17) == 'sat'
-    # Small kernels in inference on small maps (PeLK-T's last stage at 224,
-    # whose rows the extension pads to 16 columns): oneDNN's direct conv
-    # (measured 0.5 ms against 1.0); on large ones the two tie (3.8 and
-    # 3.4 ms at 128x128).
-    assert choose_path(13, 7, 7, num_cells=9) == 'direct'
+def cheapest_by_declared_formulas(request: paths.Request) -> str:
+    """What ``auto`` must take for ``request``: of the registered paths
+    that serve it (no refusal, ready, a constant on its device), the one
+    whose constant times formula is least, ties to the first registered."""
+    best = None
+    for name, path in paths.REGISTRY.items():
+        unit = path.unit(request.device_type)
+        if unit is None or path.refusal(request) is not None or \
+                not path.ready(request):
+            continue
+        cost = unit * path.work(request)
+        if best is None or cost < best[0]:
+            best = (cost, name)
+    assert best is not None, f'no path serves {request}'
+    return best[1]
 
 
-def test_cuda_choice_uses_its_own_constants():
-    """On CUDA: never the CPU extension; the direct conv for small kernels
-    in inference, FFT for large ones (the reasoned default). Without the
-    Triton kernels (PELK_MM_TRITON=0; their choice: test_triton.py)."""
-    switches.set_triton_allowed(False)
-    assert any(
-        path.costs.get('cuda') != path.costs.get('cpu')
-        for path in paths.REGISTRY.values())
-    assert choose_path(5, 128, 128, device='cuda') == 'direct'
-    assert choose_path(13, 14, 14, num_cells=9, device='cuda') == 'direct'
-    for k, cells in ((51, 13), (101, 17)):
-        for size in (14, 56, 128):
-            assert choose_path(k, size, size, True, cells, 'cuda') == 'fft'
-    # An FFT unit weighs more on CUDA: a small training kernel that the CPU
-    # runs through FFT stays direct there.
-    assert choose_path(7, 32, 32, True) == 'fft'
-    assert choose_path(7, 32, 32, True, device='cuda') == 'direct'
+# Kernels with and without a grid (PeLK's K and k'), the map sizes of its
+# stages, both grad modes, both device types, eager and each tracer.
+REQUESTS = [
+    paths.request_for(k, size, size, grad, cells, device, traced=traced)
+    for k, cells in ((3, None), (5, 5), (7, None), (13, 9), (31, 11), (51, 13),
+                     (101, 17), (151, 19)) for size in (7, 16, 56, 128)
+    for grad in (False, True) for device in ('cpu', 'cuda')
+    for traced in (False, True, 'compile')
+]
+
+
+@pytest.mark.parametrize('triton', [True, False], ids=['triton', 'no-triton'])
+def test_auto_takes_the_cheapest_path_that_serves_each_conv(
+        monkeypatch, triton):
+    """Whatever the constants and whichever paths are registered: ``auto``
+    takes a path that serves the conv, the cheapest by the paths' own
+    formulas and constants (with the Triton kernels offered on CUDA, and
+    with PELK_MM_TRITON=0)."""
+    monkeypatch.setattr(triton_env, 'unavailable_on', lambda device: None)
+    switches.set_triton_allowed(triton)
+    chosen = set()
+    for request in REQUESTS:
+        path = paths.choose(request)
+        assert paths.get(path).refusal(request) is None, (path, request)
+        assert path == cheapest_by_declared_formulas(request), request
+        chosen.add(path)
+    # Each path that some conv here is cheapest on is reached.
+    assert len(chosen) >= 3 and ('triton' in chosen) == triton
 
 
 @needs_custom_ops
 def test_auto_prices_only_traceable_paths_in_traced_graphs():
     """In an ONNX export or a TorchScript trace (``traced=True``) the fused
-    extension cannot run: ``auto`` prices the standard-op paths, at their
-    measured CPU costs (``box_sums``, the extension's standard-op form, is
-    7-17x slower than FFT there). ``torch.compile`` and ``torch.export``
-    keep the extension's custom ops, so there ``auto`` chooses as in eager
-    mode."""
-    assert choose_path(51, 64, 64, True, 13) == 'sat'
-    assert choose_path(51, 64, 64, True, 13, traced=True) == 'fft'
-    assert choose_path(51, 64, 64, True, 13, traced='standard') == 'fft'
-    assert choose_path(51, 64, 64, True, 13, traced='compile') == 'sat'
-    request = paths.Request(51, 64, 64, num_cells=13)
-    priced = paths.costs(request)
-    assert priced['fft'] < priced['box_sums'] < priced['direct']
-    assert choose_path(5, 128, 128, traced=True) == 'direct'
+    extension cannot run: ``auto`` takes a path of standard ops.
+    ``torch.compile`` and ``torch.export`` keep the extension's custom ops,
+    so there ``auto`` chooses as in eager mode."""
     # A trace never gets a path that is opaque to it.
     for k, cells in ((13, 9), (51, 13), (101, 17)):
         for size in (8, 56, 128):
@@ -230,13 +216,19 @@ def test_auto_dispatches_by_grad_mode(monkeypatch):
     conv = PeripheralConv2d(4, 13)
     x = torch.randn(1, 4, 7, 7)
     with torch.no_grad():
-        conv(x)  # inference at K = 13: oneDNN's depthwise kernel
-    conv(x)  # training: its backward is slow; the fused tables
+        conv(x)  # inference: priced without a backward
+    conv(x)  # training
     conv.path = 'direct'
     conv(x)
     conv.path = 'fft'
     conv(x)
+    called = {
+        'direct': 'depthwise_conv_direct',
+        'fft': 'depthwise_conv_fft',
+        'sat': 'grid_depthwise_conv_sat'
+    }
     assert calls == [
-        'depthwise_conv_direct', 'grid_depthwise_conv_sat',
+        called[choose_path(13, 7, 7, False,
+                           9)], called[choose_path(13, 7, 7, True, 9)],
         'depthwise_conv_direct', 'depthwise_conv_fft'
     ]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pelk_mm.ops import (KernelPositionEmbedding, PeripheralConv2d,
-                         choose_path, expand_by_grid, forced_path,
+                         choose_path, expand_by_grid, forced_path, paths,
                          sharing_grid, switches)
 from pelk_mm.ops.grid import grid_tensor
 from pelk_mm.ops.paths import first_use, triton, triton_env
@@ -438,17 +438,17 @@ def test_float64_is_computed_in_float32_with_a_warning(rel_err):
     assert rel_err(out, dense_conv(x, weight, grid.to(DEVICE), 13)) < 1e-5
 
 
-def test_cuda_choice_offers_the_kernels_on_small_maps(monkeypatch):
-    """The reasoned (not measured) CUDA constants: the kernels' cost grows
-    with k'^2 per pixel, FFT's with the padded map, so the kernels win on
-    late-stage maps; PELK_MM_TRITON=0 takes them out of the choice."""
+def test_cuda_choice_offers_the_kernels_unless_switched_off(monkeypatch):
+    """On CUDA the kernels are priced with the other paths (which of them
+    is cheapest where: test_dispatch.py), never on the CPU; PELK_MM_TRITON=0
+    takes them out of the choice."""
     monkeypatch.setattr(triton_env, 'unavailable_on', lambda device_type: None)
-    assert choose_path(47, 14, 14, True, 13, 'cuda') == 'triton'
-    assert choose_path(51, 56, 56, True, 13, 'cuda') == 'fft'
-    assert choose_path(5, 56, 56, False, 5, 'cuda') == 'direct'
-    assert choose_path(51, 14, 14, num_cells=13, device='cpu') != 'triton'
+    late_stage = paths.request_for(47, 14, 14, True, 13, 'cuda')
+    assert 'triton' in paths.costs(late_stage)
+    assert 'triton' not in paths.costs(late_stage._replace(device_type='cpu'))
     switches.set_triton_allowed(False)
-    assert choose_path(47, 14, 14, True, 13, 'cuda') == 'fft'
+    assert 'triton' not in paths.costs(late_stage)
+    assert choose_path(47, 14, 14, True, 13, 'cuda') != 'triton'
 
 
 def test_forcing_triton_where_it_cannot_run_is_refused(monkeypatch):
