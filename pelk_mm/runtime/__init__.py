@@ -6,8 +6,9 @@ loaders registered with mmengine when pelk_mm is imported. Depends on
 mmengine and, of pelk_mm, only on its registry and its torch feature checks
 (``ops/torch_features.py``)."""
 from .checkpoint_fit import (CheckpointMismatchError, load_fitting,
-                             mismatch_error, require_file, state_dict_of,
-                             strip_prefix, without_wrapper_prefix)
+                             load_pretrained, mismatch_error, require_file,
+                             state_dict_of, strip_prefix,
+                             without_wrapper_prefix)
 from .hooks import (AtomicCheckpointHook, CheckpointFitsHook, FiniteLossHook,
                     MMCVOpsCheckHook, ProgressBarHook, RandomStateHook,
                     SegLabelCheckHook, check_mmcv_ops)
@@ -17,10 +18,10 @@ from .safe_loading import load_from_local, read_checkpoint
 from .work_dir import lock_work_dir, set_aside_earlier_run
 
 __all__ = [
-    'CheckpointMismatchError', 'load_fitting', 'mismatch_error',
-    'require_file', 'state_dict_of', 'strip_prefix', 'without_wrapper_prefix',
-    'AtomicCheckpointHook', 'CheckpointFitsHook', 'FiniteLossHook',
-    'MMCVOpsCheckHook', 'ProgressBarHook', 'RandomStateHook',
+    'CheckpointMismatchError', 'load_fitting', 'load_pretrained',
+    'mismatch_error', 'require_file', 'state_dict_of', 'strip_prefix',
+    'without_wrapper_prefix', 'AtomicCheckpointHook', 'CheckpointFitsHook',
+    'FiniteLossHook', 'MMCVOpsCheckHook', 'ProgressBarHook', 'RandomStateHook',
     'SegLabelCheckHook', 'check_mmcv_ops', 'find_resumable_checkpoint',
     'load_from_local', 'read_checkpoint', 'check_output', 'with_umask_mode',
     'lock_work_dir', 'set_aside_earlier_run'

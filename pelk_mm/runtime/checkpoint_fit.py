@@ -6,7 +6,8 @@ The backbone's ``Pretrained`` init (:meth:`pelk_mm.models.PeLK.init_weights`),
 converters read checkpoints through these: one way to find the weights
 (:func:`state_dict_of`, :func:`strip_prefix`), one error for a file that
 does not fit (:class:`CheckpointMismatchError`, :func:`mismatch_error`) and
-one for a file that is not there (:func:`require_file`).
+one for a file that is not there (:func:`require_file`); and the strict
+``Pretrained`` load of an ``init_cfg`` (:func:`load_pretrained`).
 """
 import os.path as osp
 import re
@@ -189,3 +190,61 @@ def load_fitting(module: nn.Module,
             keys=state,
             hint=hint)
     return Fit(allowed, list(result.unexpected_keys))
+
+
+def load_pretrained(module: nn.Module,
+                    cfg: dict,
+                    target: str,
+                    allow_missing: Optional[str] = None,
+                    allowed_why: str = '',
+                    hint: str = '') -> Fit:
+    """Load the ``Pretrained`` checkpoint of an ``init_cfg`` into
+    ``module``, refusing a file that does not fit (mmengine's own
+    ``Pretrained`` only warns): it must hold weights under ``cfg['prefix']``
+    and leave none of the module's unloaded beyond ``allow_missing``.
+
+    Args:
+        module (nn.Module): Where to load.
+        cfg (dict): The ``init_cfg`` (``checkpoint``, ``prefix``,
+            ``map_location``); the checkpoint is read by mmengine's
+            ``CheckpointLoader`` (pelk_mm's safe loaders).
+        target (str): What ``module`` is, for messages.
+        allow_missing (str, optional): As :func:`load_fitting`.
+        allowed_why (str): Why those may be missing, for the log.
+        hint (str): What to do, appended to an error.
+
+    Raises:
+        CheckpointMismatchError: If it holds no weights under the prefix,
+            or does not fit (:func:`load_fitting`).
+    """
+    from mmengine.logging import MMLogger
+    from mmengine.runner import CheckpointLoader
+    path, prefix = cfg['checkpoint'], cfg.get('prefix')
+    checkpoint = CheckpointLoader.load_checkpoint(
+        path, map_location=cfg.get('map_location', 'cpu'))
+    state = strip_prefix(state_dict_of(checkpoint), prefix)
+    if not state:
+        keys = sorted(state_dict_of(checkpoint))[:3]
+        raise CheckpointMismatchError(
+            f'checkpoint {path!r} holds no weights under the prefix '
+            f'{prefix!r} of init_cfg (its keys look like {keys}). For a '
+            f'backbone file or a classifier checkpoint the prefix is '
+            f'"backbone."; for a file of bare backbone keys, no prefix.')
+    fit = load_fitting(
+        module,
+        state,
+        path,
+        target,
+        allow_missing=allow_missing,
+        allow_unexpected=True,
+        hint=hint)
+    logger = MMLogger.get_current_instance()
+    logger.info(f'loaded {len(state) - len(fit.unexpected)} weights of '
+                f'{target} from {path}')
+    if fit.allowed_missing:
+        logger.info(f'not in {path} ({allowed_why}), initialised: '
+                    f'{fit.allowed_missing}')
+    if fit.unexpected:
+        logger.warning(f'{path} has weights {target} does not use: '
+                       f'{fit.unexpected[:10]}')
+    return fit

@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from fit_path_costs import benchmark_grid, fit, report
 from mmengine.logging import MMLogger
+from stage_shapes import peripheral_conv_shapes
 
 from pelk_mm.models import PeLK
 from pelk_mm.ops import expand_by_grid, paths, peripheral_conv2d
@@ -312,7 +313,7 @@ def stages(args, modes: Dict[str, bool], matmul: float, logger) -> None:
     image size, and the JSON of their times."""
     results = {}
     for size in args.image_sizes:
-        for conv in PeLK.peripheral_conv_shapes(args.stages, size):
+        for conv in peripheral_conv_shapes(args.stages, size):
             stage = copy.copy(args)
             stage.shape = [
                 args.shape[0], conv['channels'], conv['size'], conv['size']

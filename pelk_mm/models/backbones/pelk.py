@@ -4,7 +4,6 @@ One backbone for classification (mmpretrain), segmentation (mmseg) and
 detection (mmdet). The macro design is ConvNeXt's / SLaK's; every block mixes
 tokens with a partial peripheral convolution (:class:`PeripheralMixer`).
 """
-import inspect
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -18,8 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ...ops import (RESIZE_MODES, KernelPositionEmbedding, PeripheralConv2d,
                     regrid_state_dict)
 from ...registry import MODELS
-from ...runtime import (CheckpointMismatchError, load_fitting, require_file,
-                        state_dict_of, strip_prefix)
+from ...runtime import load_pretrained, require_file
 from ..layers import LayerNorm2d, PeripheralMixer
 
 
@@ -340,33 +338,6 @@ class PeLK(BaseModule):
             self.switch_to_deploy()
 
     @classmethod
-    def peripheral_conv_shapes(cls,
-                               arch: Union[str, dict] = 'tiny',
-                               image_size: int = 224) -> List[dict]:
-        """The peripheral conv of each stage of ``arch`` on a square image,
-        with this class's default stem (4) and partial ratio.
-
-        Returns:
-            list[dict]: Per stage: ``stage`` (1-4), ``channels`` (through
-            the peripheral conv), ``size`` (of the square map),
-            ``kernel_size`` and ``center_size``.
-        """
-        defaults = inspect.signature(cls.__init__).parameters
-        ratio = defaults['partial_ratio'].default
-        stride = defaults['stem_patch_size'].default
-        setting = cls._parse_arch(arch)
-        return [
-            dict(
-                stage=stage + 1,
-                channels=int(channels * ratio),
-                size=image_size // stride >> stage,
-                kernel_size=kernel_size,
-                center_size=setting['center_size'])
-            for stage, (channels, kernel_size) in enumerate(
-                zip(setting['channels'], setting['kernel_sizes']))
-        ]
-
-    @classmethod
     def _parse_arch(cls, arch: Union[str, dict]) -> dict:
         """``arch`` as a dict of arch_settings' keys (``center_size``
         defaulting to 5), checked."""
@@ -498,39 +469,14 @@ class PeLK(BaseModule):
         finally:
             self.init_cfg = init_cfg
         for cfg in pretrained:
-            self._load_pretrained(cfg)
-
-    def _load_pretrained(self, cfg: dict) -> None:
-        from mmengine.runner import CheckpointLoader
-        path, prefix = cfg['checkpoint'], cfg.get('prefix')
-        checkpoint = CheckpointLoader.load_checkpoint(
-            path, map_location=cfg.get('map_location', 'cpu'))
-        state = strip_prefix(state_dict_of(checkpoint), prefix)
-        if not state:
-            keys = sorted(state_dict_of(checkpoint))[:3]
-            raise CheckpointMismatchError(
-                f'checkpoint {path!r} holds no weights under the prefix '
-                f'{prefix!r} of init_cfg (its keys look like {keys}). For a '
-                f'backbone file or a classifier checkpoint the prefix is '
-                f'"backbone."; for a file of bare backbone keys, no prefix.')
-        fit = load_fitting(
-            self,
-            state,
-            path,
-            'this PeLK',
-            allow_missing=r'norm[0-2]\.',
-            allow_unexpected=True,
-            hint='Check model.backbone.arch and init_cfg.prefix.')
-        logger = MMLogger.get_current_instance()
-        logger.info(f'loaded {len(state) - len(fit.unexpected)} backbone '
-                    f'weights from {path}')
-        if fit.allowed_missing:
-            logger.info(f'output norms not in {path} (a classifier has only '
-                        f'its last stage\'s), initialised: '
-                        f'{fit.allowed_missing}')
-        if fit.unexpected:
-            logger.warning(f'{path} has weights this backbone does not use: '
-                           f'{fit.unexpected[:10]}')
+            load_pretrained(
+                self,
+                cfg,
+                'this PeLK',
+                allow_missing=r'norm[0-2]\.',
+                allowed_why='a classifier has only its last stage\'s output '
+                'norm',
+                hint='Check model.backbone.arch and init_cfg.prefix.')
 
     def switch_to_deploy(self) -> None:
         """Merge every mixer's branches and BNs for inference (see
