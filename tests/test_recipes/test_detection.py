@@ -11,8 +11,10 @@ from pelk_mm.synthetic import SHAPE_CLASSES, generate_coco
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(REPO, 'configs', 'demo',
                 'cascade_mask_rcnn_pelk_t_coco_demo.py')
+# Where mmdet is not installed (a GPU machine with mmcv-lite), these tests
+# skip.
 MMDET_TOOLS = osp.join(
-    osp.dirname(__import__('mmdet').__file__), '.mim', 'tools')
+    osp.dirname(pytest.importorskip('mmdet').__file__), '.mim', 'tools')
 
 
 def data_options(root, *loaders):

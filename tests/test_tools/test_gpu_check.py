@@ -11,10 +11,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow  # the whole check, at tiny sizes (half a minute)
 def test_dry_run_measures_every_part_on_the_cpu(tmp_path):
-    """The command a GPU run will use, on CPU tensors: every part runs (the
-    bf16 benchmarks are the fp32 ones' plumbing), the accuracy of every CPU
-    path is within its tolerance, and the report holds the benchmark tables
-    and the fitted constants."""
+    """The command a GPU run will use, on CPU tensors: every part runs to
+    its end (the bf16 benchmarks are the fp32 ones' plumbing; the gpu tests,
+    the accuracy one first, are collected and skipped), and the report holds
+    the benchmark tables and the fitted constants."""
     proc = subprocess.run(
         ['bash', 'tools/gpu/check.sh', '--dry-run', '--out',
          str(tmp_path)],
@@ -38,17 +38,14 @@ def test_dry_run_measures_every_part_on_the_cpu(tmp_path):
                                  n: p.get('reason')
                                  for n, p in parts.items()
                              }
-    rows = parts['accuracy']['results']
-    assert {r['path'] for r in rows} >= {'direct', 'fft', 'box_sums'}
-    assert {r['dtype'] for r in rows} == {'fp32', 'bf16', 'fp16'}
-    assert all(r['ok'] for r in rows)
     fits = parts['op-fp32']['results']['fitted_costs']
     assert fits['forward']['fft'] > 0
     assert 'images_per_second' in parts['backbone-fp32']['results']
     # Here every gpu-marked test is collected and skipped (no GPU).
-    summary = parts['gpu-tests']['results']['summary']
-    assert 'skipped' in summary and 'passed' not in summary
-    assert 'failed' not in summary and 'error' not in summary
+    for part in ('accuracy', 'gpu-tests'):
+        summary = parts[part]['results']['summary']
+        assert 'skipped' in summary and 'passed' not in summary, summary
+        assert 'failed' not in summary and 'error' not in summary, summary
     demo = parts['demo-amp']['results']
     assert demo['configs/demo/pelk_mini_in1k_demo.py'].startswith('ok')
     text = (tmp_path / 'gpu_check.txt').read_text()

@@ -4,36 +4,35 @@ Usage (from the repository root; ``tools/gpu/check.sh`` installs the wheels
 ``tools/gpu/prepare.sh`` fetched, then runs this):
     python tools/gpu/check.py --out DIR [--dry-run] [--budget SECONDS]
 
-Each part runs in the order below, within its share of the budget (a part
-that overruns is stopped and the next one starts); the report is written
-after every part, so a run stopped from outside keeps what it measured:
+An orchestrator of what the repository already has; the parts, in order:
 
 1. ``environment``: torch, CUDA, the GPU, triton, the OpenMMLab packages;
-2. ``accuracy``: every path that can run on the device against the float64
-   dense conv (plus a positional term and a bias) at the stage shapes of
-   PeLK-T/S, B and B-101 at 224 (the peripheral conv's channels, batch 2),
-   in fp32, bf16 and fp16: the output and both gradients, each against the
-   path's own tolerance;
+2. ``accuracy``: the ``gpu`` test of every path at PeLK's stage shapes
+   against the float64 dense conv, within each path's declared tolerance
+   (``tests/test_ops/test_paths/test_stage_accuracy.py``);
 3. ``op-fp32``, ``op-bf16``: ``tools/benchmark/peripheral_conv.py``
-   (K 13/31/51/101/151), with the cost constants its times imply;
+   (K 13/31/51/101/151) and the cost constants its times imply
+   (``fit_path_costs.py``);
 4. ``backbone-fp32``, ``backbone-bf16``: ``tools/benchmark/backbone.py``
    (ConvNeXt-T, the SLaK-T shape, PeLK-T, batch 64 at 224: inference and a
    training step, images/s and peak memory; fp32 and bf16 autocast);
-5. ``gpu-tests``: the tests marked ``gpu``;
-6. ``demo-amp``: one AMP training iteration of each demo config whose
-   packages are there (mmseg and mmdet need mmcv's compiled ops).
+5. ``gpu-tests``: the other tests marked ``gpu`` (a test whose package is
+   missing skips itself);
+6. ``demo-amp``: one AMP training iteration of the demo config of each task
+   of :data:`pelk_mm.tasks.TASKS` whose packages are there.
 
-A part whose packages are missing is skipped with a line saying so.
-``--dry-run`` runs the same parts on CPU tensors at tiny sizes (under a
-minute; the quick tests run it), to catch a broken script before a GPU is
-spent on it. Writes ``gpu_check.json`` and ``gpu_check.txt`` under
-``--out``.
+On a GPU each part runs within its share of the budget (device time is lent
+by the minute: a part that overruns is stopped and the next one starts),
+and the report is written after every part, so a run stopped from outside
+keeps what it measured. ``--dry-run`` runs every part to its end on CPU
+tensors at tiny sizes, whatever the machine's load (the suite runs it), to
+catch a broken script before a GPU is spent on it. Writes
+``gpu_check.json`` and ``gpu_check.txt`` under ``--out``.
 """
 import argparse
 import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from typing import Callable, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The parts' shares of the budget, in seconds (9 minutes in all on a GPU).
+# On a GPU, the parts' shares of the budget, in seconds (9 minutes in all).
 SHARES = {
     'environment': 20,
     'accuracy': 90,
@@ -55,30 +54,12 @@ SHARES = {
     'gpu-tests': 60,
     'demo-amp': 60,
 }
-# The dry run times one dtype of each benchmark (the other is the same
-# plumbing): under a minute on 2 cores.
-DRY_SHARES = {
-    'environment': 5,
-    'accuracy': 8,
-    'op-fp32': 10,
-    'backbone-fp32': 20,
-    'gpu-tests': 8,
-    'demo-amp': 20,
-}
-
-DEMO_CONFIGS = {
-    # config: (dataset to generate, what its task needs beyond mmcv-lite)
-    'configs/demo/pelk_mini_in1k_demo.py': ('imagenet', ()),
-    'configs/demo/upernet_pelk_t_ade20k_demo.py':
-    ('ade20k', ('mmseg', 'mmcv._ext')),
-    'configs/demo/cascade_mask_rcnn_pelk_t_coco_demo.py':
-    ('coco', ('mmdet', 'mmcv._ext')),
-}
-DATA_ROOTS = {
-    'imagenet': 'data/imagenet_synthetic',
-    'ade20k': 'data/ade_synthetic',
-    'coco': 'data/coco_synthetic',
-}
+# The dry run's limit per part: a backstop for a hung one, not a share.
+DRY_PART_LIMIT = 600
+# The dry run times one dtype of each benchmark (the other one is the same
+# plumbing).
+DRY_SKIPS = {'backbone-bf16', 'op-bf16'}
+ACCURACY_TEST = 'tests/test_ops/test_paths/test_stage_accuracy.py'
 
 
 class Skipped(Exception):
@@ -107,7 +88,6 @@ class Check:
         self.out, self.dry_run = out, dry_run
         self.start = time.monotonic()
         self.deadline = self.start + budget
-        self.shares = DRY_SHARES if dry_run else SHARES
         self.device = 'cpu' if dry_run else 'cuda'
         self.parts: Dict[str, dict] = {}
         self.work = Path(tempfile.mkdtemp(prefix='pelk_gpu_check_'))
@@ -115,11 +95,18 @@ class Check:
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
+    def share(self, name: str) -> float:
+        """The seconds ``name`` may take: its share of what is left (on a
+        dry run, the backstop limit)."""
+        if self.dry_run:
+            return DRY_PART_LIMIT
+        return min(SHARES[name], self.left() - 2)
+
     def run_part(self, name: str, part: Callable) -> None:
-        share = min(self.shares.get(name, 0), self.left() - 2)
+        share = self.share(name)
         started = time.monotonic()
         record = dict(status='ok')
-        if name not in self.shares:
+        if self.dry_run and name in DRY_SKIPS:
             record = dict(
                 status='skipped',
                 reason='dry run: the plumbing '
@@ -211,134 +198,34 @@ def _version(module: str) -> Optional[str]:
         return f'broken ({type(error).__name__}: {error})'
 
 
-# 2. accuracy
+# 2./5. tests
 
 
-def stage_shapes(dry_run: bool) -> List[dict]:
-    """The peripheral convs of PeLK's stages at 224 (one per distinct
-    shape: T and S share theirs), or a tiny stand-in for the dry run."""
-    from pelk_mm.models import PeLK
-    if dry_run:
-        return [_stage('tiny', 1, 1, 2, 8, 51, 5)]
-    shapes, seen = [], set()
-    for arch in PeLK.arch_settings:
-        for conv in PeLK.peripheral_conv_shapes(arch, 224):
-            shape = _stage(arch, conv['stage'], 2, conv['channels'],
-                           conv['size'], conv['kernel_size'],
-                           conv['center_size'])
-            key = tuple(shape.values())[3:]
-            if key not in seen:
-                seen.add(key)
-                shapes.append(shape)
-    return shapes
-
-
-def _stage(arch: str, stage: int, batch: int, channels: int, size: int,
-           kernel_size: int, center: int) -> dict:
-    return dict(
-        zip(('arch', 'stage', 'batch', 'channels', 'size', 'K', 'center'),
-            (arch, stage, batch, channels, size, kernel_size, center)))
+def run_pytest(check: Check, share: float, *args: str) -> dict:
+    """``pytest -m gpu ARGS``: its summary, and a failure where a test
+    failed (on a machine without CUDA every gpu test is skipped)."""
+    need('pytest')
+    proc = subprocess.run([
+        sys.executable, '-m', 'pytest', '-m', 'gpu', '-q', '-p',
+        'no:cacheprovider', '-rfEs', *args
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
+                          timeout=share)
+    summary = (proc.stdout.strip().splitlines() or [''])[-1]
+    record = dict(results=dict(summary=summary), text=_tail(proc.stdout, 4000))
+    if proc.returncode not in (0, 5):  # 5: nothing selected
+        record.update(status='failed', reason=summary)
+    return record
 
 
 def accuracy(check: Check, share: float) -> dict:
-    import torch
-
-    from pelk_mm.ops import (expand_by_grid, paths, peripheral_conv2d,
-                             peripheral_conv2d_reference, sharing_grid)
-    from pelk_mm.ops.grid import grid_tensor
-    device = torch.device(check.device)
-    stop = time.monotonic() + share - 2
-    rows, failures = [], 0
-    dtypes = {
-        'fp32': torch.float32,
-        'bf16': torch.bfloat16,
-        'fp16': torch.float16
-    }
-    for shape in stage_shapes(check.dry_run):
-        k = shape['K']
-        grid = grid_tensor(sharing_grid(k, shape['center']), device)
-        torch.manual_seed(k)
-        x0 = torch.randn(shape['batch'], shape['channels'], shape['size'],
-                         shape['size'])
-        w0 = torch.randn(shape['channels'], len(grid), len(grid)) / k
-        # A positional term and a bias: the addend the paths add (the
-        # Triton kernels in their last step).
-        pos0 = torch.randn(shape['channels'], k, k) / k**2
-        bias = torch.randn(shape['channels'], device=device)
-        for dtype_name, dtype in dtypes.items():
-            # The reference convolves the inputs as rounded to the dtype.
-            x = x0.to(dtype).to(device)
-            w = w0.to(dtype).to(device)
-            pos = pos0.to(device)
-            x64, w64 = (t.double().requires_grad_() for t in (x, w))
-            expected = peripheral_conv2d_reference(
-                x64, expand_by_grid(w64, grid, k), pos.double(), 'valid',
-                bias.double())
-            grad_out = torch.randn_like(expected)
-            expected_grads = torch.autograd.grad(expected, (x64, w64),
-                                                 grad_out)
-            request = paths.make_request(x, w, grid, k, traced=False)
-            for name, refusal in paths.refusals(request).items():
-                if time.monotonic() > stop:
-                    return dict(
-                        status='timeout',
-                        reason=f'stopped at its share after {len(rows)} '
-                        f'cases',
-                        results=rows,
-                        text=_rows_text(rows))
-                path = paths.get(name)
-                if refusal is not None or path.emulated(request):
-                    continue
-                xs, ws = (t.clone().requires_grad_() for t in (x, w))
-                out = peripheral_conv2d(
-                    xs,
-                    ws,
-                    pos,
-                    bias=bias,
-                    path=name,
-                    grid=grid,
-                    kernel_size=k)
-                grads = torch.autograd.grad(out, (xs, ws), grad_out.to(dtype))
-                tolerance = path.tolerance.get(dtype,
-                                               path.tolerance[torch.float32])
-                errors = [
-                    paths.relative_error(a, b)
-                    for a, b in zip((out, *grads), (expected, *expected_grads))
-                ]
-                ok = max(errors) <= tolerance
-                failures += not ok
-                rows.append(
-                    dict(
-                        shape,
-                        dtype=dtype_name,
-                        path=name,
-                        output=errors[0],
-                        grad_input=errors[1],
-                        grad_weight=errors[2],
-                        tolerance=tolerance,
-                        ok=ok))
-    return dict(
-        results=rows,
-        text=_rows_text(rows),
-        **({
-            'status': 'failed',
-            'reason': f'{failures} beyond tolerance'
-        } if failures else {}))
+    return run_pytest(check, share, ACCURACY_TEST)
 
 
-def _rows_text(rows: List[dict]) -> str:
-    lines = [
-        f'{"arch":>8} {"st":>2} {"B,C,HxW":>14} {"K":>4} {"dtype":>5} '
-        f'{"path":>9} {"output":>8} {"grad x":>8} {"grad w":>8} {"tol":>6}'
-    ]
-    for r in rows:
-        size = f'{r["batch"]},{r["channels"]},{r["size"]}x{r["size"]}'
-        lines.append(
-            f'{r["arch"]:>8} {r["stage"]:>2} {size:>14} '
-            f'{r["K"]:>4} {r["dtype"]:>5} {r["path"]:>9} {r["output"]:>8.1e} '
-            f'{r["grad_input"]:>8.1e} {r["grad_weight"]:>8.1e} '
-            f'{r["tolerance"]:>6.0e}{"" if r["ok"] else "  BEYOND"}')
-    return '\n'.join(lines)
+def gpu_tests(check: Check, share: float) -> dict:
+    return run_pytest(check, share, 'tests', f'--ignore={ACCURACY_TEST}')
 
 
 # 3./4. benchmarks
@@ -372,7 +259,7 @@ def backbone_benchmark(amp: str) -> Callable:
         if check.dry_run:
             sizes = [
                 '--batch', '2', '--sizes', '32', '--train-size', '32',
-                '--models', 'convnext-t', 'pelk-t', '--repeat', '1',
+                '--models', 'convnext-atto', 'pelk-t', '--repeat', '1',
                 '--no-memory'
             ]
         else:
@@ -404,73 +291,53 @@ def _log_tables(proc: subprocess.CompletedProcess) -> str:
     return '\n'.join(lines)
 
 
-# 5. tests
-
-
-def gpu_tests(check: Check, share: float) -> dict:
-    need('pytest')
-    files, skipped = [], {}
-    for path in sorted((ROOT / 'tests').rglob('*.py')):
-        text = path.read_text()
-        if '@pytest.mark.gpu' not in text:
-            continue
-        name = str(path.relative_to(ROOT))
-        missing = [
-            package for package in ('mmseg', 'mmdet', 'mmpretrain')
-            if re.search(rf"(import|from) {package}\b|__import__\('{package}'",
-                         text) and not have(package)
-        ]
-        if missing:
-            skipped[name] = f'needs {", ".join(missing)}'
-        else:
-            files.append(name)
-    proc = subprocess.run([
-        sys.executable, '-m', 'pytest', '-m', 'gpu', '-q', '-p',
-        'no:cacheprovider', '--continue-on-collection-errors', '-rfEs', *files
-    ],
-                          cwd=ROOT,
-                          capture_output=True,
-                          text=True,
-                          timeout=share)
-    summary = (proc.stdout.strip().splitlines() or [''])[-1]
-    record = dict(
-        results=dict(files=files, skipped=skipped, summary=summary),
-        text=''.join(f'{name}: skipped, {why}\n'
-                     for name, why in skipped.items()) +
-        _tail(proc.stdout, 4000))
-    if proc.returncode not in (0, 5):  # 5: nothing selected
-        record.update(status='failed', reason=summary)
-    return record
-
-
 # 6. demo configs
+
+
+def demo_configs() -> Dict[str, object]:
+    """The PeLK demo config of each task of ``pelk_mm.tasks``, in its
+    order: ``{config: task}``."""
+    from mmengine.config import Config
+
+    from pelk_mm.tasks import TASKS
+    by_scope = {}
+    for path in sorted((ROOT / 'configs' / 'demo').glob('*_demo.py')):
+        cfg = Config.fromfile(str(path))
+        if cfg.model.backbone.type.endswith('PeLK'):
+            by_scope[cfg.get('default_scope')] = str(path.relative_to(ROOT))
+    return {
+        by_scope[scope]: task
+        for scope, task in TASKS.items() if scope in by_scope
+    }
 
 
 def demo_amp(check: Check, share: float) -> dict:
     need('mmengine', 'mmcv')
     stop = time.monotonic() + share
     results, failed = {}, []
-    for config, (dataset, modules) in DEMO_CONFIGS.items():
-        missing = [m for m in modules if not have(m)]
+    for config, task in demo_configs().items():
+        scope = config_scope(config)
+        missing = [
+            m for m in (scope, 'mmcv._ext' if task.needs_mmcv_ops else None)
+            if m and not have(m)
+        ]
         if missing:
             results[config] = f'skipped: needs {", ".join(missing)}'
             continue
-        if check.dry_run and dataset != 'imagenet':
+        if check.dry_run and results:
             results[config] = 'skipped: dry run (one config is enough)'
             continue
-        root = check.work / dataset
-        left = stop - time.monotonic()
+        root = check.work / task.dataset
         try:
             check.tool([
-                'tools/dataset_converters/generate_dataset.py', dataset,
+                'tools/dataset_converters/generate_dataset.py', task.dataset,
                 str(root), '--num-train', '2', '--num-val', '1'
-            ], left)
-            work_dir = check.work / f'train-{dataset}'
+            ], stop - time.monotonic())
             check.tool([
                 'tools/train.py', config, '--work-dir',
-                str(work_dir), '--force',
+                str(check.work / f'train-{task.dataset}'), '--force',
                 *([] if check.dry_run else ['--amp']), '--cfg-options',
-                *one_iteration(config, dataset, root)
+                *one_iteration(config, task, root)
             ], stop - time.monotonic())
             results[config] = 'ok: one iteration' + (
                 ' (dry run: fp32 on the CPU)' if check.dry_run else ' (AMP)')
@@ -483,12 +350,18 @@ def demo_amp(check: Check, share: float) -> dict:
     return record
 
 
-def one_iteration(config: str, dataset: str, root: Path) -> List[str]:
+def config_scope(config: str) -> str:
+    from mmengine.config import Config
+    return Config.fromfile(str(ROOT / config)).default_scope
+
+
+def one_iteration(config: str, task, root: Path) -> List[str]:
     """``--cfg-options`` for one training iteration of ``config`` on the
     generated ``root`` (and the validation of one image that ends it)."""
-    data_root = str(root)
-    if dataset == 'ade20k':
-        data_root += '/ADEChallengeData2016'
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(ROOT / config))
+    data_root = str(root / 'ADEChallengeData2016') \
+        if task.root_of_data_root else str(root)
     options = [
         f'{loader}.dataset.data_root={data_root}'
         for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -496,19 +369,17 @@ def one_iteration(config: str, dataset: str, root: Path) -> List[str]:
     # The first two training images, one batch; one validation image.
     options += [
         'train_dataloader.batch_size=2', 'train_dataloader.dataset.indices=2',
-        'val_dataloader.dataset.indices=1'
+        'val_dataloader.dataset.indices=1', 'train_cfg.val_interval=100',
+        'train_cfg.max_iters=1'
+        if 'max_iters' in cfg.train_cfg else 'train_cfg.max_epochs=1'
     ]
-    if dataset == 'ade20k':
-        options += ['train_cfg.max_iters=1', 'train_cfg.val_interval=100']
-    else:
-        options += ['train_cfg.max_epochs=1', 'train_cfg.val_interval=100']
-    if dataset == 'coco':
-        options += [
-            f'val_evaluator.ann_file={root}/annotations/'
-            'instances_val2017.json',
-            f'test_evaluator.ann_file={root}/annotations/'
-            'instances_val2017.json'
-        ]
+    # Annotation files the evaluators read, named under the config's root.
+    old_root = cfg.train_dataloader.dataset.data_root
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        ann_file = cfg.get(evaluator, {}).get('ann_file')
+        if ann_file and ann_file.startswith(old_root):
+            options.append(f'{evaluator}.ann_file='
+                           f'{data_root}/{ann_file[len(old_root):]}')
     return options
 
 
@@ -558,11 +429,12 @@ def main() -> int:
         '--budget',
         type=float,
         default=None,
-        help='seconds for the whole run (default: 530 on a GPU, 58 dry)')
+        help='seconds for the whole run on a GPU (default: 530; a dry run '
+        'runs every part to its end)')
     parser.add_argument(
         '--parts', nargs='+', choices=sorted(PARTS), default=list(PARTS))
     args = parser.parse_args()
-    budget = args.budget or (58 if args.dry_run else 530)
+    budget = args.budget or 530
     check = Check(Path(args.out), args.dry_run, budget)
     try:
         for name in args.parts:
