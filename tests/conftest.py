@@ -111,23 +111,22 @@ def pytest_generate_tests(metafunc):
             metafunc.parametrize(name, values)
 
 
-def paper_models(task: str) -> list:
-    """The models of ``configs/metafiles/<task>.yml`` (the one copy of the
-    paper's numbers), each as its metafile entry plus ``arch`` (its
-    backbone's, read from its config)."""
+def metafile_models(task: str) -> list:
+    """The entries of ``configs/metafiles/<task>.yml`` (the one copy of the
+    paper's numbers and of our counts of the same models)."""
     import yaml
     with open(osp.join(REPO, 'configs', 'metafiles', f'{task}.yml')) as f:
-        models = yaml.safe_load(f)['Models']
+        return yaml.safe_load(f)['Models']
+
+
+def paper_models(task: str) -> list:
+    """:func:`metafile_models`, each entry plus ``arch`` (its backbone's,
+    read from its config: a few seconds for a downstream task's)."""
+    models = metafile_models(task)
     for model in models:
         config = Config.fromfile(osp.join(REPO, model['Config']))
         model['arch'] = config.model.backbone.arch
     return models
-
-
-def paper_counts(task: str, name: str) -> tuple:
-    """(params, FLOPs) of model ``name`` in the ``task`` metafile."""
-    (model, ) = [m for m in paper_models(task) if m['Name'] == name]
-    return model['Metadata']['Parameters'], model['Metadata']['FLOPs']
 
 
 @pytest.fixture(scope='session')

@@ -5,7 +5,8 @@ Usage:
     python tools/misc/model_zoo_table.py --check configs/README.md
 
 The metafiles (``model-index.yml``) are the one copy of the paper's
-numbers; this prints them as Markdown, and ``--check FILE`` fails (exit 1,
+numbers and of pelk_mm's own counts of the same models (``Counted
+Parameters`` / ``Counted FLOPs``); this prints them as Markdown, and ``--check FILE`` fails (exit 1,
 saying which row) where FILE's table is not what the index gives.
 """
 import argparse
@@ -17,7 +18,7 @@ from modelindex.load_model_index import load
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 HEADER = ("| model | task | input | params | FLOPs | paper's result | "
-          'config |\n|---|---|---|---|---|---|---|')
+          'counted here | config |\n|---|---|---|---|---|---|---|---|')
 
 
 def _si(value, unit: str) -> str:
@@ -40,9 +41,14 @@ def rows(index_path: str) -> List[str]:
         tasks = sorted({r.task for r in results_list}) or ['-']
         results = ', '.join(f'{k} {v}' for r in results_list
                             for k, v in r.metrics.items()) or '-'
+        counted = '-'
+        if data.get('Counted Parameters'):
+            counted = (f'{_si(data["Counted Parameters"], "params")} / '
+                       f'{_si(data.get("Counted FLOPs"), "flops")}')
         lines.append(f'| {model.name} | {" / ".join(tasks)} | {size} | '
                      f'{_si(data.get("Parameters"), "params")} | '
                      f'{_si(data.get("FLOPs"), "flops")} | {results} | '
+                     f'{counted} | '
                      f'[config]({osp.relpath(model.config, "configs")}) |')
     return lines
 
