@@ -288,9 +288,10 @@ def test_wrong_input_channels_and_too_small_inputs():
 # The paper's ImageNet table (params, FLOPs, 1000-class head) and what we
 # count with the counting rules of docs/specification.md, both from the
 # metafile.
-COUNTED = {(m['arch'], m['Metadata']['Input Size']): m['Metadata']
-           for m in paper_models('classification')
-           if 'Counted FLOPs' in m['Metadata']}
+COUNTED = {
+    (m['arch'], m['Metadata']['Input Size']): m['Metadata']
+    for m in paper_models('classification') if 'Counted FLOPs' in m['Metadata']
+}
 
 
 @pytest.mark.parametrize('arch, size', list(COUNTED))
