@@ -1,9 +1,11 @@
+import glob
 import os.path as osp
 import re
 from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import REPO
 from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
 
@@ -201,21 +203,21 @@ def test_finite_loss_hook_reads_losses_that_still_hold_a_graph(recwarn):
             runner, 0, outputs=dict(loss=loss / 0.))
 
 
-@pytest.mark.parametrize('config', [
-    'upernet_pelk_t_ade20k.py', 'upernet_pelk_b101_ade20k.py',
-    'cascade_mask_rcnn_pelk_t_coco.py',
-    'demo/cascade_mask_rcnn_pelk_t_coco_demo.py', 'pelk_t_in1k.py',
-    'pelk_b_in1k-384.py', 'demo/pelk_mini_in1k_demo.py',
-    'demo/upernet_pelk_t_ade20k_demo.py'
-])
+CONFIGS = sorted(
+    osp.relpath(path, osp.join(REPO, 'configs'))
+    for pattern in ('*.py', 'demo/*.py')
+    for path in glob.glob(osp.join(REPO, 'configs', pattern)))
+
+
+@pytest.mark.parametrize('config', CONFIGS)
 def test_every_recipe_uses_the_safety_hooks(config, load_config):
     cfg = load_config(config)
     assert cfg.default_hooks.finite_loss.type == 'pelk_mm.FiniteLossHook'
     assert cfg.default_hooks.random_state.type == 'pelk_mm.RandomStateHook'
-    if config.startswith('upernet'):
+    if cfg.default_scope == 'mmseg':
         assert cfg.default_hooks.seg_labels.type == \
             'pelk_mm.SegLabelCheckHook'
-    if config.startswith('cascade'):
+    if cfg.default_scope == 'mmdet':
         assert cfg.default_hooks.mmcv_ops.type == 'pelk_mm.MMCVOpsCheckHook'
     assert cfg.default_hooks.checkpoint.type == \
         'pelk_mm.AtomicCheckpointHook'
