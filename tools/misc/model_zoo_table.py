@@ -6,8 +6,9 @@ Usage:
 
 The metafiles (``model-index.yml``) are the one copy of the paper's
 numbers and of pelk_mm's own counts of the same models (``Counted
-Parameters`` / ``Counted FLOPs``); this prints them as Markdown, and ``--check FILE`` fails (exit 1,
-saying which row) where FILE's table is not what the index gives.
+Parameters`` / ``Counted FLOPs``); this prints them as Markdown, and
+``--check FILE`` fails (exit 1, saying which row) where FILE's table is not
+what the index gives.
 """
 import argparse
 import os.path as osp
