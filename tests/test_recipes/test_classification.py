@@ -4,27 +4,44 @@ import re
 
 import pytest
 import torch
-from conftest import CLS_EPOCHS, mini_overrides
+from conftest import CLS_EPOCHS, metafile_models, mini_overrides
 from mmengine.registry import init_default_scope
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+# (drop path, prune rate, mask update interval) of the paper's 224 ImageNet
+# recipe (SLaK's sparsity) for each of its archs.
+PAPER_SETTINGS = {
+    'tiny': (0.1, 0.5, 2000),
+    'small': (0.4, 0.3, 100),
+    'base': (0.5, 0.3, 100),
+    'base-101': (0.5, 0.3, 100)
+}
+# The configs trained from scratch at 224 (the 384 ones fine-tune them).
+INDEXED = [
+    m for m in metafile_models('classification')
+    if m['Metadata']['Input Size'] == 224
+]
 
-@pytest.mark.parametrize('name, arch, drop_path, channels, prune, interval', [
-    ('pelk_t_in1k.py', 'tiny', 0.1, 998, 0.5, 2000),
-    ('pelk_s_in1k.py', 'small', 0.4, 998, 0.3, 100),
-    ('pelk_b_in1k.py', 'base', 0.5, 1331, 0.3, 100),
-    ('pelk_b101_in1k.py', 'base-101', 0.5, 1331, 0.3, 100),
-])
-def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
-                                   interval, load_config):
-    cfg = load_config(name)
+
+@pytest.mark.parametrize('indexed', INDEXED, ids=[m['Name'] for m in INDEXED])
+def test_configs_follow_the_recipe(indexed, load_config):
+    """Every 224 config of the model index: the paper's recipe, its head
+    as wide as its arch's last stage."""
+    from pelk_mm.models import PeLK
+    cfg = load_config(osp.relpath(indexed['Config'], 'configs'))
     assert cfg.default_scope == 'mmpretrain'
     assert cfg.custom_imports.imports == ['pelk_mm']
     backbone = cfg.model.backbone
-    assert (backbone.type, backbone.arch) == ('pelk_mm.PeLK', arch)
+    assert backbone.type == 'pelk_mm.PeLK'
+    hooks = {h.type: h for h in cfg.custom_hooks}
+    sparsity = hooks['pelk_mm.DynamicSparsityHook']
+    drop_path, prune, interval = PAPER_SETTINGS.get(
+        backbone.arch, (backbone.drop_path_rate, sparsity.prune_rate,
+                        sparsity.update_interval))
     assert backbone.drop_path_rate == drop_path
-    assert cfg.model.head.in_channels == channels
+    assert cfg.model.head.in_channels == \
+        PeLK.arch_settings[backbone.arch]['channels'][-1]
     assert cfg.model.head.loss.label_smooth_val == 0.1
     assert [a.type
             for a in cfg.model.train_cfg.augments] == ['Mixup', 'CutMix']
@@ -47,9 +64,7 @@ def test_configs_follow_the_recipe(name, arch, drop_path, channels, prune,
     transforms = {t.type: t for t in cfg.train_pipeline}
     assert transforms['RandAugment'].magnitude_level == 9
     assert transforms['RandomErasing'].erase_prob == 0.25
-    hooks = {h.type: h for h in cfg.custom_hooks}
     assert 'EMAHook' in hooks
-    sparsity = hooks['pelk_mm.DynamicSparsityHook']
     assert (sparsity.sparsity, sparsity.sparse_init,
             sparsity.growth) == (0.4, 'snip', 'random')
     assert (sparsity.prune_rate, sparsity.update_interval) == (prune, interval)

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import metafile_models
 
 from pelk_mm.synthetic import SHAPE_CLASSES, generate_coco
 
@@ -29,24 +30,32 @@ def data_options(root, *loaders):
     return options
 
 
-@pytest.mark.parametrize('name, arch, drop_path, decay, channels', [
-    ('cascade_mask_rcnn_pelk_t_coco.py', 'tiny', 0.4, 0.7,
-     [124, 249, 499, 998]),
-    ('cascade_mask_rcnn_pelk_s_coco.py', 'small', 0.6, 0.7,
-     [124, 249, 499, 998]),
-    ('cascade_mask_rcnn_pelk_b_coco.py', 'base', 0.7, 0.8,
-     [166, 332, 665, 1331]),
-    ('cascade_mask_rcnn_pelk_b101_coco.py', 'base-101', 0.7, 0.8,
-     [166, 332, 665, 1331]),
-])
-def test_configs_follow_the_paper_recipe(name, arch, drop_path, decay,
-                                         channels, load_config):
-    cfg = load_config(name)
+# (drop path, layer-wise decay rate) of the paper's COCO recipe (SLaK's and
+# ConvNeXt's) for each of its archs.
+PAPER_SETTINGS = {
+    'tiny': (0.4, 0.7),
+    'small': (0.6, 0.7),
+    'base': (0.7, 0.8),
+    'base-101': (0.7, 0.8)
+}
+INDEXED = metafile_models('detection')
+
+
+@pytest.mark.parametrize('indexed', INDEXED, ids=[m['Name'] for m in INDEXED])
+def test_configs_follow_the_paper_recipe(indexed, load_config):
+    """Every config of the model index: the paper's recipe, its neck as
+    wide as its arch's stages."""
+    from pelk_mm.models import PeLK
+    cfg = load_config(osp.relpath(indexed['Config'], 'configs'))
     assert cfg.custom_imports.imports == ['pelk_mm']
     assert cfg.default_scope == 'mmdet'
     assert cfg.model.type == 'CascadeRCNN'
     backbone = cfg.model.backbone
-    assert backbone.type == 'pelk_mm.PeLK' and backbone.arch == arch
+    assert backbone.type == 'pelk_mm.PeLK'
+    channels = PeLK.arch_settings[backbone.arch]['channels']
+    drop_path, decay = PAPER_SETTINGS.get(
+        backbone.arch,
+        (backbone.drop_path_rate, cfg.optim_wrapper.paramwise_cfg.decay_rate))
     assert backbone.drop_path_rate == drop_path
     assert backbone.init_cfg.type == 'Pretrained'
     assert backbone.init_cfg.prefix == 'backbone.'

@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MINI_ARCH, SEG_ITERS, data_roots, mini_overrides
+from conftest import (MINI_ARCH, SEG_ITERS, data_roots, metafile_models,
+                      mini_overrides)
 from PIL import Image
 
 from pelk_mm.synthetic import SCENE_CLASSES, generate_ade20k
@@ -40,20 +41,24 @@ def train_demo(run_tool, work_dir, *options, config=DEMO):
         check=False)
 
 
-@pytest.mark.parametrize('name, arch, drop_path, channels', [
-    ('upernet_pelk_t_ade20k.py', 'tiny', 0.4, [124, 249, 499, 998]),
-    ('upernet_pelk_s_ade20k.py', 'small', 0.3, [124, 249, 499, 998]),
-    ('upernet_pelk_b_ade20k.py', 'base', 0.4, [166, 332, 665, 1331]),
-    ('upernet_pelk_b101_ade20k.py', 'base-101', 0.4, [166, 332, 665, 1331]),
-])
-def test_configs_follow_the_paper_recipe(name, arch, drop_path, channels,
-                                         load_config):
-    cfg = load_config(name)
+# The drop path of the paper's ADE20K recipe for each of its archs.
+PAPER_DROP_PATH = {'tiny': 0.4, 'small': 0.3, 'base': 0.4, 'base-101': 0.4}
+INDEXED = metafile_models('segmentation')
+
+
+@pytest.mark.parametrize('indexed', INDEXED, ids=[m['Name'] for m in INDEXED])
+def test_configs_follow_the_paper_recipe(indexed, load_config):
+    """Every config of the model index: the paper's recipe, its heads as
+    wide as its arch's stages."""
+    from pelk_mm.models import PeLK
+    cfg = load_config(osp.relpath(indexed['Config'], 'configs'))
     assert cfg.custom_imports.imports == ['pelk_mm']
     assert cfg.default_scope == 'mmseg'
     backbone = cfg.model.backbone
-    assert backbone.type == 'pelk_mm.PeLK' and backbone.arch == arch
-    assert backbone.drop_path_rate == drop_path
+    assert backbone.type == 'pelk_mm.PeLK'
+    channels = PeLK.arch_settings[backbone.arch]['channels']
+    if backbone.arch in PAPER_DROP_PATH:
+        assert backbone.drop_path_rate == PAPER_DROP_PATH[backbone.arch]
     assert backbone.init_cfg.type == 'Pretrained'
     assert backbone.init_cfg.prefix == 'backbone.'
     assert cfg.model.pretrained is None
