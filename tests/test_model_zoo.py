@@ -30,12 +30,12 @@ def test_every_paper_config_is_indexed_once():
 
 
 def test_every_paper_model_has_results_and_counts():
-    """The index is the one copy of the paper's numbers: every model the
-    paper reports has its counts and results there (PeLK-B-101 at 224 is
-    not in the paper)."""
+    """The index is the one copy of the paper's numbers: a model the paper
+    reports has its counts and results there; one it does not (PeLK-B-101
+    at 224) has neither."""
     for model in indexed_models():
-        if model.name == 'pelk_b101_in1k':
-            assert not model.results and 'FLOPs' not in model.metadata.data
+        if not model.results:
+            assert not {'FLOPs', 'Parameters'} & set(model.metadata.data)
             continue
         assert model.metadata.parameters > 1e7 and model.metadata.flops > 1e9
         metrics = {k for r in model.results for k in r.metrics}
@@ -74,10 +74,11 @@ def test_mmpretrain_finds_the_classifiers_by_name():
     from mmpretrain import get_model, list_models
 
     import pelk_mm  # noqa: F401
-    assert list_models('pelk*') == [
-        'pelk_b101_in1k', 'pelk_b101_in1k-384', 'pelk_b_in1k',
-        'pelk_b_in1k-384', 'pelk_s_in1k', 'pelk_t_in1k'
-    ]
+    # The index's classifiers, by their names there.
+    assert list_models('pelk*') == sorted(
+        m.name for m in indexed_models()
+        if m.config.endswith('_in1k.py') or m.config.endswith('_in1k-384.py'))
+    assert {'pelk_t_in1k', 'pelk_b101_in1k-384'} <= set(list_models('pelk*'))
     model = get_model('pelk_t_in1k', pretrained=False)
     assert type(model.backbone).__name__ == 'PeLK'
     assert model.backbone.kernel_sizes == [51, 49, 47, 13]
