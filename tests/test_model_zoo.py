@@ -74,6 +74,7 @@ def test_mmpretrain_finds_the_classifiers_by_name():
     from mmpretrain import get_model, list_models
 
     import pelk_mm  # noqa: F401
+
     # The index's classifiers, by their names there.
     assert list_models('pelk*') == sorted(
         m.name for m in indexed_models()
