@@ -29,8 +29,8 @@ from mmengine.logging import MMLogger
 from pelk_mm.ops import paths
 from pelk_mm.ops.grid import sharing_grid
 
-# The benchmark's name of the direct conv.
-TIMED_AS = {'direct': 'dense'}
+# The benchmark's name of the direct conv (the other paths keep theirs).
+DIRECT_TIMED_AS = 'dense'
 
 
 def benchmark_grid(kernel_size: int) -> list:
@@ -66,7 +66,10 @@ def fit(shape, device_type: str, times: Dict[int, Dict[str, float]],
     def macs(k):
         return b * c * k * k * h * w
 
-    dense = {k: t['dense'] for k, t in times.items() if 'dense' in t}
+    dense = {
+        k: t[DIRECT_TIMED_AS]
+        for k, t in times.items() if DIRECT_TIMED_AS in t
+    }
     unit = _median([dense[k] / macs(k) for k in dense if k > fast.max_kernel])
     if unit is None:
         return {}
@@ -78,12 +81,12 @@ def fit(shape, device_type: str, times: Dict[int, Dict[str, float]],
     for name, path in paths.REGISTRY.items():
         if name == 'direct':
             continue
-        timed = TIMED_AS.get(name, name)
-        fitted[name] = _median([
-            by_method[timed] / (unit * b * c * path.work(request(k)))
-            for k, by_method in times.items()
-            if timed in by_method and path.work(request(k))
-        ])
+        ratios = []
+        for k, by_method in times.items():
+            work = path.work(request(k)) if name in by_method else None
+            if work:
+                ratios.append(by_method[name] / (unit * b * c * work))
+        fitted[name] = _median(ratios)
     return fitted
 
 

@@ -294,9 +294,9 @@ def _log_tables(proc: subprocess.CompletedProcess) -> str:
 # 6. demo configs
 
 
-def demo_configs() -> Dict[str, object]:
+def demo_configs() -> Dict[str, tuple]:
     """The PeLK demo config of each task of ``pelk_mm.tasks``, in its
-    order: ``{config: task}``."""
+    order: ``{config: (its Config, task)}``."""
     from mmengine.config import Config
 
     from pelk_mm.tasks import TASKS
@@ -304,9 +304,10 @@ def demo_configs() -> Dict[str, object]:
     for path in sorted((ROOT / 'configs' / 'demo').glob('*_demo.py')):
         cfg = Config.fromfile(str(path))
         if cfg.model.backbone.type.endswith('PeLK'):
-            by_scope[cfg.get('default_scope')] = str(path.relative_to(ROOT))
+            by_scope[cfg.get('default_scope')] = (str(path.relative_to(ROOT)),
+                                                  cfg)
     return {
-        by_scope[scope]: task
+        by_scope[scope][0]: (by_scope[scope][1], task)
         for scope, task in TASKS.items() if scope in by_scope
     }
 
@@ -315,10 +316,10 @@ def demo_amp(check: Check, share: float) -> dict:
     need('mmengine', 'mmcv')
     stop = time.monotonic() + share
     results, failed = {}, []
-    for config, task in demo_configs().items():
-        scope = config_scope(config)
+    for config, (cfg, task) in demo_configs().items():
         missing = [
-            m for m in (scope, 'mmcv._ext' if task.needs_mmcv_ops else None)
+            m for m in (cfg.default_scope,
+                        'mmcv._ext' if task.needs_mmcv_ops else None)
             if m and not have(m)
         ]
         if missing:
@@ -337,7 +338,7 @@ def demo_amp(check: Check, share: float) -> dict:
                 'tools/train.py', config, '--work-dir',
                 str(check.work / f'train-{task.dataset}'), '--force',
                 *([] if check.dry_run else ['--amp']), '--cfg-options',
-                *one_iteration(config, task, root)
+                *one_iteration(cfg, task, root)
             ], stop - time.monotonic())
             results[config] = 'ok: one iteration' + (
                 ' (dry run: fp32 on the CPU)' if check.dry_run else ' (AMP)')
@@ -350,18 +351,15 @@ def demo_amp(check: Check, share: float) -> dict:
     return record
 
 
-def config_scope(config: str) -> str:
-    from mmengine.config import Config
-    return Config.fromfile(str(ROOT / config)).default_scope
-
-
-def one_iteration(config: str, task, root: Path) -> List[str]:
-    """``--cfg-options`` for one training iteration of ``config`` on the
-    generated ``root`` (and the validation of one image that ends it)."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(str(ROOT / config))
-    data_root = str(root / 'ADEChallengeData2016') \
-        if task.root_of_data_root else str(root)
+def one_iteration(cfg, task, root: Path) -> List[str]:
+    """``--cfg-options`` for one training iteration of the config ``cfg``
+    on the dataset generated at ``root`` (and the validation of one image
+    that ends it)."""
+    old_root = cfg.train_dataloader.dataset.data_root
+    # The config's data_root as it lies under the task's default root
+    # (ADE20K's ADEChallengeData2016 below the generator's root).
+    data_root = os.path.normpath(root /
+                                 os.path.relpath(old_root, task.default_root))
     options = [
         f'{loader}.dataset.data_root={data_root}'
         for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -374,7 +372,6 @@ def one_iteration(config: str, task, root: Path) -> List[str]:
         if 'max_iters' in cfg.train_cfg else 'train_cfg.max_epochs=1'
     ]
     # Annotation files the evaluators read, named under the config's root.
-    old_root = cfg.train_dataloader.dataset.data_root
     for evaluator in ('val_evaluator', 'test_evaluator'):
         ann_file = cfg.get(evaluator, {}).get('ann_file')
         if ann_file and ann_file.startswith(old_root):

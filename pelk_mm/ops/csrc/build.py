@@ -161,9 +161,16 @@ def _discard_unverified(path: str) -> None:
 
 
 def _record_checksum(path: str) -> None:
+    """Record the library's SHA-256 where it is not recorded yet (a build
+    in this call): a library loaded as built leaves the file untouched."""
+    digest = _library_digest(path)
+    with contextlib.suppress(OSError):
+        with open(osp.join(path, _CHECKSUM)) as f:
+            if f.read().strip() == digest:
+                return
     partial = osp.join(path, f'.{_CHECKSUM}.{os.getpid()}')
     with open(partial, 'w') as f:
-        f.write(_library_digest(path) + '\n')
+        f.write(digest + '\n')
     os.replace(partial, osp.join(path, _CHECKSUM))
 
 

@@ -4,6 +4,7 @@ batch 2), with a positional term and a bias, in fp32, bf16 and fp16: the
 output and both gradients, each within the path's declared tolerance.
 Marked ``gpu`` (``tools/gpu/check.sh`` runs it first); on the CPU the same
 comparisons run at smaller sizes in the tests of each path."""
+import functools
 import sys
 from pathlib import Path
 
@@ -20,16 +21,17 @@ DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 STAGES = [(arch, stage) for arch in PeLK.arch_settings for stage in range(4)]
 
 
-def stage_shape(arch: str, stage: int) -> dict:
-    """The peripheral conv of ``stage`` of ``arch`` at 224 (what the
-    benchmarks time per stage)."""
+@functools.lru_cache(maxsize=None)
+def stage_shapes(arch: str) -> tuple:
+    """The peripheral conv of each stage of ``arch`` at 224 (what the
+    benchmarks time per stage), read off the built model once per arch."""
     sys.path.insert(
         0, str(Path(__file__).resolve().parents[3] / 'tools' / 'benchmark'))
     try:
         from stage_shapes import peripheral_conv_shapes
     finally:
         sys.path.pop(0)
-    return peripheral_conv_shapes(arch, 224)[stage]
+    return tuple(peripheral_conv_shapes(arch, 224))
 
 
 @pytest.mark.gpu
@@ -40,7 +42,7 @@ def stage_shape(arch: str, stage: int) -> dict:
 def test_each_path_is_within_its_tolerance_at_the_stage_shapes(
         arch, stage, path, dtype):
     device = torch.device('cuda')
-    shape = stage_shape(arch, stage)
+    shape = stage_shapes(arch)[stage]
     k, channels = shape['kernel_size'], shape['channels']
     grid = grid_tensor(sharing_grid(k, shape['center_size']), device)
     torch.manual_seed(k)
