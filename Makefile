@@ -31,19 +31,23 @@ format: lint-tools
 # The quick part first (minutes on 2 cores), then the end-to-end one
 # (marked slow): a broken basic fails early. Each part ends with its 15
 # slowest tests. `make test-quick` is the first part alone. (pytest's exit
-# code 5: PYTEST_ARGS selected nothing there.)
+# code 5: PYTEST_ARGS selected nothing there.) pytest-xdist runs the tests
+# in TEST_WORKERS processes (0: in this one), each with its share of the
+# cores; the tests that read one trained model run in one of them.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
 test: test-quick
-	$(PY) -m pytest -m slow --durations=15 $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PYTEST) -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-quick: install
-	$(PY) -m pytest -m "not slow" --durations=15 $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # pelk_mm in the environments users have (tools/test_matrix.sh): torch
 # 2.1.2 with OpenMMLab's stack, from its wheel and the stock tools, and the
 # newest torch on PyPI. Each is a venv of its own (.venv-openmmlab,
 # .venv-torch-newest); mmcv is built once per torch (about 7 minutes).
 test-matrix:
-	bash tools/test_matrix.sh
+	TEST_WORKERS=$(TEST_WORKERS) bash tools/test_matrix.sh
 
 DEMO_CONFIG := configs/demo/upernet_pelk_t_ade20k_demo.py
 DEMO_DIR := work_dirs/demo

@@ -71,6 +71,16 @@ def _half_autocast():
 CPU_HALF_CONV = _cpu_supports(_half_conv)
 CPU_HALF_AUTOCAST = _cpu_supports(_half_autocast)
 
+# Under pytest-xdist each worker takes its share of the cores (torch's
+# default, all of them in every worker, makes the workers fight over each
+# core: the quick part took a quarter longer on 2 cores); the tools the
+# tests start inherit it.
+_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    os.environ['OMP_NUM_THREADS'] = str(_THREADS)
+    torch.set_num_threads(_THREADS)
+
 # Where no GPU is, the Triton kernels (path='triton') run through Triton's
 # interpreter on CPU tensors; it is chosen when triton is first imported,
 # which none of the imports above does.
@@ -184,14 +194,23 @@ def restore_switches():
     switches.set_extension_dir(saved[2])
 
 
+#: The session fixtures that train a model: under pytest-xdist (``make
+#: test`` runs one worker per core), the tests that read one run on one
+#: worker (``--dist loadgroup``), so that it is trained once.
+TRAINED_FIXTURES = ('trained_segmentor', 'trained_detector',
+                    'trained_classifier')
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA: skipped, saying so, without it."""
-    if torch.cuda.is_available():
-        return
+    """Tests marked ``gpu`` need CUDA: skipped, saying so, without it. The
+    readers of a :data:`TRAINED_FIXTURES` model share an xdist group."""
     skip = pytest.mark.skip(reason='needs a CUDA GPU (none visible)')
     for item in items:
-        if 'gpu' in item.keywords:
+        if 'gpu' in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip)
+        for name in TRAINED_FIXTURES:
+            if name in getattr(item, 'fixturenames', ()):
+                item.add_marker(pytest.mark.xdist_group(name))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@
 #                                        CUDA kernels where nvcc is found,
 #                                        see below)
 #   mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0, ftfy, regex,
-#   opencv-python<5, pytest, flake8 7.1.1, isort 5.13.2, yapf 0.40.2
+#   opencv-python<5, pytest, pytest-xdist, flake8 7.1.1, isort 5.13.2, yapf 0.40.2
 #   (the house style's checkers, `make lint`), and pelk_mm itself
 #   (editable).
 #
@@ -286,10 +286,16 @@ if ! ok "import mmcv, mmcv.ops, sys; from mmcv.ops import nms, roi_align; assert
 fi
 MMCV_OPS="$("$PY" -c 'from mmcv.ops import get_compiling_cuda_version as v; c = v(); print("CPU ops only" if c == "not available" else f"CPU + CUDA {c} ops")')"
 
-if ! ok 'import mmdet, mmseg, mmpretrain, ftfy, regex, cv2, pytest, sys; sys.exit(not (mmdet.__version__ == "3.3.0" and mmseg.__version__ == "1.2.2" and mmpretrain.__version__ == "1.2.0"))'; then
+if ! ok 'import mmdet, mmseg, mmpretrain, ftfy, regex, cv2, sys; sys.exit(not (mmdet.__version__ == "3.3.0" and mmseg.__version__ == "1.2.2" and mmpretrain.__version__ == "1.2.0"))'; then
   log "installing mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0"
   pip_install -q mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 \
-    ftfy regex 'opencv-python<5' pytest
+    ftfy regex 'opencv-python<5'
+fi
+
+# The suite's runner (`make test`: pytest-xdist, a worker per core).
+if ! ok 'import pytest, xdist'; then
+  log "installing pytest, pytest-xdist (make test)"
+  pip_install -q pytest pytest-xdist
 fi
 
 # ONNX export (tools/deployment/pytorch2onnx.py): torch's dynamo-based

@@ -24,13 +24,16 @@
 #              mmpretrain need them. The op and backbone tests.
 #
 # Usage: bash tools/test_matrix.sh [openmmlab] [newest]   (default: both)
-# Environment: PYTHON (default python3.11), MAX_JOBS (mmcv's build).
+# Environment: PYTHON (default python3.11), MAX_JOBS (mmcv's build),
+#              TEST_WORKERS (pytest-xdist's, as `make test`'s).
 set -euo pipefail
 {
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3.11}"
 START=$(date +%s)
+# The suite as `make test` runs it, in the Makefile's TEST_WORKERS.
+XDIST="-n ${TEST_WORKERS:-2} --dist loadgroup"
 log() { printf '[matrix %4ds] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 
 # venv NAME CACHE: creates .venv-NAME and points PY at it, with pip's cache
@@ -75,9 +78,9 @@ openmmlab() {
     || pip_install torch==2.1.2 torchvision==0.16.2 'numpy<2'
   ok 'import mmengine' || pip_install mmengine==0.10.7 'opencv-python<5' 'numpy<2'
   install_mmcv
-  ok 'import mmdet, mmseg, mmpretrain, mim, pytest' || pip_install \
+  ok 'import mmdet, mmseg, mmpretrain, mim, pytest, xdist' || pip_install \
     mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 ftfy regex \
-    openmim pytest onnx==1.23.2 onnxruntime==1.32.0 'numpy<2' 'pandas<3' \
+    openmim pytest pytest-xdist onnx==1.23.2 onnxruntime==1.32.0 'numpy<2' 'pandas<3' \
     'opencv-python<5'
 
   build_wheel
@@ -94,7 +97,7 @@ openmmlab() {
   pip_install --no-deps "$WHEEL"
 
   log "openmmlab: the quick part of the suite"
-  "$PY" -m pytest -q -m "not slow" -p no:cacheprovider \
+  "$PY" -m pytest -q -m "not slow" -p no:cacheprovider $XDIST \
     --ignore=tests/test_tools/test_lint.py
 
   log "openmmlab: the stock tools, outside the clone"
@@ -109,54 +112,73 @@ openmmlab() {
     mim run pelk_mm generate_dataset coco data/coco_synthetic >/dev/null
     mim run pelk_mm generate_dataset imagenet data/imagenet_synthetic >/dev/null
     demos="$site/pelk_mm/.mim/configs/demo"
-    two_iterations seg "$demos/upernet_pelk_t_ade20k_demo.py" \
-      train_cfg.max_iters=2 train_cfg.val_interval=2 \
-      default_hooks.checkpoint.interval=2 val_dataloader.dataset.indices=2
-    two_iterations det "$demos/cascade_mask_rcnn_pelk_t_coco_demo.py" \
-      train_cfg.max_epochs=1 train_dataloader.dataset.indices=4 \
-      val_dataloader.dataset.indices=2
-    two_iterations cls "$demos/pelk_mini_in1k_demo.py" \
-      train_cfg.max_epochs=1 train_dataloader.dataset.indices=8 \
-      train_dataloader.batch_size=4 val_dataloader.dataset.indices=4
     ade=data/ade_synthetic/ADEChallengeData2016
-    two_iterations seg upernet_pelk_t_mine.py \
-      model.backbone.init_cfg=None train_cfg.max_iters=2 \
-      train_cfg.val_interval=2 default_hooks.checkpoint.interval=2 \
-      train_dataloader.batch_size=2 "train_dataloader.dataset.data_root=$ade" \
-      "val_dataloader.dataset.data_root=$ade" \
-      "test_dataloader.dataset.data_root=$ade" \
-      val_dataloader.dataset.indices=2 test_dataloader.dataset.indices=2
     coco=data/coco_synthetic/ classes="('disc','square','triangle')"
-    two_iterations det mask_rcnn_pelk_t_mine.py \
-      model.backbone.init_cfg=None train_cfg.max_epochs=1 \
-      train_dataloader.dataset.indices=4 train_dataloader.batch_size=2 \
-      "train_dataloader.dataset.data_root=$coco" \
-      "train_dataloader.dataset.metainfo.classes=$classes" \
-      "train_dataloader.dataset.pipeline.2.scale=(160,128)" \
-      "val_dataloader.dataset.data_root=$coco" \
-      "val_dataloader.dataset.metainfo.classes=$classes" \
-      "val_dataloader.dataset.pipeline.1.scale=(160,128)" \
-      val_dataloader.dataset.indices=2 \
-      "val_evaluator.ann_file=${coco}annotations/instances_val2017.json" \
-      "test_dataloader.dataset.data_root=$coco" \
-      "test_dataloader.dataset.metainfo.classes=$classes" \
-      "test_dataloader.dataset.pipeline.1.scale=(160,128)" \
-      test_dataloader.dataset.indices=2 \
-      "test_evaluator.ann_file=${coco}annotations/instances_val2017.json"
-    log "mim train pelk_mm upernet_pelk_t_ade20k_demo.py"
-    mim train pelk_mm upernet_pelk_t_ade20k_demo.py --gpus 0 --work-dir mim \
-      --cfg-options train_cfg.max_iters=2 train_cfg.val_interval=2 \
-      default_hooks.checkpoint.interval=2 val_dataloader.dataset.indices=2 \
-      > mim.log 2>&1 || { tail -40 mim.log; exit 1; }
-    [ -f mim/iter_2.pth ]
-    mim test pelk_mm upernet_pelk_t_ade20k_demo.py --checkpoint mim/iter_2.pth \
-      --gpus 0 --work-dir mim/test \
-      --cfg-options test_dataloader.dataset.indices=2 \
-      > mim-test.log 2>&1 || { tail -40 mim-test.log; exit 1; }
-    grep -q 'mIoU:' mim-test.log
+    # Two lanes at once, a core and a thread each (each run is mostly one
+    # process's start-up on one core); a lane stops at its first failure,
+    # showing its log.
+    export OMP_NUM_THREADS=1
+    {
+      two_iterations seg upernet_pelk_t_mine.py \
+        model.backbone.init_cfg=None train_cfg.max_iters=2 \
+        train_cfg.val_interval=2 default_hooks.checkpoint.interval=2 \
+        train_dataloader.batch_size=2 "train_dataloader.dataset.data_root=$ade" \
+        "val_dataloader.dataset.data_root=$ade" \
+        "test_dataloader.dataset.data_root=$ade" \
+        val_dataloader.dataset.indices=2 test_dataloader.dataset.indices=2
+      two_iterations det "$demos/cascade_mask_rcnn_pelk_t_coco_demo.py" \
+        train_cfg.max_epochs=1 train_dataloader.dataset.indices=4 \
+        val_dataloader.dataset.indices=2
+      two_iterations cls "$demos/pelk_mini_in1k_demo.py" \
+        train_cfg.max_epochs=1 train_dataloader.dataset.indices=8 \
+        train_dataloader.batch_size=4 val_dataloader.dataset.indices=4
+    } &
+    lanes=("$!")
+    {
+      two_iterations seg "$demos/upernet_pelk_t_ade20k_demo.py" \
+        train_cfg.max_iters=2 train_cfg.val_interval=2 \
+        default_hooks.checkpoint.interval=2 val_dataloader.dataset.indices=2
+      two_iterations det mask_rcnn_pelk_t_mine.py \
+        model.backbone.init_cfg=None train_cfg.max_epochs=1 \
+        train_dataloader.dataset.indices=4 train_dataloader.batch_size=2 \
+        "train_dataloader.dataset.data_root=$coco" \
+        "train_dataloader.dataset.metainfo.classes=$classes" \
+        "train_dataloader.dataset.pipeline.2.scale=(160,128)" \
+        "val_dataloader.dataset.data_root=$coco" \
+        "val_dataloader.dataset.metainfo.classes=$classes" \
+        "val_dataloader.dataset.pipeline.1.scale=(160,128)" \
+        val_dataloader.dataset.indices=2 \
+        "val_evaluator.ann_file=${coco}annotations/instances_val2017.json" \
+        "test_dataloader.dataset.data_root=$coco" \
+        "test_dataloader.dataset.metainfo.classes=$classes" \
+        "test_dataloader.dataset.pipeline.1.scale=(160,128)" \
+        test_dataloader.dataset.indices=2 \
+        "test_evaluator.ann_file=${coco}annotations/instances_val2017.json"
+      mim_train_and_test
+    } &
+    lanes+=("$!")
+    failed=0
+    for lane in "${lanes[@]}"; do wait "$lane" || failed=1; done
+    [ "$failed" = 0 ]
   )
   rm -rf "$work"
   log "openmmlab: passed"
+}
+
+# `mim train pelk_mm` then `mim test pelk_mm` on the segmentation demo
+# (2 iterations), from the folder the stock tools run in.
+mim_train_and_test() {
+  log "mim train + mim test pelk_mm upernet_pelk_t_ade20k_demo.py"
+  mim train pelk_mm upernet_pelk_t_ade20k_demo.py --gpus 0 --work-dir mim \
+    --cfg-options train_cfg.max_iters=2 train_cfg.val_interval=2 \
+    default_hooks.checkpoint.interval=2 val_dataloader.dataset.indices=2 \
+    > mim.log 2>&1 || { tail -40 mim.log; exit 1; }
+  [ -f mim/iter_2.pth ]
+  mim test pelk_mm upernet_pelk_t_ade20k_demo.py --checkpoint mim/iter_2.pth \
+    --gpus 0 --work-dir mim/test \
+    --cfg-options test_dataloader.dataset.indices=2 \
+    > mim-test.log 2>&1 || { tail -40 mim-test.log; exit 1; }
+  grep -q 'mIoU:' mim-test.log
 }
 
 # two_iterations TASK CONFIG OPTION...: the task's own tools/train.py (2
@@ -194,8 +216,8 @@ newest() {
   # mmengine's `mmseg::`-style bases import.
   PIP_CONSTRAINT=/dev/null pip_install --upgrade torch torchvision
   pip_install 'setuptools<82' wheel ninja
-  ok 'import mmengine, pytest' || pip_install mmengine==0.10.7 pytest \
-    'opencv-python<5'
+  ok 'import mmengine, pytest, xdist' || pip_install mmengine==0.10.7 \
+    pytest pytest-xdist 'opencv-python<5'
   ok 'import mmcv' || pip_install mmcv-lite==2.1.0
   # Their configs only (the paper configs' bases): their models need
   # mmcv's compiled ops, and those tests skip here.
@@ -203,7 +225,7 @@ newest() {
     mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0
   pip_install --no-deps --no-build-isolation -e .
   log "newest: torch $("$PY" -c 'import torch; print(torch.__version__)'): the op and backbone tests, and checkpoint loading (torch's weights-only unpickler) on every route this stack has"
-  "$PY" -m pytest -q -m "not slow" -p no:cacheprovider tests/test_ops \
+  "$PY" -m pytest -q -m "not slow" -p no:cacheprovider $XDIST tests/test_ops \
     tests/test_models tests/test_runtime/test_safe_loading.py \
     tests/test_runtime/test_crafted_checkpoints.py \
     -k 'not deployment and not test_tool'

@@ -16,10 +16,9 @@ An orchestrator of what the repository already has; the parts, in order:
 4. ``backbone-fp32``, ``backbone-bf16``: ``tools/benchmark/backbone.py``
    (ConvNeXt-T, the SLaK-T shape, PeLK-T, batch 64 at 224: inference and a
    training step, images/s and peak memory; fp32 and bf16 autocast);
-5. ``gpu-tests``: the other tests marked ``gpu`` (a test whose package is
-   missing skips itself);
-6. ``demo-amp``: one AMP training iteration of the demo config of each task
-   of :data:`pelk_mm.tasks.TASKS` whose packages are there.
+5. ``gpu-tests``: the other tests marked ``gpu``, among them one AMP
+   training iteration of each task's demo config (a test whose package is
+   missing skips itself).
 
 On a GPU each part runs within its share of the budget (device time is lent
 by the minute: a part that overruns is stopped and the next one starts),
@@ -39,7 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,14 +50,13 @@ SHARES = {
     'backbone-fp32': 80,
     'backbone-bf16': 70,
     'op-bf16': 60,
-    'gpu-tests': 60,
-    'demo-amp': 60,
+    'gpu-tests': 120,
 }
 # The dry run's limit per part: a backstop for a hung one, not a share.
 DRY_PART_LIMIT = 600
-# The dry run times one dtype of each benchmark (the other one is the same
-# plumbing).
-DRY_SKIPS = {'backbone-bf16', 'op-bf16'}
+# The dry run times one dtype of each benchmark.
+DRY_SKIPS = dict.fromkeys(('backbone-bf16', 'op-bf16'),
+                          'dry run: the plumbing of the fp32 part')
 ACCURACY_TEST = 'tests/test_ops/test_paths/test_stage_accuracy.py'
 
 
@@ -107,10 +105,7 @@ class Check:
         started = time.monotonic()
         record = dict(status='ok')
         if self.dry_run and name in DRY_SKIPS:
-            record = dict(
-                status='skipped',
-                reason='dry run: the plumbing '
-                'of the part before')
+            record = dict(status='skipped', reason=DRY_SKIPS[name])
         elif share <= 1:
             record = dict(status='skipped', reason='out of time')
         else:
@@ -201,82 +196,70 @@ def _version(module: str) -> Optional[str]:
 # 2./5. tests
 
 
-def run_pytest(check: Check, share: float, *args: str) -> dict:
-    """``pytest -m gpu ARGS``: its summary, and a failure where a test
-    failed (on a machine without CUDA every gpu test is skipped)."""
-    need('pytest')
-    proc = subprocess.run([
-        sys.executable, '-m', 'pytest', '-m', 'gpu', '-q', '-p',
-        'no:cacheprovider', '-rfEs', *args
-    ],
-                          cwd=ROOT,
-                          capture_output=True,
-                          text=True,
-                          timeout=share)
-    summary = (proc.stdout.strip().splitlines() or [''])[-1]
-    record = dict(results=dict(summary=summary), text=_tail(proc.stdout, 4000))
-    if proc.returncode not in (0, 5):  # 5: nothing selected
-        record.update(status='failed', reason=summary)
-    return record
+def tests(*args: str) -> Callable:
+    """The part that runs ``pytest -m gpu ARGS``: its summary, and a
+    failure where a test failed (on a machine without CUDA every gpu test
+    is skipped)."""
 
+    def run(check: Check, share: float) -> dict:
+        need('pytest')
+        proc = subprocess.run([
+            sys.executable, '-m', 'pytest', '-m', 'gpu', '-q', '-p',
+            'no:cacheprovider', '-rfEs', *args
+        ],
+                              cwd=ROOT,
+                              capture_output=True,
+                              text=True,
+                              timeout=share)
+        summary = (proc.stdout.strip().splitlines() or [''])[-1]
+        record = dict(
+            results=dict(summary=summary), text=_tail(proc.stdout, 4000))
+        if proc.returncode not in (0, 5):  # 5: nothing selected
+            record.update(status='failed', reason=summary)
+        return record
 
-def accuracy(check: Check, share: float) -> dict:
-    return run_pytest(check, share, ACCURACY_TEST)
-
-
-def gpu_tests(check: Check, share: float) -> dict:
-    return run_pytest(check, share, 'tests', f'--ignore={ACCURACY_TEST}')
+    return run
 
 
 # 3./4. benchmarks
 
 
-def op_benchmark(dtype: str) -> Callable:
+class Benchmark(NamedTuple):
+    script: str
+    needs: Tuple[str, ...]  # the modules it imports
+    sizes: List[str]  # its options on a GPU
+    dry_sizes: List[str]  # on a dry run
 
-    def part(check: Check, share: float) -> dict:
-        need('mmengine')
-        out = check.work / f'op-{dtype}.json'
-        sizes = ([
-            '--shape', '1', '2', '16', '16', '--kernels', '13', '31',
-            '--repeat', '1', '--no-memory'
-        ] if check.dry_run else [])
-        proc = check.tool([
-            'tools/benchmark/peripheral_conv.py', '--device', check.device,
-            '--dtype', dtype, '--json',
-            str(out), *sizes
-        ], share)
-        results = json.loads(out.read_text())
-        return dict(results=results, text=_log_tables(proc))
+    def part(self, *options: str) -> Callable:
+        """The part that runs it with ``options``: its JSON and tables."""
 
-    return part
+        def run(check: Check, share: float) -> dict:
+            need(*self.needs)
+            out = check.work / "-".join((Path(self.script).stem, *options))
+            proc = check.tool([
+                self.script, '--device', check.device, '--json',
+                str(out), *options,
+                *(self.dry_sizes if check.dry_run else self.sizes)
+            ], share)
+            return dict(
+                results=json.loads(out.read_text()), text=_log_tables(proc))
+
+        return run
 
 
-def backbone_benchmark(amp: str) -> Callable:
-
-    def part(check: Check, share: float) -> dict:
-        need('mmengine', 'mmcv', 'mmpretrain')
-        out = check.work / f'backbone-{amp}.json'
-        if check.dry_run:
-            sizes = [
-                '--batch', '2', '--sizes', '32', '--train-size', '32',
-                '--models', 'convnext-atto', 'pelk-t', '--repeat', '1',
-                '--no-memory'
-            ]
-        else:
-            sizes = [
-                '--batch', '64', '--sizes', '224', '--train-size', '224',
-                '--models', 'convnext-t', 'slak-t-stripes', 'pelk-t',
-                'pelk-t-deploy'
-            ]
-        proc = check.tool([
-            'tools/benchmark/backbone.py', '--device', check.device, '--amp',
-            amp, '--json',
-            str(out), *sizes
-        ], share)
-        return dict(
-            results=json.loads(out.read_text()), text=_log_tables(proc))
-
-    return part
+OP_BENCHMARK = Benchmark('tools/benchmark/peripheral_conv.py', ('mmengine', ),
+                         [], [
+                             '--shape', '1', '2', '16', '16', '--kernels',
+                             '13', '31', '--repeat', '1', '--no-memory'
+                         ])
+BACKBONE_BENCHMARK = Benchmark(
+    'tools/benchmark/backbone.py', ('mmengine', 'mmcv', 'mmpretrain'), [
+        '--batch', '64', '--sizes', '224', '--train-size', '224', '--models',
+        'convnext-t', 'slak-t-stripes', 'pelk-t', 'pelk-t-deploy'
+    ], [
+        '--batch', '2', '--sizes', '32', '--train-size', '32', '--models',
+        'convnext-atto', 'pelk-t', '--repeat', '1', '--no-memory'
+    ])
 
 
 def _log_tables(proc: subprocess.CompletedProcess) -> str:
@@ -289,95 +272,6 @@ def _log_tables(proc: subprocess.CompletedProcess) -> str:
             continue
         lines.append(line)
     return '\n'.join(lines)
-
-
-# 6. demo configs
-
-
-def demo_configs() -> Dict[str, tuple]:
-    """The PeLK demo config of each task of ``pelk_mm.tasks``, in its
-    order: ``{config: (its Config, task)}``."""
-    from mmengine.config import Config
-
-    from pelk_mm.tasks import TASKS
-    by_scope = {}
-    for path in sorted((ROOT / 'configs' / 'demo').glob('*_demo.py')):
-        cfg = Config.fromfile(str(path))
-        if cfg.model.backbone.type.endswith('PeLK'):
-            by_scope[cfg.get('default_scope')] = (str(path.relative_to(ROOT)),
-                                                  cfg)
-    return {
-        by_scope[scope][0]: (by_scope[scope][1], task)
-        for scope, task in TASKS.items() if scope in by_scope
-    }
-
-
-def demo_amp(check: Check, share: float) -> dict:
-    need('mmengine', 'mmcv')
-    stop = time.monotonic() + share
-    results, failed = {}, []
-    for config, (cfg, task) in demo_configs().items():
-        missing = [
-            m for m in (cfg.default_scope,
-                        'mmcv._ext' if task.needs_mmcv_ops else None)
-            if m and not have(m)
-        ]
-        if missing:
-            results[config] = f'skipped: needs {", ".join(missing)}'
-            continue
-        if check.dry_run and results:
-            results[config] = 'skipped: dry run (one config is enough)'
-            continue
-        root = check.work / task.dataset
-        try:
-            check.tool([
-                'tools/dataset_converters/generate_dataset.py', task.dataset,
-                str(root), '--num-train', '2', '--num-val', '1'
-            ], stop - time.monotonic())
-            check.tool([
-                'tools/train.py', config, '--work-dir',
-                str(check.work / f'train-{task.dataset}'), '--force',
-                *([] if check.dry_run else ['--amp']), '--cfg-options',
-                *one_iteration(cfg, task, root)
-            ], stop - time.monotonic())
-            results[config] = 'ok: one iteration' + (
-                ' (dry run: fp32 on the CPU)' if check.dry_run else ' (AMP)')
-        except (RuntimeError, subprocess.TimeoutExpired) as error:
-            results[config] = f'failed: {_tail(str(error), 1500)}'
-            failed.append(config)
-    record = dict(results=results)
-    if failed:
-        record.update(status='failed', reason=', '.join(failed))
-    return record
-
-
-def one_iteration(cfg, task, root: Path) -> List[str]:
-    """``--cfg-options`` for one training iteration of the config ``cfg``
-    on the dataset generated at ``root`` (and the validation of one image
-    that ends it)."""
-    old_root = cfg.train_dataloader.dataset.data_root
-    # The config's data_root as it lies under the task's default root
-    # (ADE20K's ADEChallengeData2016 below the generator's root).
-    data_root = os.path.normpath(root /
-                                 os.path.relpath(old_root, task.default_root))
-    options = [
-        f'{loader}.dataset.data_root={data_root}'
-        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
-    ]
-    # The first two training images, one batch; one validation image.
-    options += [
-        'train_dataloader.batch_size=2', 'train_dataloader.dataset.indices=2',
-        'val_dataloader.dataset.indices=1', 'train_cfg.val_interval=100',
-        'train_cfg.max_iters=1'
-        if 'max_iters' in cfg.train_cfg else 'train_cfg.max_epochs=1'
-    ]
-    # Annotation files the evaluators read, named under the config's root.
-    for evaluator in ('val_evaluator', 'test_evaluator'):
-        ann_file = cfg.get(evaluator, {}).get('ann_file')
-        if ann_file and ann_file.startswith(old_root):
-            options.append(f'{evaluator}.ann_file='
-                           f'{data_root}/{ann_file[len(old_root):]}')
-    return options
 
 
 # the report
@@ -403,13 +297,12 @@ def report_text(payload: dict) -> str:
 
 PARTS = {
     'environment': environment,
-    'accuracy': accuracy,
-    'op-fp32': op_benchmark('fp32'),
-    'backbone-fp32': backbone_benchmark('none'),
-    'backbone-bf16': backbone_benchmark('bf16'),
-    'op-bf16': op_benchmark('bf16'),
-    'gpu-tests': gpu_tests,
-    'demo-amp': demo_amp,
+    'accuracy': tests(ACCURACY_TEST),
+    'op-fp32': OP_BENCHMARK.part('--dtype', 'fp32'),
+    'backbone-fp32': BACKBONE_BENCHMARK.part('--amp', 'none'),
+    'backbone-bf16': BACKBONE_BENCHMARK.part('--amp', 'bf16'),
+    'op-bf16': OP_BENCHMARK.part('--dtype', 'bf16'),
+    'gpu-tests': tests('tests', f'--ignore={ACCURACY_TEST}'),
 }
 
 
