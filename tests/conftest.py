@@ -194,11 +194,12 @@ def restore_switches():
     switches.set_extension_dir(saved[2])
 
 
-#: The session fixtures that train a model: under pytest-xdist (``make
-#: test`` runs one worker per core), the tests that read one run on one
-#: worker (``--dist loadgroup``), so that it is trained once.
+#: The fixtures that train models and keep them for the session (or the
+#: module): under pytest-xdist (``make test`` runs a worker per core), the
+#: tests that read one run on one worker (``--dist loadgroup``), so that
+#: each model is trained once.
 TRAINED_FIXTURES = ('trained_segmentor', 'trained_detector',
-                    'trained_classifier')
+                    'trained_classifier', 'recipe_run')
 
 
 def pytest_collection_modifyitems(config, items):

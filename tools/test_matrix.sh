@@ -129,9 +129,6 @@ openmmlab() {
       two_iterations det "$demos/cascade_mask_rcnn_pelk_t_coco_demo.py" \
         train_cfg.max_epochs=1 train_dataloader.dataset.indices=4 \
         val_dataloader.dataset.indices=2
-      two_iterations cls "$demos/pelk_mini_in1k_demo.py" \
-        train_cfg.max_epochs=1 train_dataloader.dataset.indices=8 \
-        train_dataloader.batch_size=4 val_dataloader.dataset.indices=4
     } &
     lanes=("$!")
     {
@@ -155,6 +152,9 @@ openmmlab() {
         test_dataloader.dataset.indices=2 \
         "test_evaluator.ann_file=${coco}annotations/instances_val2017.json"
       mim_train_and_test
+      two_iterations cls "$demos/pelk_mini_in1k_demo.py" \
+        train_cfg.max_epochs=1 train_dataloader.dataset.indices=8 \
+        train_dataloader.batch_size=4 val_dataloader.dataset.indices=4
     } &
     lanes+=("$!")
     failed=0

@@ -1,5 +1,8 @@
+import os.path as osp
+
 import pytest
 import torch.nn as nn
+from conftest import metafile_models
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 import pelk_mm  # noqa: F401
@@ -134,23 +137,17 @@ def test_refuses_backbones_without_depth_and_unknown_types():
         build(dict(decay_rate=0.9, decay_type='block_wise'), Segmentor())
 
 
-@pytest.mark.parametrize('name, num_layers', [
-    ('upernet_pelk_t_ade20k.py', 6),
-    ('upernet_pelk_s_ade20k.py', 12),
-    ('upernet_pelk_b_ade20k.py', 12),
-    ('upernet_pelk_b101_ade20k.py', 12),
-    ('cascade_mask_rcnn_pelk_t_coco.py', 6),
-    ('cascade_mask_rcnn_pelk_s_coco.py', 12),
-    ('cascade_mask_rcnn_pelk_b_coco.py', 12),
-    ('cascade_mask_rcnn_pelk_b101_coco.py', 12),
+@pytest.mark.parametrize('name', [
+    osp.basename(model['Config']) for task in ('segmentation', 'detection')
+    for model in metafile_models(task)
 ])
-def test_every_parameter_of_the_configs_follows_slak(name, num_layers,
-                                                     load_config):
+def test_every_parameter_of_the_configs_follows_slak(name, load_config):
     """The learning rate and weight decay of every parameter of the seg and
     det recipes, against SLaK's rules computed by mmseg's / mmdet's own
-    ConvNeXt functions: lr * rate ** (num_layers + 1 - id), and no weight
-    decay on 1-D parameters and biases (SLaK) nor on the positional
-    embedding (our choice)."""
+    ConvNeXt functions: lr * rate ** (num_layers + 1 - id), with SLaK's
+    num_layers (6 for a third stage of 9 blocks, T; 12 for 27, S and B),
+    and no weight decay on 1-D parameters and biases (SLaK) nor on the
+    positional embedding (our choice)."""
     from mmdet.engine.optimizers.layer_decay_optimizer_constructor import \
         get_layer_id_for_convnext
     from mmengine.optim import build_optim_wrapper
@@ -161,6 +158,7 @@ def test_every_parameter_of_the_configs_follows_slak(name, num_layers,
     cfg.model.backbone.init_cfg = None
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
+    num_layers = 12 if model.backbone.depths[2] > 9 else 6
     optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
     paramwise = cfg.optim_wrapper.paramwise_cfg
     rate, base_lr = paramwise.decay_rate, cfg.optim_wrapper.optimizer.lr

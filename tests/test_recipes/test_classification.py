@@ -17,11 +17,21 @@ PAPER_SETTINGS = {
     'base': (0.5, 0.3, 100),
     'base-101': (0.5, 0.3, 100)
 }
-# The configs trained from scratch at 224 (the 384 ones fine-tune them).
+# The configs trained from scratch at 224, and the 384 ones: each of those
+# fine-tunes the 224 one of its name without '-384'.
 INDEXED = [
     m for m in metafile_models('classification')
     if m['Metadata']['Input Size'] == 224
 ]
+FINE_TUNED = [
+    osp.basename(m['Config']) for m in metafile_models('classification')
+    if m['Metadata']['Input Size'] == 384
+]
+
+
+def start_of(name: str) -> str:
+    """The 224 config that the 384 config ``name`` fine-tunes."""
+    return name.replace('-384', '')
 
 
 @pytest.mark.parametrize('indexed', INDEXED, ids=[m['Name'] for m in INDEXED])
@@ -71,14 +81,12 @@ def test_configs_follow_the_recipe(indexed, load_config):
     assert sparsity.get('prefix', '') == ''  # the head is masked too
 
 
-@pytest.mark.parametrize('name, arch, start', [
-    ('pelk_b_in1k-384.py', 'base', 'pelk_b_in1k'),
-    ('pelk_b101_in1k-384.py', 'base-101', 'pelk_b101_in1k'),
-])
-def test_384_configs_fine_tune_the_224_classifier(name, arch, start,
-                                                  load_config):
+@pytest.mark.parametrize('name', FINE_TUNED)
+def test_384_configs_fine_tune_the_224_classifier(name, load_config):
     cfg = load_config(name)
-    assert cfg.load_from == f'work_dirs/{start}/epoch_300.pth'
+    start = start_of(name)
+    arch = load_config(start).model.backbone.arch
+    assert cfg.load_from == f'work_dirs/{start[:-3]}/epoch_300.pth'
     assert (cfg.model.backbone.arch,
             cfg.model.backbone.drop_path_rate) == (arch, 0.8)
     assert cfg.model.backbone.get('kernel_resize', 'pad') == 'pad'
@@ -240,9 +248,7 @@ def recipe_run(imagenet, tmp_path_factory, run_tool_here, load_config):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', [
-    'pelk_t_in1k.py', 'pelk_s_in1k.py', 'pelk_b_in1k.py', 'pelk_b101_in1k.py'
-])
+@pytest.mark.parametrize('name', [osp.basename(m['Config']) for m in INDEXED])
 def test_224_recipes_train_sparse_from_scratch(recipe_run, name):
     work_dir, log = recipe_run(name)
     assert 'Epoch(train) [1][2/2]' in log, log[-3000:]
@@ -259,14 +265,12 @@ def test_224_recipes_train_sparse_from_scratch(recipe_run, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name, start', [
-    ('pelk_b_in1k-384.py', 'pelk_b_in1k.py'),
-    ('pelk_b101_in1k-384.py', 'pelk_b101_in1k.py'),
-])
-def test_384_recipes_fine_tune_their_224_checkpoint(recipe_run, name, start,
+@pytest.mark.parametrize('name', FINE_TUNED)
+def test_384_recipes_fine_tune_their_224_checkpoint(recipe_run, name,
                                                     load_config):
     """The 384 recipes start from the checkpoint of the 224 recipe they
     name and keep its masks (no pruning): every zero stays zero."""
+    start = start_of(name)
     start_dir, _ = recipe_run(start)
     cfg = load_config(name)
     assert cfg.load_from == f'work_dirs/{start[:-3]}/epoch_300.pth'
