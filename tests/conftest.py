@@ -1,4 +1,5 @@
 """Fixtures shared by the test modules (none imports another)."""
+import importlib.metadata
 import importlib.util
 import io
 import logging
@@ -202,6 +203,7 @@ TRAINED_FIXTURES = ('trained_segmentor', 'trained_detector',
                     'trained_classifier', 'recipe_run')
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` need CUDA: skipped, saying so, without it. The
     readers of a :data:`TRAINED_FIXTURES` model share an xdist group."""
@@ -212,6 +214,23 @@ def pytest_collection_modifyitems(config, items):
         for name in TRAINED_FIXTURES:
             if name in getattr(item, 'fixturenames', ()):
                 item.add_marker(pytest.mark.xdist_group(name))
+
+
+def pytest_configure(config):
+    """``--dist loadgroup`` where it groups nothing (pytest-xdist <= 3.8
+    marks a group in its tests' node ids, which pytest >= 9.2 does not let
+    it change) would have every worker train each shared model again:
+    refused, saying what to do."""
+    if config.getoption('dist', 'no') != 'loadgroup':
+        return
+    from packaging.version import Version  # pytest's dependency
+    xdist = importlib.metadata.version('pytest-xdist')
+    if Version(pytest.__version__) >= Version('9.2') and \
+            Version(xdist) <= Version('3.8.0'):
+        raise pytest.UsageError(
+            f'pytest-xdist {xdist} groups no tests on pytest '
+            f'{pytest.__version__}: install pytest<9.2 (make install does) '
+            'or run the tests in one process (make test TEST_WORKERS=0)')
 
 
 @pytest.fixture

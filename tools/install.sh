@@ -15,7 +15,7 @@
 #                                        CUDA kernels where nvcc is found,
 #                                        see below)
 #   mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0, ftfy, regex,
-#   opencv-python<5, pytest, pytest-xdist, flake8 7.1.1, isort 5.13.2, yapf 0.40.2
+#   opencv-python<5, pytest<9.2, pytest-xdist, flake8 7.1.1, isort 5.13.2, yapf 0.40.2
 #   (the house style's checkers, `make lint`), and pelk_mm itself
 #   (editable).
 #
@@ -293,9 +293,13 @@ if ! ok 'import mmdet, mmseg, mmpretrain, ftfy, regex, cv2, sys; sys.exit(not (m
 fi
 
 # The suite's runner (`make test`: pytest-xdist, a worker per core).
-if ! ok 'import pytest, xdist'; then
-  log "installing pytest, pytest-xdist (make test)"
-  pip_install -q pytest pytest-xdist
+# pytest < 9.2: on 9.2, xdist 3.8's --dist loadgroup groups nothing (it
+# marks a test's group in its node id, which pytest 9.2 no longer lets it
+# change; pytest-dev/pytest-xdist#1386), and each worker would train the
+# shared models again (tests/conftest.py warns where that happens).
+if ! ok 'import pytest, xdist, sys; sys.exit(tuple(map(int, pytest.__version__.split(".")[:2])) >= (9, 2))'; then
+  log "installing pytest<9.2, pytest-xdist (make test)"
+  pip_install -q 'pytest<9.2' pytest-xdist
 fi
 
 # ONNX export (tools/deployment/pytorch2onnx.py): torch's dynamo-based

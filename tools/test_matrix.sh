@@ -63,6 +63,13 @@ install_mmcv() {
   ok 'import mmcv.ops'
 }
 
+# The suite's runner, as tools/install.sh installs it (pytest < 9.2: see
+# there).
+install_pytest() {
+  ok 'import pytest, xdist, sys; sys.exit(tuple(map(int, pytest.__version__.split(".")[:2])) >= (9, 2))' \
+    || pip_install 'pytest<9.2' pytest-xdist
+}
+
 build_wheel() {
   rm -rf build/matrix-wheel
   "$PY" -m pip wheel -q --no-deps --no-build-isolation . -w build/matrix-wheel \
@@ -78,9 +85,10 @@ openmmlab() {
     || pip_install torch==2.1.2 torchvision==0.16.2 'numpy<2'
   ok 'import mmengine' || pip_install mmengine==0.10.7 'opencv-python<5' 'numpy<2'
   install_mmcv
-  ok 'import mmdet, mmseg, mmpretrain, mim, pytest, xdist' || pip_install \
+  install_pytest
+  ok 'import mmdet, mmseg, mmpretrain, mim, onnx' || pip_install \
     mmdet==3.3.0 mmsegmentation==1.2.2 mmpretrain==1.2.0 ftfy regex \
-    openmim pytest pytest-xdist onnx==1.23.2 onnxruntime==1.32.0 'numpy<2' 'pandas<3' \
+    openmim onnx==1.23.2 onnxruntime==1.32.0 'numpy<2' 'pandas<3' \
     'opencv-python<5'
 
   build_wheel
@@ -216,8 +224,8 @@ newest() {
   # mmengine's `mmseg::`-style bases import.
   PIP_CONSTRAINT=/dev/null pip_install --upgrade torch torchvision
   pip_install 'setuptools<82' wheel ninja
-  ok 'import mmengine, pytest, xdist' || pip_install mmengine==0.10.7 \
-    pytest pytest-xdist 'opencv-python<5'
+  ok 'import mmengine' || pip_install mmengine==0.10.7 'opencv-python<5'
+  install_pytest
   ok 'import mmcv' || pip_install mmcv-lite==2.1.0
   # Their configs only (the paper configs' bases): their models need
   # mmcv's compiled ops, and those tests skip here.

@@ -309,8 +309,7 @@ PARTS = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        '--out', default=os.environ.get('OUT', 'work_dirs/'
-                                        'gpu_check'))
+        '--out', default=os.environ.get('OUT', 'work_dirs/gpu_check'))
     parser.add_argument(
         '--dry-run',
         action='store_true',
@@ -318,14 +317,13 @@ def main() -> int:
     parser.add_argument(
         '--budget',
         type=float,
-        default=None,
-        help='seconds for the whole run on a GPU (default: 530; a dry run '
-        'runs every part to its end)')
+        default=530,
+        help='seconds for the whole run on a GPU (a dry run runs every '
+        'part to its end)')
     parser.add_argument(
         '--parts', nargs='+', choices=sorted(PARTS), default=list(PARTS))
     args = parser.parse_args()
-    budget = args.budget or 530
-    check = Check(Path(args.out), args.dry_run, budget)
+    check = Check(Path(args.out), args.dry_run, args.budget)
     try:
         for name in args.parts:
             check.run_part(name, PARTS[name])
