@@ -44,8 +44,9 @@ test-quick: install
 
 # pelk_mm in the environments users have (tools/test_matrix.sh): torch
 # 2.1.2 with OpenMMLab's stack, from its wheel and the stock tools, and the
-# newest torch on PyPI. Each is a venv of its own (.venv-openmmlab,
-# .venv-torch-newest); mmcv is built once per torch (about 7 minutes).
+# newest torch on PyPI. Each is a venv of its own, shared by this user's
+# clones (~/.cache/pelk_mm/venv-*); mmcv is built once per torch (about 7
+# minutes).
 test-matrix:
 	TEST_WORKERS=$(TEST_WORKERS) bash tools/test_matrix.sh
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # pelk_mm in the environments users already have, beside the pinned stack
 # of `make install` (README, "Tested versions"). Each environment is a venv
-# of its own in the clone, made here and reused; pip's wheel cache is one
-# per environment (~/.cache/pelk_mm/pip-ENV), so that mmcv is built once
-# per torch and a wheel built against one torch is never installed on
-# another.
+# of its own, ~/.cache/pelk_mm/venv-ENV, made once and brought up to date
+# by each run (only what is missing or of another version is installed),
+# and shared by the clones of this user (3-4 GB each: torch and its CUDA
+# libraries; a run holds its venv's lock, so two clones take turns); pip's
+# wheel cache is one per environment (~/.cache/pelk_mm/pip-ENV), so that
+# mmcv is built once per torch and a wheel built against one torch is never
+# installed on another.
 #
 #   openmmlab  torch 2.1.2 + mmcv 2.1.0 (compiled ops) + mmengine 0.10.7 +
 #              mmdet 3.3.0 + mmseg 1.2.2 + mmpretrain 1.2.0, numpy < 2, openmim
@@ -36,12 +39,17 @@ START=$(date +%s)
 XDIST="-n ${TEST_WORKERS:-2} --dist loadgroup"
 log() { printf '[matrix %4ds] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 
-# venv NAME CACHE: creates .venv-NAME and points PY at it, with pip's cache
-# ~/.cache/pelk_mm/pip-CACHE.
+# venv NAME CACHE: makes ~/.cache/pelk_mm/venv-NAME where there is none,
+# holds its lock until this script ends, and points PY at it, with pip's
+# cache ~/.cache/pelk_mm/pip-CACHE.
 venv() {
-  VENV="$ROOT/.venv-$1"
+  local cache="$HOME/.cache/pelk_mm"
+  VENV="$cache/venv-$1"
   PY="$VENV/bin/python"
-  export PIP_CACHE_DIR="$HOME/.cache/pelk_mm/pip-$2"
+  export PIP_CACHE_DIR="$cache/pip-$2"
+  mkdir -p "$cache"
+  exec {lock}>"$VENV.lock"
+  flock "$lock"
   [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
 }
 ok() { "$PY" - >/dev/null 2>&1 <<<"$1"; }
