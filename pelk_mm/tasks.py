@@ -39,8 +39,6 @@ class Task(NamedTuple):
         root_of_data_root (bool): Whether the generator's root is the folder
             above the config's ``data_root`` (ADE20K's
             ``ADEChallengeData2016``) rather than ``data_root`` itself.
-        needs_mmcv_ops (bool): Whether its models need mmcv's compiled ops
-            (mmcv-lite does not serve them).
     """
     name: str
     flops_shape: Tuple[int, int]
@@ -53,7 +51,6 @@ class Task(NamedTuple):
     generate: Callable[..., str]
     default_root: str
     root_of_data_root: bool = False
-    needs_mmcv_ops: bool = False
 
 
 class TensorMode(nn.Module):
@@ -204,8 +201,7 @@ TASKS: Dict[str, Task] = {
         dataset_type='ADE20KDataset',
         generate=generate_ade20k,
         default_root='data/ade_synthetic',
-        root_of_data_root=True,
-        needs_mmcv_ops=True),
+        root_of_data_root=True),
     'mmdet':
     Task(
         name='detection and instance segmentation',
@@ -217,8 +213,7 @@ TASKS: Dict[str, Task] = {
         dataset='coco',
         dataset_type='CocoDataset',
         generate=generate_coco,
-        default_root='data/coco_synthetic',
-        needs_mmcv_ops=True),
+        default_root='data/coco_synthetic'),
 }
 
 

@@ -221,7 +221,8 @@ def pytest_configure(config):
     marks a group in its tests' node ids, which pytest >= 9.2 does not let
     it change) would have every worker train each shared model again:
     refused, saying what to do."""
-    if config.getoption('dist', 'no') != 'loadgroup':
+    if config.getoption('dist', 'no') != 'loadgroup' or \
+            not config.getoption('numprocesses', None):  # -n 0: one process
         return
     from packaging.version import Version  # pytest's dependency
     xdist = importlib.metadata.version('pytest-xdist')

@@ -15,8 +15,9 @@
 #                                        CUDA kernels where nvcc is found,
 #                                        see below)
 #   mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0, ftfy, regex,
-#   opencv-python<5, pytest<9.2, pytest-xdist, flake8 7.1.1, isort 5.13.2, yapf 0.40.2
-#   (the house style's checkers, `make lint`), and pelk_mm itself
+#   opencv-python<5, pytest<9.2 and pytest-xdist (`make test`), flake8
+#   7.1.1, isort 5.13.2, yapf 0.40.2 (the house style's checkers, `make
+#   lint`), and pelk_mm itself
 #   (editable).
 #
 # mmcv's CUDA ops, by mmcv's own rule: its setup.py compiles them where
@@ -35,9 +36,11 @@
 # `bash tools/install.sh --mmcv-build-plan` prints the decision and changes
 # nothing.
 #
-# Usage: bash tools/install.sh [--mmcv-build-plan | --lint-tools]
+# Usage: bash tools/install.sh [--mmcv-build-plan | --lint-tools |
+#                               --test-runner]
 #        (or `make install`; `--lint-tools` installs the style checkers
-#        alone, for `make lint`)
+#        alone, for `make lint`; `--test-runner` pytest and pytest-xdist
+#        alone, into VENV: tools/test_matrix.sh's venvs)
 # Environment: PYTHON (default python3.11), VENV (default .venv),
 #              PELK_MM_MMCV_CUDA (auto, 0 or 1; default auto),
 #              TORCH_CUDA_ARCH_LIST, CUDA_HOME, MAX_JOBS.
@@ -205,6 +208,18 @@ install_lint_tools() {
   fi
 }
 
+# The suite's runner (`make test`, and the matrix's venvs: pytest-xdist, a
+# worker per core). pytest < 9.2: on 9.2, xdist 3.8's --dist loadgroup
+# groups nothing (it marks a test's group in its node id, which pytest 9.2
+# no longer lets it change; pytest-dev/pytest-xdist#1386), and each worker
+# would train the shared models again (tests/conftest.py refuses that).
+install_test_runner() {
+  if ! ok 'import pytest, xdist, sys; from packaging.version import Version as V; sys.exit(V(pytest.__version__) >= V("9.2"))'; then
+    log "installing pytest<9.2, pytest-xdist (make test)"
+    pip_install -q 'pytest<9.2' pytest-xdist
+  fi
+}
+
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
   echo "install: $PYTHON not found. pelk_mm is tested with Python 3.11;" \
        "set PYTHON=/path/to/python3.11." >&2
@@ -218,6 +233,10 @@ fi
 
 if [ "${1:-}" = "--lint-tools" ]; then
   install_lint_tools
+  exit 0
+fi
+if [ "${1:-}" = "--test-runner" ]; then
+  install_test_runner
   exit 0
 fi
 
@@ -292,15 +311,7 @@ if ! ok 'import mmdet, mmseg, mmpretrain, ftfy, regex, cv2, sys; sys.exit(not (m
     ftfy regex 'opencv-python<5'
 fi
 
-# The suite's runner (`make test`: pytest-xdist, a worker per core).
-# pytest < 9.2: on 9.2, xdist 3.8's --dist loadgroup groups nothing (it
-# marks a test's group in its node id, which pytest 9.2 no longer lets it
-# change; pytest-dev/pytest-xdist#1386), and each worker would train the
-# shared models again (tests/conftest.py warns where that happens).
-if ! ok 'import pytest, xdist, sys; sys.exit(tuple(map(int, pytest.__version__.split(".")[:2])) >= (9, 2))'; then
-  log "installing pytest<9.2, pytest-xdist (make test)"
-  pip_install -q 'pytest<9.2' pytest-xdist
-fi
+install_test_runner
 
 # ONNX export (tools/deployment/pytorch2onnx.py): torch's dynamo-based
 # exporter needs onnxscript; onnxruntime checks and times the graphs.

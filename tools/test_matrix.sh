@@ -71,12 +71,8 @@ install_mmcv() {
   ok 'import mmcv.ops'
 }
 
-# The suite's runner, as tools/install.sh installs it (pytest < 9.2: see
-# there).
-install_pytest() {
-  ok 'import pytest, xdist, sys; sys.exit(tuple(map(int, pytest.__version__.split(".")[:2])) >= (9, 2))' \
-    || pip_install 'pytest<9.2' pytest-xdist
-}
+# The suite's runner, as `make install` installs it.
+install_pytest() { VENV="$VENV" bash "$ROOT/tools/install.sh" --test-runner; }
 
 build_wheel() {
   rm -rf build/matrix-wheel
